@@ -1,0 +1,12 @@
+"""Tamper-evident decision log (see store.py) and its CLI."""
+from .config import load_audit_key
+from .record import build_decision_record, canonical_json, patient_key, scrub
+from .store import AuditStore, Problem, VerifyReport
+
+__all__ = ["AuditStore", "Problem", "VerifyReport", "build_decision_record", "canonical_json",
+           "load_audit_key", "patient_key", "scrub", "register_audit_commands"]
+
+
+def register_audit_commands(subparsers):
+    from .cli import register_audit_commands as _register
+    return _register(subparsers)

@@ -1,0 +1,183 @@
+"""Decision records: what one evaluation decided, in a form fit for the audit log.
+
+A record holds only what an auditor needs to trace a card to the rule version and
+the facts that produced it. It never holds access tokens, JWTs or the raw request:
+`build_decision_record` copies named fields only, and `scrub` removes anything
+token-like that a caller might still pass in (defence in depth).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import hmac
+import json
+import re
+from typing import Any
+
+GENESIS_HASH = "0" * 64
+
+# Keys that carry credentials or whole requests; never stored, at any depth.
+FORBIDDEN_KEYS = frozenset(
+    k.lower()
+    for k in (
+        "fhirAuthorization", "access_token", "accessToken", "authorization",
+        "token", "id_token", "refresh_token", "jwt", "bearer", "prefetch",
+        "request", "rawRequest", "requestBody", "body", "password", "secret",
+    )
+)
+_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_BEARER_RE = re.compile(r"(?i)\bbearer\s+\S+")
+REDACTED = "[redacted]"
+
+
+def canonical_json(obj: Any) -> str:
+    """The one serialisation that is hashed: sorted keys, no spaces, UTF-8, no NaN."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False, default=_json_default)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (_dt.datetime, _dt.date)):
+        return o.isoformat()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    if hasattr(o, "__dict__"):
+        return {k: v for k, v in vars(o).items() if not k.startswith("_")}
+    return str(o)
+
+
+def chain_hash(prev_hash: str, body: str) -> str:
+    return hashlib.sha256((prev_hash + "\n" + body).encode("utf-8")).hexdigest()
+
+
+def utc_now() -> str:
+    # Fixed-width ISO-8601 UTC so that string order is time order (used by --since).
+    return format_time(_dt.datetime.now(_dt.timezone.utc))
+
+
+def format_time(t: _dt.datetime) -> str:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def patient_key(patient_id: str | None, key: bytes) -> str | None:
+    """Pseudonymous, stable per install: HMAC-SHA256(key, patient id)."""
+    if patient_id is None or patient_id == "":
+        return None
+    return hmac.new(key, str(patient_id).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def key_id(key: bytes) -> str:
+    """Names the pseudonymisation key without revealing it, so a key rotation shows in the log."""
+    return hashlib.sha256(b"pacecds-audit-key-id\0" + key).hexdigest()[:16]
+
+
+def scrub(obj: Any) -> tuple[Any, int]:
+    """Copy `obj` without credential-bearing keys or token-looking strings; return (copy, removed)."""
+    removed = 0
+
+    def walk(o: Any) -> Any:
+        nonlocal removed
+        if isinstance(o, dict):
+            out = {}
+            for k, v in o.items():
+                if str(k).lower() in FORBIDDEN_KEYS:
+                    removed += 1
+                    continue
+                out[str(k)] = walk(v)
+            return out
+        if isinstance(o, (list, tuple)):
+            return [walk(v) for v in o]
+        if isinstance(o, str):
+            if _JWT_RE.search(o) or _BEARER_RE.search(o):
+                removed += 1
+                return REDACTED
+            return o
+        return o
+
+    return walk(obj), removed
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _fired(fr: Any) -> dict:
+    facts = _get(fr, "facts") or {}
+    out = {
+        "id": _get(fr, "rule_id") or _get(fr, "id"),
+        "version": _get(fr, "rule_version") or _get(fr, "version"),
+        "status": _get(fr, "status"),
+        "facts": facts,
+    }
+    expl = _get(fr, "explanation")
+    if expl is not None:
+        out["explanation"] = expl
+    return out
+
+
+def _evaluated(item: Any) -> dict:
+    if isinstance(item, (list, tuple)) and len(item) == 2:
+        return {"id": item[0], "version": item[1]}
+    return {"id": _get(item, "rule_id") or _get(item, "id"),
+            "version": _get(item, "rule_version") or _get(item, "version")}
+
+
+def _card(card: dict) -> dict:
+    ext = card.get("extension") or {}
+    rule = ext.get("pacecds.rule") or {}
+    return {
+        "uuid": card.get("uuid"),
+        "summary": card.get("summary"),
+        "indicator": card.get("indicator"),
+        "rule": {"id": rule.get("id"), "version": rule.get("version")} if rule else None,
+    }
+
+
+def _ruleset_info(result: Any, ruleset: Any) -> dict:
+    src = ruleset if ruleset is not None else _get(result, "ruleset")
+    if src is not None:
+        return {"name": _get(src, "name"), "version": _get(src, "version"), "sha256": _get(src, "sha256")}
+    # Fall back to the stamp every card carries.
+    for card in _get(result, "cards") or []:
+        stamp = (card.get("extension") or {}).get("pacecds.ruleset")
+        if stamp:
+            return {"name": stamp.get("name"), "version": stamp.get("version"), "sha256": stamp.get("sha256")}
+    return {"name": None, "version": None, "sha256": None}
+
+
+def build_decision_record(result: Any, *, hook: str, hook_instance: str, service_id: str,
+                          patient_id: str | None, latency_ms: float, key: bytes,
+                          ruleset: Any = None, time: str | None = None) -> dict:
+    """Turn an engine EvaluationResult into the record `AuditStore.record_evaluation` stores.
+
+    `ruleset` (name/version/sha256) is optional: without it the result's own `ruleset`
+    attribute or the cards' `pacecds.ruleset` stamp is used.
+    """
+    if not isinstance(key, (bytes, bytearray)) or len(key) < 16:
+        raise ValueError("audit key must be at least 16 bytes")
+    pid = patient_id if patient_id is not None else _get(result, "patient_id")
+    record = {
+        "type": "evaluation",
+        "time": time or utc_now(),
+        "hookInstance": hook_instance,
+        "hook": hook,
+        "serviceId": service_id,
+        "patientKey": patient_key(pid, bytes(key)),
+        "keyId": key_id(bytes(key)),
+        "ruleset": _ruleset_info(result, ruleset),
+        "rulesEvaluated": [_evaluated(e) for e in (_get(result, "evaluated") or [])],
+        "rulesFired": [_fired(f) for f in (_get(result, "fired") or [])],
+        "cards": [_card(c) for c in (_get(result, "cards") or [])],
+        "shadow": [_fired(f) for f in (_get(result, "shadow") or [])],
+        "missing": sorted(_get(result, "missing") or []),
+        "latencyMs": round(float(latency_ms), 3),
+    }
+    expl = _get(result, "explanation")
+    if expl is not None:
+        record["explanation"] = expl
+    # Round-trip through JSON so the record holds plain data only (no model objects).
+    return json.loads(canonical_json(record))

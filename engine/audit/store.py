@@ -1,0 +1,455 @@
+"""The decision log: an append-only, hash-chained store over SQLAlchemy.
+
+Guarantees
+- `record_evaluation` and `record_feedback` return only after the transaction has
+  committed (SQLite: WAL with synchronous=FULL; PostgreSQL: default synchronous commit),
+  so a caller that returns a card after them never returns a card without its record.
+- Every record carries the SHA-256 of the previous record (over its canonical JSON),
+  and a one-row chain head holds the last sequence number and hash. Appends are
+  serialised on that head: SQLite takes the write lock up front (BEGIN IMMEDIATE);
+  PostgreSQL locks the head row (SELECT ... FOR UPDATE), which also serialises
+  several service replicas sharing one database.
+- `verify` recomputes the chain and names the first record that was changed,
+  inserted or deleted. The chain detects edits by anyone who cannot also rewrite
+  every later record and the head; `verify` prints the head hash so that auditors can
+  keep it outside the database and compare (`--expect-head`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from . import config
+from .record import GENESIS_HASH, canonical_json, chain_hash, scrub, utc_now
+
+metadata = sa.MetaData()
+
+chain_head = sa.Table(
+    "audit_chain_head", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+records = sa.Table(
+    "audit_record", metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("recorded_at", sa.String(32), nullable=False),
+    sa.Column("hook_instance", sa.String(128)),
+    sa.Column("hook", sa.String(64)),
+    sa.Column("service_id", sa.String(128)),
+    sa.Column("patient_key", sa.String(64)),
+    sa.Column("card_uuid", sa.String(128)),
+    sa.Column("feedback_key", sa.String(64), unique=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+cards = sa.Table(
+    "audit_card", metadata,
+    sa.Column("card_uuid", sa.String(128), nullable=False, index=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # derived index, no FK: records are the truth
+    sa.Column("rule_id", sa.String(128)),
+    sa.Column("rule_version", sa.String(32)),
+    sa.PrimaryKeyConstraint("card_uuid", "seq"),
+)
+
+# Columns copied out of the body for indexing; verify checks they still agree with it.
+_INDEXED = {
+    "kind": "type", "recorded_at": "time", "hook_instance": "hookInstance", "hook": "hook",
+    "service_id": "serviceId", "patient_key": "patientKey", "card_uuid": "card",
+}
+_MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
+_ADVISORY_LOCK_ID = 0x70616365  # "pace": serialises concurrent migrations on PostgreSQL
+VERSION_TABLE = "pacecds_audit_alembic_version"
+
+
+@dataclass
+class Problem:
+    seq: int | None
+    kind: str        # changed | inserted | deleted
+    detail: str
+
+    def __str__(self) -> str:
+        where = f"record {self.seq}" if self.seq is not None else "log"
+        return f"{where}: {self.kind}: {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    records: int
+    head_seq: int
+    head_hash: str
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def first_bad(self) -> Problem | None:
+        return self.problems[0] if self.problems else None
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "records": self.records, "head": {"seq": self.head_seq, "hash": self.head_hash},
+                "problems": [vars(p) for p in self.problems],
+                "first_bad": vars(self.first_bad) if self.first_bad else None}
+
+
+def _sqlite_engine(url: str) -> sa.Engine:
+    eng = sa.create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(eng, "connect")
+    def _connect(dbapi_conn, _rec):
+        # We issue BEGIN ourselves so that writers can take the lock up front.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")   # durable at COMMIT, not just crash-safe
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(eng, "begin")
+    def _begin(conn):
+        # Readers use a deferred transaction so `verify` and `stats` never block the service.
+        if conn.get_execution_options().get("pacecds_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return eng
+
+
+class AuditStore:
+    def __init__(self, engine: sa.Engine, *, key: bytes | None = None):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._key = key
+
+    # ---- construction -------------------------------------------------------------
+    @classmethod
+    def from_config(cls, url: str | None = None, *, schema: str | None = None,
+                    key: bytes | None = None, migrate: bool = True) -> "AuditStore":
+        """Open (and migrate to the latest schema) the store named by `url`,
+        else PACECDS_DATABASE_URL, else SQLite at var/pacecds-audit.db.
+        `schema` puts the tables in a PostgreSQL schema (created if missing)."""
+        url = config.database_url(url)
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://"):]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        if url.startswith("sqlite"):
+            eng = _sqlite_engine(url)
+        else:
+            kwargs: dict[str, Any] = {"pool_pre_ping": True}
+            if schema:
+                kwargs["connect_args"] = {"options": f"-csearch_path={schema}"}
+            eng = sa.create_engine(url, **kwargs)
+            if schema:
+                with eng.begin() as conn:
+                    conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        store = cls(eng, key=key)
+        if migrate:
+            store.migrate()
+        return store
+
+    def migrate(self, revision: str = "head") -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", _MIGRATIONS)
+        with self._write() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_ID})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+
+    def schema_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+        with self.engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            return ctx.get_current_revision()
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = config.load_audit_key()
+        return self._key
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- writing ----------------------------------------------------------------
+    def _write(self):
+        conn = self.engine.connect().execution_options(pacecds_write=True)
+        return _WriteTxn(conn)
+
+    def _lock_head(self, conn) -> tuple[int, str]:
+        q = sa.select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1)
+        if self.dialect == "postgresql":
+            q = q.with_for_update()
+        row = conn.execute(q).one()
+        return int(row.seq), row.hash
+
+    def _append(self, conn, seq: int, prev: str, body: dict, *, feedback_key: str | None = None) -> str:
+        text = canonical_json(body)
+        h = chain_hash(prev, text)
+        values = {col: body.get(src) for col, src in _INDEXED.items()}
+        conn.execute(records.insert().values(seq=seq, body=text, prev_hash=prev, hash=h,
+                                             feedback_key=feedback_key, **values))
+        return h
+
+    def _set_head(self, conn, seq: int, h: str) -> None:
+        conn.execute(chain_head.update().where(chain_head.c.id == 1).values(seq=seq, hash=h))
+
+    def record_evaluation(self, record: dict) -> int:
+        """Append one decision record; returns its sequence number once committed."""
+        if not isinstance(record, dict) or not record.get("hookInstance"):
+            raise ValueError("an evaluation record needs a hookInstance")
+        body, _ = scrub(record)
+        body["type"] = "evaluation"
+        body.setdefault("time", utc_now())
+        body.pop("card", None)
+        with self._write() as conn:
+            seq, prev = self._lock_head(conn)
+            seq += 1
+            h = self._append(conn, seq, prev, body)
+            rows = [{"card_uuid": c["uuid"], "seq": seq,
+                     "rule_id": (c.get("rule") or {}).get("id"),
+                     "rule_version": (c.get("rule") or {}).get("version")}
+                    for c in body.get("cards") or [] if isinstance(c, dict) and c.get("uuid")]
+            # A response never repeats a uuid, but a duplicate must not lose the record.
+            seen = set()
+            rows = [r for r in rows if not (r["card_uuid"] in seen or seen.add(r["card_uuid"]))]
+            if rows:
+                conn.execute(cards.insert(), rows)
+            self._set_head(conn, seq, h)
+        return seq
+
+    def record_feedback(self, service_id: str, feedback: dict) -> bool:
+        """Store CDS Hooks feedback (one item, or a body with a `feedback` list).
+
+        Idempotent: an item already stored for this service is not stored again.
+        Returns True if anything new was stored. Each stored item is linked to the
+        evaluation that returned its card (rule id and version, hookInstance)."""
+        items = feedback.get("feedback") if isinstance(feedback, dict) and "feedback" in feedback else [feedback]
+        if not isinstance(items, list) or not all(isinstance(i, dict) and i.get("card") for i in items):
+            raise ValueError("feedback items need a card uuid")
+        import hashlib
+
+        stored = False
+        with self._write() as conn:
+            seq, prev = self._lock_head(conn)
+            for item in items:
+                clean, _ = scrub(item)
+                fkey = hashlib.sha256(canonical_json({"serviceId": service_id, "item": clean})
+                                      .encode("utf-8")).hexdigest()
+                exists = conn.execute(sa.select(records.c.seq).where(records.c.feedback_key == fkey)).first()
+                if exists:
+                    continue
+                link = conn.execute(
+                    sa.select(cards.c.seq, cards.c.rule_id, cards.c.rule_version, records.c.hook_instance)
+                    .join(records, records.c.seq == cards.c.seq)
+                    .where(cards.c.card_uuid == str(clean["card"]))
+                    .order_by(cards.c.seq.desc()).limit(1)).first()
+                body = {
+                    "type": "feedback", "time": utc_now(), "serviceId": service_id,
+                    "card": str(clean["card"]), "outcome": clean.get("outcome"),
+                    "outcomeTimestamp": clean.get("outcomeTimestamp"),
+                    "acceptedSuggestions": clean.get("acceptedSuggestions") or [],
+                    "overrideReason": clean.get("overrideReason"),
+                    "evaluationSeq": link.seq if link else None,
+                    "hookInstance": link.hook_instance if link else None,
+                    "rule": {"id": link.rule_id, "version": link.rule_version} if link else None,
+                }
+                seq += 1
+                prev = self._append(conn, seq, prev, body, feedback_key=fkey)
+                stored = True
+            if stored:
+                self._set_head(conn, seq, prev)
+        return stored
+
+    # ---- reading ----------------------------------------------------------------
+    def _rows(self, conn, *where, order="asc") -> Iterator[Any]:
+        q = sa.select(records).where(*where)
+        q = q.order_by(records.c.seq.asc() if order == "asc" else records.c.seq.desc())
+        yield from conn.execution_options(yield_per=1000).execute(q)
+
+    @staticmethod
+    def _decode(row) -> dict:
+        rec = json.loads(row.body)
+        rec["seq"] = row.seq
+        rec["hash"] = row.hash
+        rec["prevHash"] = row.prev_hash
+        return rec
+
+    def get(self, hook_instance: str) -> dict | None:
+        """The latest evaluation record for a hookInstance, with the feedback on its cards."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(records).where(records.c.hook_instance == hook_instance,
+                                                        records.c.kind == "evaluation")
+                               .order_by(records.c.seq.desc()).limit(1)).first()
+            if row is None:
+                return None
+            rec = self._decode(row)
+            uuids = [c.get("uuid") for c in rec.get("cards") or [] if c.get("uuid")]
+            rec["feedback"] = []
+            if uuids:
+                fb = conn.execute(sa.select(records).where(records.c.kind == "feedback",
+                                                           records.c.card_uuid.in_(uuids))
+                                  .order_by(records.c.seq)).all()
+                rec["feedback"] = [self._decode(r) for r in fb]
+            return rec
+
+    def head(self) -> tuple[int, str]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1)).one()
+            return int(row.seq), row.hash
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(records)).scalar_one()
+
+    def verify(self, *, max_problems: int = 100) -> VerifyReport:
+        """Walk the chain from the first record; report every break, first one first."""
+        problems: list[Problem] = []
+        seen: dict[str, int] = {GENESIS_HASH: 0}   # hash -> seq, to tell insertions from deletions
+        n = 0
+        last_seq, last_hash = 0, GENESIS_HASH
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():  # one snapshot: head and records agree
+                head_seq, head_hash = (lambda r: (int(r.seq), r.hash))(
+                    conn.execute(sa.select(chain_head.c.seq, chain_head.c.hash)).one())
+                for row in self._rows(conn):
+                    n += 1
+                    p = self._check_row(row, last_seq, last_hash, seen, head_seq)
+                    if p:
+                        problems.append(p)
+                        if p.kind == "inserted" and (row.seq > head_seq or row.seq <= 0):
+                            continue  # not part of the chain: judge the next record against the last good one
+                    seen[row.hash] = row.seq
+                    last_seq, last_hash = row.seq, row.hash
+                    if len(problems) >= max_problems:
+                        break
+                else:
+                    if last_seq < head_seq:
+                        problems.append(Problem(last_seq + 1, "deleted",
+                                                f"records {last_seq + 1}..{head_seq} are missing from the end "
+                                                f"(chain head is record {head_seq})"))
+                    elif last_hash != head_hash:
+                        problems.append(Problem(last_seq, "changed",
+                                                "last record's hash differs from the chain head"))
+        return VerifyReport(ok=not problems, records=n, head_seq=head_seq, head_hash=head_hash,
+                            problems=problems)
+
+    @staticmethod
+    def _check_row(row, last_seq: int, last_hash: str, seen: dict[str, int], head_seq: int) -> Problem | None:
+        seq = row.seq
+        if seq > head_seq or seq <= 0:
+            return Problem(seq, "inserted", f"lies outside the chain (the chain head is record {head_seq})")
+        if chain_hash(row.prev_hash, row.body) != row.hash:
+            return Problem(seq, "changed", "content does not match its hash")
+        try:
+            body = json.loads(row.body)
+        except ValueError:
+            return Problem(seq, "changed", "content is not JSON")
+        for col, src in _INDEXED.items():
+            if getattr(row, col) != body.get(src):
+                return Problem(seq, "changed", f"column {col} ({getattr(row, col)!r}) differs from the "
+                                               f"hashed content ({body.get(src)!r})")
+        if row.prev_hash == last_hash:
+            if seq != last_seq + 1:
+                return Problem(seq, "changed", f"sequence number jumps from {last_seq} to {seq} "
+                                               "although the hash chain is unbroken")
+            return None
+        if row.prev_hash in seen and seen[row.prev_hash] < last_seq:
+            first = seen[row.prev_hash] + 1
+            return Problem(first, "inserted", f"records {first}..{last_seq} are not in the chain: record "
+                                              f"{seq} follows record {seen[row.prev_hash]}")
+        if seq > last_seq + 1:
+            return Problem(last_seq + 1, "deleted", f"records {last_seq + 1}..{seq - 1} are missing "
+                                                    f"(record {seq} does not follow record {last_seq})")
+        if last_seq == 0:
+            return Problem(seq, "changed", "the first record does not start the chain")
+        return Problem(last_seq, "changed", f"record {seq} does not follow it: its content and hash "
+                                            "were rewritten, or it was replaced")
+
+    def stats(self, since: str | None = None) -> dict:
+        """Per rule: evaluated, fired, shadow-fired, cards, accepted, overridden, override reasons."""
+        rules: dict[str, dict] = {}
+
+        def entry(rid: str | None) -> dict:
+            rid = rid or "(unknown)"
+            return rules.setdefault(rid, {"evaluated": 0, "fired": 0, "shadow_fired": 0, "cards": 0,
+                                          "accepted": 0, "overridden": 0, "override_reasons": {},
+                                          "versions": set()})
+
+        evaluations = feedback = 0
+        where = [records.c.recorded_at >= since] if since else []
+        with self.engine.connect() as conn:
+            for row in self._rows(conn, *where):
+                rec = json.loads(row.body)
+                if rec.get("type") == "evaluation":
+                    evaluations += 1
+                    for r in rec.get("rulesEvaluated") or []:
+                        e = entry(r.get("id"))
+                        e["evaluated"] += 1
+                        e["versions"].add(r.get("version"))
+                    for r in rec.get("rulesFired") or []:
+                        entry(r.get("id"))["fired"] += 1
+                    for r in rec.get("shadow") or []:
+                        entry(r.get("id"))["shadow_fired"] += 1
+                    for c in rec.get("cards") or []:
+                        entry((c.get("rule") or {}).get("id"))["cards"] += 1
+                elif rec.get("type") == "feedback":
+                    feedback += 1
+                    e = entry((rec.get("rule") or {}).get("id"))
+                    if rec.get("outcome") == "accepted":
+                        e["accepted"] += 1
+                    elif rec.get("outcome") == "overridden":
+                        e["overridden"] += 1
+                        reason = _reason_label(rec.get("overrideReason"))
+                        e["override_reasons"][reason] = e["override_reasons"].get(reason, 0) + 1
+        for e in rules.values():
+            e["versions"] = sorted(v for v in e["versions"] if v)
+        return {"since": since, "evaluations": evaluations, "feedback": feedback,
+                "rules": dict(sorted(rules.items()))}
+
+
+def _reason_label(reason: Any) -> str:
+    if not reason:
+        return "(no reason given)"
+    coding = reason.get("reason") or {}
+    label = coding.get("display") or coding.get("code")
+    if not label:
+        return "(no reason given)"
+    return label
+
+
+class _WriteTxn:
+    """`with store._write() as conn:` — a write transaction that commits or rolls back, then closes."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.txn = self.conn.begin()
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.txn.commit()
+            else:
+                self.txn.rollback()
+        finally:
+            self.conn.close()
+        return False

@@ -1,0 +1,323 @@
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from engine.audit import AuditStore, build_decision_record, patient_key
+from engine.audit.store import records
+
+from .conftest import AUDIT_KEY, raw_exec
+from .fakes import Ruleset, result
+
+CANARY = "CANARY-TOKEN-7f3e9c"
+JWT = ("eyJhbGciOiJSUzM4NCIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJodHRwczovL2Voci5leGFtcGxlIiwic3ViIjoi"
+       + CANARY + "In0.c2lnbmF0dXJl")
+
+
+def decision(hook_instance: str | None = None, patient: str = "pat-1") -> dict:
+    return build_decision_record(result(patient), hook="patient-view",
+                                 hook_instance=hook_instance or str(uuid.uuid4()),
+                                 service_id="pacecds-patient-view", patient_id=patient,
+                                 latency_ms=12.3456, key=AUDIT_KEY, ruleset=Ruleset())
+
+
+# ---- the record ----------------------------------------------------------------------
+
+def test_decision_record_holds_what_an_auditor_needs_and_no_more():
+    rec = decision("hi-1")
+    assert rec["hookInstance"] == "hi-1" and rec["hook"] == "patient-view"
+    assert rec["serviceId"] == "pacecds-patient-view"
+    assert rec["ruleset"] == {"name": "pacecds-msk", "version": "1.2.0", "sha256": "ab" * 32}
+    assert {"id": "comorbidity.anaemia", "version": "2.1.0"} in rec["rulesEvaluated"]
+    fired = rec["rulesFired"][0]
+    assert fired["id"] == "pacing.boom-bust" and fired["version"] == "1.0.0"
+    assert fired["facts"]["daily_steps_cv"]["value"] == 0.62
+    assert fired["facts"]["daily_steps_cv"]["provenance"] == ["Observation/steps-1", "Observation/steps-2"]
+    assert rec["cards"][0]["summary"] == "Consider pacing" and rec["cards"][0]["indicator"] == "info"
+    assert rec["cards"][0]["rule"] == {"id": "pacing.boom-bust", "version": "1.0.0"}
+    assert "detail" not in rec["cards"][0]
+    assert rec["shadow"][0]["id"] == "pacing.new-draft"
+    assert rec["latencyMs"] == 12.346
+    # pseudonymous: a keyed hash, never the id itself
+    assert "pat-1" not in json.dumps(rec)
+    assert rec["patientKey"] == patient_key("pat-1", AUDIT_KEY)
+    assert patient_key("pat-1", b"x" * 32) != rec["patientKey"]
+
+
+def test_ruleset_falls_back_to_card_stamp():
+    rec = build_decision_record(result(), hook="patient-view", hook_instance="h", service_id="s",
+                                patient_id=None, latency_ms=1, key=AUDIT_KEY)
+    assert rec["ruleset"]["sha256"] == "ab" * 32
+    assert rec["patientKey"] == patient_key("pat-1", AUDIT_KEY)  # taken from result.patient_id
+
+
+def test_short_key_refused():
+    with pytest.raises(ValueError):
+        build_decision_record(result(), hook="h", hook_instance="h", service_id="s", patient_id="p",
+                              latency_ms=1, key=b"short")
+
+
+# ---- storing and reading ---------------------------------------------------------------
+
+def test_record_then_get(store):
+    rec = decision("hook-abc")
+    seq = store.record_evaluation(rec)
+    assert seq == 1
+    got = store.get("hook-abc")
+    assert got["seq"] == 1 and got["rulesFired"] == rec["rulesFired"] and got["cards"] == rec["cards"]
+    assert got["feedback"] == []
+    assert store.get("no-such-hook") is None
+    assert store.record_evaluation(decision()) == 2
+
+
+def test_never_stores_tokens_jwts_or_request_bodies(store, store_url, tmp_path):
+    rec = decision("hook-canary")
+    # a careless caller passes credentials and the raw request along with the record
+    rec["fhirAuthorization"] = {"access_token": CANARY, "token_type": "Bearer"}
+    rec["request"] = {"context": {"patientId": "pat-1"}, "prefetch": {"x": CANARY}}
+    rec["rulesFired"][0]["facts"]["note"] = {"value": "Bearer " + CANARY}
+    rec["cards"][0]["summary"] = JWT
+    store.record_evaluation(rec)
+    store.record_feedback("svc", {"feedback": [{"card": rec["cards"][0]["uuid"], "outcome": "accepted",
+                                                "authorization": "Bearer " + CANARY, "jwt": JWT}]})
+    with store.engine.connect() as conn:
+        dump = json.dumps([list(r) for r in conn.execute(sa.select(records))])
+    assert CANARY not in dump and "eyJ" not in dump
+    url, _ = store_url
+    if url.startswith("sqlite"):
+        store.close()
+        raw = b"".join(p.read_bytes() for p in tmp_path.glob("audit.db*"))
+        assert raw, "database file expected"
+        assert CANARY.encode() not in raw
+
+
+def test_feedback_is_idempotent_and_linked(store):
+    rec = decision("hook-fb")
+    store.record_evaluation(rec)
+    uuid_ = rec["cards"][0]["uuid"]
+    item = {"card": uuid_, "outcome": "overridden", "outcomeTimestamp": "2026-11-26T10:00:00Z",
+            "overrideReason": {"reason": {"code": "not-relevant", "display": "Not relevant to this patient",
+                                          "system": "https://pacecds.example/override"},
+                               "userComment": "already pacing"}}
+    assert store.record_feedback("pacecds-patient-view", {"feedback": [item]}) is True
+    assert store.record_feedback("pacecds-patient-view", {"feedback": [item]}) is False
+    assert store.record_feedback("pacecds-patient-view", dict(item)) is False  # bare item, same content
+    assert store.count() == 2
+    got = store.get("hook-fb")
+    assert len(got["feedback"]) == 1
+    fb = got["feedback"][0]
+    assert fb["rule"] == {"id": "pacing.boom-bust", "version": "1.0.0"}
+    assert fb["evaluationSeq"] == 1 and fb["hookInstance"] == "hook-fb"
+    assert store.verify().ok
+
+
+def test_feedback_for_unknown_card_is_kept_unlinked(store):
+    assert store.record_feedback("svc", {"card": "nope", "outcome": "accepted"}) is True
+    rec = store.stats()
+    assert rec["rules"]["(unknown)"]["accepted"] == 1
+
+
+def test_feedback_without_card_refused(store):
+    with pytest.raises(ValueError):
+        store.record_feedback("svc", {"feedback": [{"outcome": "accepted"}]})
+    with pytest.raises(ValueError):
+        store.record_evaluation({"hook": "x"})
+
+
+def test_stats_per_rule(store):
+    recs = [decision() for _ in range(3)]
+    for r in recs:
+        store.record_evaluation(r)
+    store.record_feedback("s", {"card": recs[0]["cards"][0]["uuid"], "outcome": "accepted"})
+    store.record_feedback("s", {"card": recs[1]["cards"][0]["uuid"], "outcome": "overridden",
+                                "overrideReason": {"reason": {"code": "x", "display": "Patient declined"}}})
+    store.record_feedback("s", {"card": recs[2]["cards"][0]["uuid"], "outcome": "overridden"})
+    st = store.stats()
+    assert st["evaluations"] == 3 and st["feedback"] == 3
+    boom = st["rules"]["pacing.boom-bust"]
+    assert (boom["evaluated"], boom["fired"], boom["cards"]) == (3, 3, 3)
+    assert (boom["accepted"], boom["overridden"]) == (1, 2)
+    assert boom["override_reasons"] == {"Patient declined": 1, "(no reason given)": 1}
+    assert st["rules"]["comorbidity.anaemia"]["evaluated"] == 3
+    assert st["rules"]["comorbidity.anaemia"]["fired"] == 0
+    assert st["rules"]["pacing.new-draft"]["shadow_fired"] == 3
+    # --since: only what was recorded from then on
+    assert store.stats(since="2999-01-01")["evaluations"] == 0
+    assert store.stats(since="2000-01-01")["evaluations"] == 3
+
+
+# ---- tamper evidence -------------------------------------------------------------------
+
+def _fill(store, n=5):
+    for i in range(n):
+        store.record_evaluation(decision(f"h{i + 1}"))
+
+
+def test_verify_honest_log(store):
+    _fill(store)
+    rep = store.verify()
+    assert rep.ok and rep.records == 5 and rep.head_seq == 5 and rep.first_bad is None
+
+
+def test_verify_empty_log(store):
+    assert store.verify().ok
+
+
+def test_verify_names_edited_record(store):
+    _fill(store)
+    raw_exec(store, "UPDATE audit_record SET body = replace(body, 'info', 'critical') WHERE seq = 3")
+    rep = store.verify()
+    assert not rep.ok
+    assert (rep.first_bad.seq, rep.first_bad.kind) == (3, "changed")
+
+
+def test_verify_names_record_edited_and_rehashed(store):
+    from engine.audit.record import chain_hash
+    _fill(store)
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(records).where(records.c.seq == 2)).one()
+    body = row.body.replace("Consider pacing", "Nothing to see")
+    raw_exec(store, "UPDATE audit_record SET body = :b, hash = :h WHERE seq = 2",
+             b=body, h=chain_hash(row.prev_hash, body))
+    rep = store.verify()
+    assert (rep.first_bad.seq, rep.first_bad.kind) == (2, "changed")
+
+
+def test_verify_names_edited_index_column(store):
+    _fill(store)
+    raw_exec(store, "UPDATE audit_record SET hook_instance = 'forged' WHERE seq = 4")
+    rep = store.verify()
+    assert (rep.first_bad.seq, rep.first_bad.kind) == (4, "changed")
+    assert "hook_instance" in rep.first_bad.detail
+
+
+def test_verify_names_deleted_record(store):
+    _fill(store)
+    raw_exec(store, "DELETE FROM audit_record WHERE seq = 3")
+    rep = store.verify()
+    assert (rep.first_bad.seq, rep.first_bad.kind) == (3, "deleted")
+
+
+def test_verify_names_deleted_first_and_last_records(store):
+    _fill(store)
+    raw_exec(store, "DELETE FROM audit_record WHERE seq IN (1, 5)")
+    probs = [(p.seq, p.kind) for p in store.verify().problems]
+    assert probs == [(1, "deleted"), (5, "deleted")]
+
+
+def test_verify_names_inserted_record(store):
+    _fill(store, 3)
+    with store.engine.connect() as conn:
+        last = conn.execute(sa.select(records).where(records.c.seq == 3)).one()
+    # a forger who knows the hash scheme appends a well-formed record but cannot move the head
+    from engine.audit.record import canonical_json, chain_hash
+    body = canonical_json({**json.loads(last.body), "hookInstance": "forged"})
+    raw_exec(store, "INSERT INTO audit_record (seq, kind, recorded_at, hook_instance, hook, service_id, "
+                    "patient_key, body, prev_hash, hash) SELECT 4, kind, recorded_at, 'forged', hook, "
+                    "service_id, patient_key, :b, :p, :h FROM audit_record WHERE seq = 3",
+             b=body, p=last.hash, h=chain_hash(last.hash, body))
+    rep = store.verify()
+    assert (rep.first_bad.seq, rep.first_bad.kind) == (4, "inserted")
+
+
+def test_verify_names_record_inserted_in_the_middle(store):
+    from engine.audit.record import canonical_json, chain_hash
+    _fill(store, 4)
+    # make room: renumber 3,4 -> 4,5 and move the head, then slip a well-formed record in at 3
+    raw_exec(store, "UPDATE audit_record SET seq = seq + 10 WHERE seq >= 3")
+    raw_exec(store, "UPDATE audit_record SET seq = seq - 9 WHERE seq >= 13")
+    with store.engine.connect() as conn:
+        two = conn.execute(sa.select(records).where(records.c.seq == 2)).one()
+        last = conn.execute(sa.select(records).where(records.c.seq == 5)).one()
+    body = canonical_json({**json.loads(two.body), "hookInstance": "forged"})
+    raw_exec(store, "INSERT INTO audit_record (seq, kind, recorded_at, hook_instance, hook, service_id, "
+                    "patient_key, body, prev_hash, hash) SELECT 3, kind, recorded_at, 'forged', hook, "
+                    "service_id, patient_key, :b, :p, :h FROM audit_record WHERE seq = 2",
+             b=body, p=two.hash, h=chain_hash(two.hash, body))
+    raw_exec(store, "UPDATE audit_chain_head SET seq = 5, hash = :h", h=last.hash)
+    rep = store.verify()
+    assert (rep.first_bad.seq, rep.first_bad.kind) == (3, "inserted")
+
+
+# ---- concurrency and durability --------------------------------------------------------
+
+def _writer(url, schema, n, q):
+    try:
+        s = AuditStore.from_config(url, schema=schema, key=AUDIT_KEY)
+        for i in range(n):
+            s.record_evaluation(decision(f"{os.getpid()}-{i}"))
+        s.close()
+        q.put(None)
+    except Exception as e:  # report to the parent instead of dying silently
+        q.put(repr(e))
+
+
+def test_concurrent_writers_keep_one_chain(store_url):
+    url, schema = store_url
+    AuditStore.from_config(url, schema=schema, key=AUDIT_KEY).close()
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(url, schema, 25, q)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    errors = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert errors == [None] * 4
+    s = AuditStore.from_config(url, schema=schema, key=AUDIT_KEY)
+    rep = s.verify()
+    assert rep.ok, rep.problems
+    assert rep.records == 100 and s.head()[0] == 100
+    s.close()
+
+
+def test_concurrent_first_start_migrates_once(store_url):
+    """Several workers opening a brand-new database at once all succeed."""
+    url, schema = store_url
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(url, schema, 2, q)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    errors = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert errors == [None] * 3
+    s = AuditStore.from_config(url, schema=schema, key=AUDIT_KEY)
+    assert s.schema_revision() == "0001" and s.verify().ok and s.count() == 6
+    s.close()
+
+
+KILLER = r"""
+import os, signal, sys, uuid
+sys.path.insert(0, sys.argv[3])
+from engine.audit import AuditStore
+s = AuditStore.from_config(sys.argv[1], schema=(sys.argv[2] or None), key=b"k" * 32)
+for i in range(20):
+    s.record_evaluation({"hookInstance": f"kill-{i}", "hook": "patient-view"})
+    print(f"kill-{i}", flush=True)   # acknowledged only after the commit returned
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_record_survives_sigkill_right_after_commit(store_url):
+    url, schema = store_url
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    p = subprocess.run([sys.executable, "-c", KILLER, url, schema or "", root],
+                       capture_output=True, text=True, timeout=120, env=os.environ)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    acked = p.stdout.split()
+    assert len(acked) == 20
+    s = AuditStore.from_config(url, schema=schema, key=AUDIT_KEY)
+    for h in acked:
+        assert s.get(h) is not None, h
+    assert s.verify().ok
+    s.close()
