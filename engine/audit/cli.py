@@ -1,0 +1,241 @@
+"""`pacecds audit verify | show HOOKINSTANCE | stats [--since DATE]`.
+
+Exit codes: 0 fine, 1 the log failed verification (or the record was not found),
+2 the store could not be opened.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+from .record import format_time
+
+
+def register_audit_commands(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("audit", help="inspect and verify the decision log",
+                              description="Inspect and verify the tamper-evident decision log.")
+    p.add_argument("--database-url", metavar="URL",
+                   help="SQLAlchemy URL of the log (default: PACECDS_DATABASE_URL, else var/pacecds-audit.db)")
+    sub = p.add_subparsers(dest="audit_command", metavar="{verify,show,stats}")
+    sub.required = True
+
+    v = sub.add_parser("verify", help="recompute the hash chain; name the first changed, inserted or deleted record")
+    v.add_argument("--json", action="store_true", help="machine-readable report")
+    v.add_argument("--expect-head", metavar="SHA256",
+                   help="a chain-head hash noted earlier: fail unless it is still a record of the chain")
+    v.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("show", help="the stored decision for a hookInstance, explained")
+    s.add_argument("hook_instance", metavar="HOOKINSTANCE")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+    st = sub.add_parser("stats", help="per rule: evaluated, fired, accepted, overridden, override reasons")
+    st.add_argument("--since", metavar="DATE", type=parse_since,
+                    help="only records from this date (YYYY-MM-DD) or time (ISO 8601) on")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_stats)
+    return p
+
+
+def parse_since(text: str) -> str:
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date or ISO 8601 time: {text!r}")
+    return format_time(t)
+
+
+def _open(args):
+    from .store import AuditStore
+    try:
+        return AuditStore.from_config(getattr(args, "database_url", None))
+    except Exception as e:  # noqa: BLE001 - one clear line instead of a traceback
+        print(f"pacecds audit: cannot open the decision log: {e.__class__.__name__}: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_verify(args) -> int:
+    store = _open(args)
+    if store is None:
+        return 2
+    try:
+        rep = store.verify()
+        anchor_ok = True
+        if args.expect_head:
+            anchor_ok = _hash_in_chain(store, args.expect_head)
+    finally:
+        store.close()
+    if args.json:
+        out = rep.as_dict()
+        if args.expect_head:
+            out["expected_head_found"] = anchor_ok
+        print(json.dumps(out, indent=2))
+    else:
+        if rep.ok:
+            print(f"OK: {rep.records} records; chain head is record {rep.head_seq}, sha256 {rep.head_hash}")
+        else:
+            first = rep.first_bad
+            print(f"FAILED: the decision log has been tampered with; first bad record: {first}")
+            for p in rep.problems[1:]:
+                print(f"  also {p}")
+        if args.expect_head and not anchor_ok:
+            print(f"FAILED: the expected head {args.expect_head} is no longer in the chain "
+                  "(records were rewritten or removed)")
+    return 0 if rep.ok and anchor_ok else 1
+
+
+def _hash_in_chain(store, h: str) -> bool:
+    import sqlalchemy as sa
+    from .record import GENESIS_HASH
+    from .store import records
+    if h == GENESIS_HASH:
+        return True
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(records.c.seq).where(records.c.hash == h)).first() is not None
+
+
+def cmd_show(args) -> int:
+    store = _open(args)
+    if store is None:
+        return 2
+    try:
+        rec = store.get(args.hook_instance)
+    finally:
+        store.close()
+    if rec is None:
+        print(f"no decision recorded for hookInstance {args.hook_instance}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(rec, indent=2, ensure_ascii=False))
+    else:
+        print(format_decision(rec))
+    return 0
+
+
+def cmd_stats(args) -> int:
+    store = _open(args)
+    if store is None:
+        return 2
+    try:
+        st = store.stats(since=args.since)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(st, indent=2, ensure_ascii=False))
+    else:
+        print(format_stats(st))
+    return 0
+
+
+# ---- human-readable text ------------------------------------------------------------
+
+def _fact_line(name: str, fact: Any) -> str:
+    if isinstance(fact, dict):
+        value, unit = fact.get("value"), fact.get("unit")
+        prov = fact.get("provenance") or []
+        s = f"{name} = {value}" + (f" {unit}" if unit not in (None, "", "1") else "")
+        if prov:
+            s += "   (from " + ", ".join(str(p) for p in prov) + ")"
+        return s
+    return f"{name} = {fact}"
+
+
+def _explanation_lines(expl: Any, indent: str) -> list[str]:
+    """Per-condition explanation, when the engine supplied one."""
+    lines = []
+    items = expl if isinstance(expl, list) else expl.get("conditions", []) if isinstance(expl, dict) else []
+    for c in items:
+        if not isinstance(c, dict):
+            lines.append(f"{indent}{c}")
+            continue
+        mark = "✓" if c.get("passed", c.get("matched")) else "✗"
+        fact = c.get("fact", "?")
+        op = c.get("op", c.get("operator", ""))
+        thr = c.get("threshold", c.get("value_expected", c.get("expected", "")))
+        seen = c.get("value", c.get("seen"))
+        s = f"{indent}{mark} {fact} {op} {thr}: saw {'(missing)' if seen is None else seen}"
+        if c.get("unit"):
+            s += f" {c['unit']}"
+        if c.get("provenance"):
+            s += "   (from " + ", ".join(map(str, c["provenance"])) + ")"
+        lines.append(s)
+    return lines
+
+
+def format_decision(rec: dict) -> str:
+    rs = rec.get("ruleset") or {}
+    out = [
+        f"Decision record {rec.get('seq')} at {rec.get('time')}",
+        f"  hook {rec.get('hook')}, hookInstance {rec.get('hookInstance')}, service {rec.get('serviceId')}",
+        f"  patient key {rec.get('patientKey')} (key id {rec.get('keyId')})",
+        f"  ruleset {rs.get('name')} {rs.get('version')} sha256 {rs.get('sha256')}",
+        f"  latency {rec.get('latencyMs')} ms",
+    ]
+    fired_ids = {f.get("id") for f in rec.get("rulesFired") or []}
+    shadow_ids = {f.get("id") for f in rec.get("shadow") or []}
+    by_rule_expl = (rec.get("explanation") or {}) if isinstance(rec.get("explanation"), dict) else {}
+    out.append("")
+    out.append(f"Rules fired ({len(rec.get('rulesFired') or [])}):")
+    for f in rec.get("rulesFired") or []:
+        out.append(f"  {f.get('id')} {f.get('version')}")
+        for name, fact in (f.get("facts") or {}).items():
+            out.append("    " + _fact_line(name, fact))
+        out += _explanation_lines(f.get("explanation") or by_rule_expl.get(f.get("id")) or [], "    ")
+    not_fired = [e for e in rec.get("rulesEvaluated") or [] if e.get("id") not in fired_ids | shadow_ids]
+    out.append(f"Rules evaluated, not fired ({len(not_fired)}):")
+    for e in not_fired:
+        out.append(f"  {e.get('id')} {e.get('version')}")
+        out += _explanation_lines(by_rule_expl.get(e.get("id")) or [], "    ")
+    if rec.get("shadow"):
+        out.append("Shadow mode (draft rules that matched; no card was returned):")
+        for f in rec["shadow"]:
+            out.append(f"  {f.get('id')} {f.get('version')}")
+            for name, fact in (f.get("facts") or {}).items():
+                out.append("    " + _fact_line(name, fact))
+    if rec.get("missing"):
+        out.append("Missing data (facts the rules read that had no value): " + ", ".join(rec["missing"]))
+    out.append(f"Cards returned ({len(rec.get('cards') or [])}):")
+    for c in rec.get("cards") or []:
+        rule = c.get("rule") or {}
+        out.append(f"  [{c.get('indicator')}] {c.get('summary')}")
+        out.append(f"    card {c.get('uuid')} from rule {rule.get('id')} {rule.get('version')}")
+    if rec.get("feedback"):
+        out.append("Feedback:")
+        for fb in rec["feedback"]:
+            line = f"  {fb.get('outcomeTimestamp') or fb.get('time')} card {fb.get('card')}: {fb.get('outcome')}"
+            reason = fb.get("overrideReason") or {}
+            coding = reason.get("reason") or {}
+            if coding:
+                line += f", reason {coding.get('display') or coding.get('code')}"
+            if reason.get("userComment"):
+                line += f', comment "{reason["userComment"]}"'
+            out.append(line)
+    out.append("")
+    out.append(f"record hash {rec.get('hash')}, previous {rec.get('prevHash')}")
+    return "\n".join(out)
+
+
+def format_stats(st: dict) -> str:
+    since = f" since {st['since']}" if st.get("since") else ""
+    out = [f"{st['evaluations']} evaluations and {st['feedback']} feedback items{since}", ""]
+    head = f"{'rule':40} {'evaluated':>9} {'fired':>6} {'shadow':>6} {'cards':>6} {'accepted':>8} {'overridden':>10}"
+    out.append(head)
+    out.append("-" * len(head))
+    for rid, e in st["rules"].items():
+        out.append(f"{rid[:40]:40} {e['evaluated']:>9} {e['fired']:>6} {e['shadow_fired']:>6} {e['cards']:>6} "
+                   f"{e['accepted']:>8} {e['overridden']:>10}")
+        for reason, n in sorted(e["override_reasons"].items(), key=lambda kv: -kv[1]):
+            out.append(f"    override reason: {reason} ({n})")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m engine.audit ...` (the same commands as `pacecds audit ...`)."""
+    parser = argparse.ArgumentParser(prog="pacecds")
+    register_audit_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["audit", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
