@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 from fhir.resources.R4B.valueset import ValueSet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,7 +202,7 @@ def test_class_set_files_are_what_the_generator_builds():
 
 @pytest.fixture(scope="module")
 def table():
-    return yaml.safe_load((DRUGS / "opioid-strengths.yaml").read_text())
+    return json.loads((DRUGS / "opioid-strengths.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +211,13 @@ def rows(table):
 
 
 def test_table_is_what_the_generator_builds(table):
-    assert table == load_tool("build_opioid_table").build(), "re-run tools/build_opioid_table.py"
+    tool = load_tool("build_opioid_table")
+    assert table == tool.build(), "re-run tools/build_opioid_table.py"
+    assert (DRUGS / "opioid-strengths.json").read_text() == tool.dumps(tool.build())
+
+
+def test_drug_data_is_json_so_the_rules_loader_does_not_read_it_as_rules():
+    assert sorted(p.name for p in DRUGS.iterdir()) == ["mme-conversion-factors.json", "opioid-strengths.json"]
 
 
 def test_table_covers_every_opioid_in_the_value_set(rows):
@@ -269,7 +274,7 @@ def test_parser_rejects_what_it_does_not_understand():
 
 @pytest.fixture(scope="module")
 def factors():
-    return yaml.safe_load((DRUGS / "mme-conversion-factors.yaml").read_text())
+    return json.loads((DRUGS / "mme-conversion-factors.json").read_text())
 
 
 def test_mme_factors_are_the_cdc_2022_table(factors):
