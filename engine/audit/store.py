@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -130,6 +131,10 @@ class AuditStore:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._key = key
+        # A store opened before a fork (gunicorn --preload) must not share pooled
+        # connections with its children: the child drops them without closing.
+        ref = weakref.ref(engine)
+        os.register_at_fork(after_in_child=lambda: (e := ref()) is not None and e.dispose(close=False))
 
     # ---- construction -------------------------------------------------------------
     @classmethod
@@ -231,6 +236,15 @@ class AuditStore:
                 conn.execute(cards.insert(), rows)
             self._set_head(conn, seq, h)
         return seq
+
+    def record_result(self, result: Any, *, hook: str, hook_instance: str, service_id: str,
+                      patient_id: str | None, latency_ms: float, ruleset: Any = None) -> int:
+        """build_decision_record + record_evaluation with this store's key: the one call the
+        service makes after evaluating and before it answers."""
+        from .record import build_decision_record
+        return self.record_evaluation(build_decision_record(
+            result, hook=hook, hook_instance=hook_instance, service_id=service_id, patient_id=patient_id,
+            latency_ms=latency_ms, key=self.key, ruleset=ruleset))
 
     def record_feedback(self, service_id: str, feedback: dict) -> bool:
         """Store CDS Hooks feedback (one item, or a body with a `feedback` list).

@@ -321,3 +321,24 @@ def test_record_survives_sigkill_right_after_commit(store_url):
         assert s.get(h) is not None, h
     assert s.verify().ok
     s.close()
+
+
+def test_record_result_uses_the_store_key(store):
+    seq = store.record_result(result("pat-9"), hook="patient-view", hook_instance="rr-1", service_id="svc",
+                              patient_id="pat-9", latency_ms=3.0, ruleset=Ruleset())
+    got = store.get("rr-1")
+    assert got["seq"] == seq and got["patientKey"] == patient_key("pat-9", AUDIT_KEY)
+
+
+def test_generated_key_file_is_private_and_stable(tmp_path, monkeypatch):
+    from engine.audit.config import load_audit_key
+    monkeypatch.delenv("PACECDS_AUDIT_KEY", raising=False)
+    monkeypatch.setenv("PACECDS_VAR_DIR", str(tmp_path / "v"))
+    k1 = load_audit_key()
+    assert load_audit_key() == k1 and len(k1) >= 32
+    assert (tmp_path / "v" / "pacecds-audit.key").stat().st_mode & 0o077 == 0
+    monkeypatch.setenv("PACECDS_AUDIT_KEY", "configured-key-0123456789")
+    assert load_audit_key() == b"configured-key-0123456789"
+    monkeypatch.setenv("PACECDS_AUDIT_KEY", "short")
+    with pytest.raises(ValueError):
+        load_audit_key()
