@@ -1,0 +1,132 @@
+"""pacecds CDS Hooks 2.0 service: Flask app factory.
+
+Thin on purpose: routes parse HTTP, `service.handlers` does the work (validate, gather FHIR data, call the
+engine), `service.errors` maps every failure to an OperationOutcome, `service.auth` checks the caller's JWT.
+
+    create_app()                          # configuration from PACECDS_* environment variables
+    create_app(ServiceConfig(...))        # explicit configuration
+    create_app({"cors_origins": (...)})   # environment plus overrides
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, request
+from flask_cors import CORS
+
+from service import errors, handlers
+from service.auth import AuthError, Authenticator
+from service.config import ConfigError, ServiceConfig
+from service.errors import ApiError, json_response
+from service.validation import parse_json_body
+
+log = logging.getLogger("pacecds.service")
+
+JSON_TYPES = ("application/json", "application/fhir+json")
+
+
+def create_app(config: ServiceConfig | dict | None = None) -> Flask:
+    if isinstance(config, ServiceConfig):
+        cfg = config
+        cfg.check()
+    else:
+        cfg = ServiceConfig.from_env(**(config or {}))
+
+    ruleset = cfg.ruleset if cfg.ruleset is not None else _load_ruleset(cfg)
+    audit_store = cfg.audit_store if cfg.audit_store is not None else _load_audit_store(cfg)
+    authenticator = Authenticator.from_config(cfg)
+    if authenticator is None:
+        log.warning("!" * 78)
+        log.warning("!! pacecds: NO TRUSTED ISSUERS CONFIGURED (PACECDS_TRUSTED_ISSUERS): every caller is accepted.")
+        log.warning("!! Local development only: bind to 127.0.0.1 and never send real patient data.")
+        log.warning("!" * 78)
+
+    app = Flask("pacecds")
+    app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
+    app.json.sort_keys = False
+    state = handlers.ServiceState(cfg, ruleset, audit_store)
+    app.extensions["pacecds"] = state
+    errors.register(app)
+
+    if cfg.cors_origins:
+        # An explicit origin allowlist (e.g. the CDS Hooks sandbox); no cookies, so no credentials.
+        CORS(app, resources={r"/cds-services*": {"origins": list(cfg.cors_origins)}},
+             methods=["GET", "POST", "OPTIONS"], allow_headers=["Authorization", "Content-Type"],
+             supports_credentials=False, max_age=600, vary_header=True)
+
+    def audiences(service_id: str | None, feedback: bool) -> list[str]:
+        base = cfg.public_url
+        if service_id is None:
+            return [f"{base}/cds-services", f"{base}/cds-services/"]
+        auds = [f"{base}/cds-services/{service_id}"]
+        if feedback:  # the spec's "endpoint invoked" is ambiguous for feedback: accept both readings
+            auds.insert(0, f"{base}/cds-services/{service_id}/feedback")
+        return auds
+
+    def authenticate(service_id: str | None = None, feedback: bool = False) -> None:
+        if authenticator is None:
+            return
+        try:
+            claims = authenticator.authenticate(request.headers.get("Authorization"),
+                                                audiences(service_id, feedback))
+        except AuthError as e:
+            log.info("401 %s %s: %s", request.method, request.path, e)  # reason for operators, never the token
+            raise ApiError(401, "Authentication required", headers={"WWW-Authenticate": "Bearer"}) from None
+        log.debug("authenticated iss=%s jti=%s", claims.get("iss"), claims.get("jti"))
+
+    def json_body() -> dict:
+        mimetype = (request.mimetype or "").lower()
+        if mimetype and mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
+            raise ApiError(415, f"Content-Type must be application/json, got {mimetype}")
+        return parse_json_body(request.get_data(cache=False))
+
+    @app.get("/cds-services")
+    @app.get("/cds-services/")
+    def discovery():
+        authenticate()
+        return json_response(handlers.discovery(state))
+
+    @app.post("/cds-services/<service_id>")
+    def invoke(service_id: str):
+        authenticate(service_id)
+        return json_response(handlers.invoke(state, service_id, json_body()))
+
+    @app.post("/cds-services/<service_id>/feedback")
+    def feedback(service_id: str):
+        authenticate(service_id, feedback=True)
+        return json_response(handlers.feedback(state, service_id, json_body()))
+
+    @app.get("/healthz")
+    def healthz():
+        rs = state.ruleset
+        body = {"status": "ok"}
+        info = {k: getattr(rs, k, None) for k in ("name", "version", "sha256")}
+        info = {k: v for k, v in info.items() if v}
+        if info:
+            body["ruleset"] = info
+        return json_response(body)
+
+    return app
+
+
+def _load_ruleset(cfg: ServiceConfig):
+    try:
+        from engine import RulesetLoadError, load_ruleset
+    except ImportError as e:
+        raise ConfigError(f"the rule engine is not available: {e}") from None
+    try:
+        return load_ruleset(cfg.rules_dir)
+    except RulesetLoadError as e:
+        lines = "\n  ".join(getattr(e, "errors", None) or [str(e)])
+        raise ConfigError(f"ruleset {cfg.rules_dir} does not load:\n  {lines}") from None
+
+
+def _load_audit_store(cfg: ServiceConfig):
+    if not cfg.audit:
+        return None
+    try:
+        from engine.audit import AuditStore
+    except ImportError:
+        log.warning("audit store not available (engine.audit missing): decisions and feedback are not recorded")
+        return None
+    return AuditStore.from_config(cfg.extra or None)

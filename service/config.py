@@ -1,0 +1,139 @@
+"""Service configuration, read from the environment (PACECDS_*) with explicit overrides.
+
+Every knob an integrator may need to turn is here and nowhere else, so the rest of the
+service reads typed values instead of poking at os.environ.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# CDS Hooks recommends ES384/RS384; ES256/RS256 only when an EHR needs them (by configuration).
+RECOMMENDED_ALGORITHMS = ("ES384", "RS384")
+PERMITTED_ALGORITHMS = frozenset({"ES384", "RS384", "ES256", "RS256"})
+
+
+class ConfigError(Exception):
+    """The service cannot start with this configuration (message says why)."""
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _number(env: Mapping[str, str], name: str, default, kind=float):
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+@dataclass
+class ServiceConfig:
+    env: str = "development"                      # PACECDS_ENV: development | production
+    public_url: str | None = None                 # PACECDS_PUBLIC_URL, base of every JWT `aud`
+    trusted_issuers_file: str | None = None       # PACECDS_TRUSTED_ISSUERS (YAML or JSON)
+    trusted_issuers: list[dict] | None = None     # already-parsed issuers (tests, embedding)
+    jwt_algorithms: tuple[str, ...] = RECOMMENDED_ALGORITHMS  # PACECDS_JWT_ALGORITHMS
+    jwt_leeway_s: int = 60                        # PACECDS_JWT_LEEWAY: clock skew allowed on exp/iat/nbf
+    jwt_max_lifetime_s: int = 3600                # PACECDS_JWT_MAX_LIFETIME: bounds the jti store
+    jwks_cache_s: int = 3600                      # PACECDS_JWKS_CACHE_SECONDS
+    replay_db: str | None = None                  # PACECDS_REPLAY_DB: SQLite file shared by workers; None = memory
+    cors_origins: tuple[str, ...] = ()            # PACECDS_CORS_ORIGINS (comma separated)
+    max_body_bytes: int = 5 * 1024 * 1024         # PACECDS_MAX_BODY_BYTES -> 413 above it
+    fhir_timeout_s: float = 2.0                   # PACECDS_FHIR_TIMEOUT: one outbound HTTP call
+    fhir_budget_s: float = 4.0                    # PACECDS_FHIR_BUDGET: all fallback fetching of one request
+    fhir_max_pages: int = 20                      # PACECDS_FHIR_MAX_PAGES: `next` links followed per search
+    observation_lookback_days: int = 400          # PACECDS_OBSERVATION_LOOKBACK_DAYS: date window of templates
+    rules_dir: str = str(REPO_ROOT / "rules")     # PACECDS_RULES
+    ruleset: Any = None                           # an already loaded ruleset (tests, embedding)
+    audit_store: Any = None                       # an AuditStore (or None: built from config when available)
+    audit: bool = True                            # PACECDS_AUDIT=0 disables the audit store (dev only)
+    extra: dict = field(default_factory=dict)     # passed to the audit store's from_config
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.trusted_issuers_file or self.trusted_issuers)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "ServiceConfig":
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if env.get("PACECDS_ENV"):
+            values["env"] = env["PACECDS_ENV"].strip().lower()
+        if env.get("PACECDS_PUBLIC_URL"):
+            values["public_url"] = env["PACECDS_PUBLIC_URL"].strip()
+        if env.get("PACECDS_TRUSTED_ISSUERS"):
+            values["trusted_issuers_file"] = env["PACECDS_TRUSTED_ISSUERS"].strip()
+        if env.get("PACECDS_JWT_ALGORITHMS"):
+            values["jwt_algorithms"] = _csv(env["PACECDS_JWT_ALGORITHMS"])
+        values["jwt_leeway_s"] = _number(env, "PACECDS_JWT_LEEWAY", cls.jwt_leeway_s, int)
+        values["jwt_max_lifetime_s"] = _number(env, "PACECDS_JWT_MAX_LIFETIME", cls.jwt_max_lifetime_s, int)
+        values["jwks_cache_s"] = _number(env, "PACECDS_JWKS_CACHE_SECONDS", cls.jwks_cache_s, int)
+        if env.get("PACECDS_REPLAY_DB"):
+            values["replay_db"] = env["PACECDS_REPLAY_DB"]
+        if env.get("PACECDS_CORS_ORIGINS"):
+            values["cors_origins"] = _csv(env["PACECDS_CORS_ORIGINS"])
+        values["max_body_bytes"] = _number(env, "PACECDS_MAX_BODY_BYTES", cls.max_body_bytes, int)
+        values["fhir_timeout_s"] = _number(env, "PACECDS_FHIR_TIMEOUT", cls.fhir_timeout_s)
+        values["fhir_budget_s"] = _number(env, "PACECDS_FHIR_BUDGET", cls.fhir_budget_s)
+        values["fhir_max_pages"] = _number(env, "PACECDS_FHIR_MAX_PAGES", cls.fhir_max_pages, int)
+        values["observation_lookback_days"] = _number(
+            env, "PACECDS_OBSERVATION_LOOKBACK_DAYS", cls.observation_lookback_days, int)
+        if env.get("PACECDS_RULES"):
+            values["rules_dir"] = env["PACECDS_RULES"]
+        if env.get("PACECDS_AUDIT", "").strip().lower() in ("0", "false", "off", "no"):
+            values["audit"] = False
+        values.update(overrides)
+        cfg = cls(**values)
+        cfg.check()
+        return cfg
+
+    def replace(self, **changes) -> "ServiceConfig":
+        cfg = dataclasses.replace(self, **changes)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        if self.env not in ("development", "production", "test"):
+            raise ConfigError(f"PACECDS_ENV must be development, test or production, got {self.env!r}")
+        bad = [a for a in self.jwt_algorithms if a not in PERMITTED_ALGORITHMS]
+        if bad or not self.jwt_algorithms:
+            raise ConfigError(
+                f"PACECDS_JWT_ALGORITHMS may only name {sorted(PERMITTED_ALGORITHMS)} "
+                f"(never none or HMAC), got {list(self.jwt_algorithms)}")
+        if self.public_url is not None:
+            url = self.public_url.rstrip("/")
+            if not (url.startswith("https://") or url.startswith("http://")):
+                raise ConfigError(f"PACECDS_PUBLIC_URL must be an absolute http(s) URL, got {self.public_url!r}")
+            if self.production and not url.startswith("https://"):
+                raise ConfigError("PACECDS_PUBLIC_URL must be https in production (CDS Hooks requires TLS)")
+            self.public_url = url
+        if self.production and not self.auth_enabled:
+            raise ConfigError(
+                "PACECDS_ENV=production requires PACECDS_TRUSTED_ISSUERS: refusing to serve patient data "
+                "to unauthenticated callers")
+        if self.auth_enabled and not self.public_url:
+            raise ConfigError(
+                "PACECDS_PUBLIC_URL is required when trusted issuers are configured "
+                "(it is the base of the JWT `aud` every call is checked against)")
+        for origin in self.cors_origins:
+            if origin == "*":
+                raise ConfigError("PACECDS_CORS_ORIGINS must list origins; '*' is not allowed")

@@ -1,0 +1,167 @@
+"""What each CDS Hooks endpoint does, independent of Flask routing: validate, gather data, evaluate, record."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+
+from .config import ServiceConfig
+from .errors import ApiError
+from .prefetch import FetchPolicy, gather
+from .services import SUPPORTED_HOOKS, ServiceDef, build_services
+from .validation import check
+
+log = logging.getLogger("pacecds.service")
+
+MISSING_DATA_EXTENSION = "org.pacecds.missing-data"
+
+
+def _input_error_types() -> tuple[type, ...]:
+    try:
+        from fhir_adapter import InputError  # the adapter's "this FHIR input is invalid" error
+        return (InputError,)
+    except ImportError:
+        return ()
+
+
+class ServiceState:
+    """Everything the endpoints share for the life of the app: ruleset, services, stores."""
+
+    def __init__(self, cfg: ServiceConfig, ruleset, audit_store=None):
+        self.cfg = cfg
+        self.ruleset = ruleset
+        self.audit_store = audit_store
+        self._services_day: dt.date | None = None
+        self._services: list[ServiceDef] = []
+        self._lock = threading.Lock()
+        self.input_errors = _input_error_types()
+        self.policy = FetchPolicy(timeout_s=cfg.fhir_timeout_s, budget_s=cfg.fhir_budget_s,
+                                  max_pages=cfg.fhir_max_pages, production=cfg.production)
+
+    def services(self) -> list[ServiceDef]:
+        # Rebuilt once a day: the observation templates carry a literal look-back start date.
+        today = dt.datetime.now(dt.timezone.utc).date()
+        with self._lock:
+            if self._services_day != today:
+                self._services = build_services(self.ruleset, self.cfg.observation_lookback_days, today)
+                self._services_day = today
+            return self._services
+
+    def find(self, service_id: str, hook: str | None = None) -> list[ServiceDef]:
+        return [s for s in self.services() if s.id == service_id and (hook is None or s.hook == hook)]
+
+    def usage_requirements(self) -> str:
+        if self.cfg.auth_enabled:
+            algs = ", ".join(self.cfg.jwt_algorithms)
+            return (f"Every call carries a JWT signed with {algs} by a trusted issuer, with aud set to the URL "
+                    f"called. Give fhirServer and fhirAuthorization so missing prefetch can be fetched.")
+        return "Local development mode: no client authentication. Not for patient data."
+
+
+def discovery(state: ServiceState) -> dict:
+    usage = state.usage_requirements()
+    return {"services": [s.discovery_entry(usage) for s in state.services()]}
+
+
+def invoke(state: ServiceState, service_id: str, body: dict) -> dict:
+    started = time.perf_counter()
+    candidates = state.find(service_id)
+    if not candidates:
+        raise ApiError(404, f"Unknown CDS service '{service_id}'; see /cds-services")
+    check(body, "request")
+    hook = body["hook"]
+    service = next((s for s in candidates if s.hook == hook), None)
+    if service is None:
+        served = ", ".join(s.hook for s in candidates)
+        raise ApiError(400, f"Service '{service_id}' does not serve hook '{hook}' (it serves: {served})",
+                       expression=["hook"])
+    assert hook in SUPPORTED_HOOKS
+    context = body["context"]
+    check(context, f"context-{hook}", prefix="context")
+    _check_selections(context)
+
+    gathered = gather(body, service.prefetch, state.policy)
+
+    # The engine sees the context and the pooled resources, never fhirServer/fhirAuthorization (tokens).
+    eval_request = {
+        "hook": hook,
+        "hookInstance": body["hookInstance"],
+        "context": context,
+        "prefetch": {"resources": {"resourceType": "Bundle", "type": "collection",
+                                   "entry": [{"resource": r} for r in gathered.resources]}},
+    }
+    try:
+        result = state.ruleset.evaluate(eval_request, hook=hook)
+    except state.input_errors as e:
+        raise ApiError(400, f"Invalid FHIR data: {e}") from None
+
+    response = result.response()
+    missing = list(gathered.missing)
+    if missing:
+        response.setdefault("extension", {})[MISSING_DATA_EXTENSION] = missing
+    latency_ms = (time.perf_counter() - started) * 1000
+    record_evaluation(state, service, body, result, latency_ms)
+    log.info("evaluated hookInstance=%s service=%s hook=%s cards=%d fetched=%s missing=%d latency_ms=%.1f",
+             body["hookInstance"], service.id, hook, len(response.get("cards", [])),
+             ",".join(gathered.fetched) or "-", len(missing), latency_ms)
+    return response
+
+
+def _check_selections(context: dict) -> None:
+    """order-select: every selection must name an order in draftOrders (CDS Hooks Library order-select)."""
+    selections = context.get("selections")
+    if not selections:
+        return
+    present = set()
+    for entry in context["draftOrders"].get("entry") or []:
+        res = entry.get("resource") or {}
+        if isinstance(res.get("id"), str):
+            present.add(f"{res['resourceType']}/{res['id']}")
+    for i, ref in enumerate(selections):
+        if ref not in present:
+            raise ApiError(400, f"context.selections[{i}] names an order that is not in context.draftOrders",
+                           expression=[f"context.selections[{i}]"])
+
+
+def record_evaluation(state: ServiceState, service: ServiceDef, body: dict, result, latency_ms: float) -> None:
+    """Append the decision to the audit store before the cards go out (no tokens, no raw body)."""
+    if state.audit_store is None:
+        return
+    state.audit_store.record_evaluation(audit_record(service, body, result, latency_ms, state.ruleset))
+
+
+def audit_record(service: ServiceDef, body: dict, result, latency_ms: float, ruleset) -> dict:
+    return {
+        "hook_instance": body["hookInstance"],
+        "hook": service.hook,
+        "service_id": service.id,
+        "patient_id": body["context"].get("patientId"),
+        "result": result,
+        "latency_ms": round(latency_ms, 3),
+    }
+
+
+def feedback(state: ServiceState, service_id: str, body: dict) -> dict:
+    if not state.find(service_id):
+        raise ApiError(404, f"Unknown CDS service '{service_id}'; see /cds-services")
+    check(body, "feedback")
+    if state.audit_store is None:
+        raise ApiError(503, "Feedback cannot be stored: the audit store is disabled")
+    recorded = duplicates = 0
+    for item in body["feedback"]:
+        reason = (item.get("overrideReason") or {}).get("reason")
+        is_new = state.audit_store.record_feedback(
+            service_id=service_id,
+            card_uuid=item["card"],
+            outcome=item["outcome"],
+            outcome_timestamp=item["outcomeTimestamp"],
+            accepted_suggestions=[s["id"] for s in item.get("acceptedSuggestions") or []],
+            override_reason=reason,
+            user_comment=(item.get("overrideReason") or {}).get("userComment"),
+        )
+        if is_new is False:
+            duplicates += 1
+        else:
+            recorded += 1
+    return {"recorded": recorded, "duplicates": duplicates}

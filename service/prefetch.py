@@ -1,0 +1,302 @@
+"""Getting the FHIR data a request needs: prefetch first, then the client's FHIR server.
+
+Three prefetch states per template key (CDS Hooks 2.0 §Prefetch Template):
+  absent          -> the client did not or could not fill it: fetch it from fhirServer ourselves;
+  null            -> the client had no data: do not fetch;
+  OperationOutcome-> the client hit an error: not data; fetch it ourselves if we can.
+Required data that cannot be had -> 412. Optional data that cannot be had -> named in `missing`.
+
+The FHIR access token lives only in this module's call stack for one request: it is never logged, stored,
+cached or sent anywhere but the request's own fhirServer (and, in production, never over plain http).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import requests
+
+from .errors import ApiError
+from .services import PrefetchSpec, UnexpandableTemplate, expand
+
+log = logging.getLogger("pacecds.prefetch")
+
+MAX_FHIR_RESPONSE_BYTES = 20 * 1024 * 1024
+FETCH_WORKERS = 4
+
+
+class FetchFailed(Exception):
+    """A fallback fetch failed; str(e) is safe to return to the caller (no token, no PHI)."""
+
+
+@dataclass
+class FetchPolicy:
+    timeout_s: float = 2.0
+    budget_s: float = 4.0
+    max_pages: int = 20
+    production: bool = False
+
+
+@dataclass
+class Gathered:
+    resources: list[dict] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)   # human-readable: "observations (FHIR server timed out)"
+    fetched: list[str] = field(default_factory=list)   # keys fetched from fhirServer
+    dropped_other_patient: int = 0
+
+
+class Pool:
+    """Resources of one request, de-duplicated by type/id so key naming does not change the result."""
+
+    def __init__(self, patient_id: str):
+        self.patient_id = patient_id
+        self._by_key: dict[str, dict] = {}
+        self.dropped_other_patient = 0
+
+    def add(self, resource) -> None:
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            return
+        rtype = resource["resourceType"]
+        if rtype == "OperationOutcome":
+            return  # an error report is never clinical data
+        if rtype == "Bundle":
+            for entry in resource.get("entry") or []:
+                if isinstance(entry, dict):
+                    if (entry.get("search") or {}).get("mode") == "outcome":
+                        continue
+                    self.add(entry.get("resource"))
+            return
+        if self._other_patient(resource):
+            # Patient isolation: a resource about someone else never reaches the rules for this patient.
+            self.dropped_other_patient += 1
+            return
+        rid = resource.get("id")
+        key = f"{rtype}/{rid}" if isinstance(rid, str) and rid else f"#{len(self._by_key)}"
+        self._by_key.setdefault(key, resource)
+
+    def _other_patient(self, resource: dict) -> bool:
+        if resource["resourceType"] == "Patient":
+            return resource.get("id") not in (None, self.patient_id)
+        for member in ("subject", "patient"):
+            ref = resource.get(member)
+            if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+                r = ref["reference"]
+                if r.startswith("Patient/") or "/Patient/" in r:
+                    return r.rsplit("/", 1)[-1] != self.patient_id
+        return False
+
+    def has_patient(self) -> bool:
+        return f"Patient/{self.patient_id}" in self._by_key
+
+    def has_type(self, rtype: str) -> bool:
+        return any(k.startswith(rtype + "/") for k in self._by_key)
+
+    def resources(self) -> list[dict]:
+        return list(self._by_key.values())
+
+
+class FhirClient:
+    """Read-only FHIR REST client for one request, bound to one server and one access token."""
+
+    def __init__(self, base_url: str, access_token: str, policy: FetchPolicy, deadline: float):
+        self.base = base_url.rstrip("/")
+        self._origin = urlsplit(self.base)
+        self.policy = policy
+        self.deadline = deadline
+        self._session = requests.Session()
+        self._session.trust_env = False  # no proxy/netrc surprises for PHI traffic
+        self._session.headers.update({"Accept": "application/fhir+json, application/json",
+                                      "Authorization": f"Bearer {access_token}"})
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _same_server(self, url: str) -> bool:
+        u = urlsplit(url)
+        return (u.scheme, u.netloc) == (self._origin.scheme, self._origin.netloc) and \
+            u.path.startswith(self._origin.path)
+
+    def get_json(self, url: str) -> dict:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0.05:
+            raise FetchFailed("time budget for FHIR calls exhausted")
+        try:
+            # No redirects: the token must only ever go to the fhirServer the client named.
+            with self._session.get(url, timeout=min(self.policy.timeout_s, remaining),
+                                   allow_redirects=False, stream=True) as r:
+                if r.status_code != 200:
+                    raise FetchFailed(f"FHIR server answered HTTP {r.status_code}")
+                chunks, size = [], 0
+                for chunk in r.iter_content(65536):
+                    size += len(chunk)
+                    if size > MAX_FHIR_RESPONSE_BYTES:
+                        raise FetchFailed("FHIR server response too large")
+                    if time.monotonic() > self.deadline:
+                        raise FetchFailed("FHIR server timed out")
+                    chunks.append(chunk)
+        except requests.Timeout:
+            raise FetchFailed("FHIR server timed out") from None
+        except requests.RequestException as e:
+            raise FetchFailed(f"FHIR server unreachable ({type(e).__name__})") from None
+        try:
+            doc = json.loads(b"".join(chunks))
+        except ValueError:
+            raise FetchFailed("FHIR server returned invalid JSON") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):
+            raise FetchFailed("FHIR server returned something that is not a FHIR resource")
+        if doc["resourceType"] == "OperationOutcome":
+            raise FetchFailed("FHIR server returned an OperationOutcome")
+        return doc
+
+    def fetch(self, relative: str) -> list[dict]:
+        """GET base/relative; for a searchset Bundle follow `next` links (same server only, bounded)."""
+        doc = self.get_json(f"{self.base}/{relative.lstrip('/')}")
+        pages = [doc]
+        pages.extend(self.follow_next(doc))
+        return pages
+
+    def follow_next(self, bundle: dict) -> list[dict]:
+        pages: list[dict] = []
+        current = bundle
+        while True:
+            nxt = next_link(current)
+            if nxt is None:
+                return pages
+            if not self._same_server(nxt):
+                raise FetchFailed("a next link points outside the FHIR server; not followed")
+            if len(pages) + 1 >= self.policy.max_pages:
+                raise FetchFailed(f"more than {self.policy.max_pages} pages")
+            current = self.get_json(nxt)
+            if current.get("resourceType") != "Bundle":
+                raise FetchFailed("a next page is not a Bundle")
+            pages.append(current)
+
+
+def next_link(resource) -> str | None:
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Bundle":
+        return None
+    for link in resource.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return None
+
+
+def _fetch_permission(request: dict, policy: FetchPolicy) -> tuple[bool, str]:
+    """May we call the client's FHIR server for this request? (yes/no, reason when no)."""
+    server = request.get("fhirServer")
+    auth = request.get("fhirAuthorization")
+    if not server:
+        return False, "no fhirServer in the request"
+    if not isinstance(auth, dict) or not auth.get("access_token"):
+        return False, "no fhirAuthorization in the request"
+    if policy.production and not server.lower().startswith("https://"):
+        return False, "fhirServer is not https; the access token is never sent over plain http in production"
+    token_patient = auth.get("patient")
+    if token_patient and token_patient != request["context"].get("patientId"):
+        return False, "the access token is limited to a different patient"
+    return True, ""
+
+
+def _satisfied(spec: PrefetchSpec, pool: Pool) -> bool:
+    return pool.has_patient() if spec.resource_type == "Patient" else pool.has_type(spec.resource_type)
+
+
+def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy) -> Gathered:
+    context = request["context"]
+    prefetch = request.get("prefetch") or {}
+    pool = Pool(str(context.get("patientId")))
+    out = Gathered()
+    needs_fetch: list[PrefetchSpec] = []
+    incomplete: dict[str, dict] = {}   # key -> first page with a next link
+    our_keys = {s.key for s in specs}
+
+    # Everything the client sent is pooled, whatever it named the keys.
+    for key, value in prefetch.items():
+        pool.add(value)
+        if key in our_keys and next_link(value):
+            incomplete[key] = value
+
+    for spec in specs:
+        if spec.key in prefetch:
+            value = prefetch[spec.key]
+            if value is None:
+                continue  # the client had no data: do not re-query
+            if value.get("resourceType") != "OperationOutcome":
+                continue
+            log.info("prefetch key %s holds an OperationOutcome; treating it as not provided", spec.key)
+        if spec.resource_type == "Patient" and pool.has_patient():
+            continue  # provided under another key name
+        if spec.resource_type != "Patient" and pool.has_type(spec.resource_type) and spec.key not in prefetch:
+            continue  # the client sent this type under its own key name
+        needs_fetch.append(spec)
+
+    unavailable: dict[str, str] = {}
+    allowed, why_not = _fetch_permission(request, policy)
+    work: list[tuple[str, str | dict]] = []   # (key, relative url) or (key, first page to continue)
+    for spec in needs_fetch:
+        if not allowed:
+            unavailable[spec.key] = why_not
+            continue
+        try:
+            work.append((spec.key, expand(spec.template, context)))
+        except UnexpandableTemplate as e:
+            unavailable[spec.key] = f"prefetch token {{{{{e}}}}} has no value in this context"
+    for key, first_page in incomplete.items():
+        if allowed:
+            work.append((key, first_page))
+        else:
+            out.missing.append(f"{key} (only the first page was prefetched; {why_not})")
+
+    if work:
+        deadline = time.monotonic() + policy.budget_s
+        client = FhirClient(request["fhirServer"], request["fhirAuthorization"]["access_token"], policy, deadline)
+        pool_exec = ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(work)))
+        try:
+            futures = {pool_exec.submit(client.fetch if isinstance(w, str) else client.follow_next, w): k
+                       for k, w in work}
+            done, not_done = wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 0.1)
+            for f in not_done:
+                unavailable[futures[f]] = "FHIR server timed out"
+            for f in done:
+                key = futures[f]
+                try:
+                    pages = f.result()
+                except FetchFailed as e:
+                    unavailable[key] = str(e)
+                    continue
+                except Exception as e:  # never let a fetch bug turn into a 500 with details
+                    log.warning("fallback fetch for %s failed: %s", key, type(e).__name__)
+                    unavailable[key] = "FHIR fetch failed"
+                    continue
+                for page in pages:
+                    pool.add(page)
+                if key not in incomplete:
+                    out.fetched.append(key)
+        finally:
+            pool_exec.shutdown(wait=False, cancel_futures=True)
+            client.close()
+            del client  # the token goes with it
+
+    for spec in specs:
+        if spec.required and not _satisfied(spec, pool):
+            if spec.key in unavailable:
+                reason = unavailable[spec.key]
+            elif spec.key in prefetch and prefetch[spec.key] is None:
+                reason = "the client reported no data for it (null)"
+            else:
+                reason = "the data does not contain it"
+            raise ApiError(412, f"Required prefetch '{spec.key}' ({spec.template}) is missing and could not be "
+                                f"fetched: {reason}", expression=[f"prefetch.{spec.key}"])
+    for key, reason in unavailable.items():
+        out.missing.append(f"{key} ({reason})")
+        log.info("prefetch %s unavailable: %s", key, reason)
+
+    out.resources = pool.resources()
+    out.dropped_other_patient = pool.dropped_other_patient
+    if out.dropped_other_patient:
+        log.warning("dropped %d prefetched resources that belong to another patient", out.dropped_other_patient)
+    return out

@@ -1,0 +1,124 @@
+"""JSON parsing and JSON Schema validation of CDS Hooks documents (schemas/cds-hooks/*.schema.json).
+
+Messages name the member that is wrong and never echo its value: a value may be an access token or PHI.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from .config import REPO_ROOT
+from .errors import ApiError
+
+SCHEMA_DIR = REPO_ROOT / "schemas" / "cds-hooks"
+MAX_ERRORS = 5
+
+
+@functools.lru_cache(maxsize=None)
+def validator(name: str) -> Draft202012Validator:
+    schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _reject_constant(token: str):
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def parse_json_body(raw: bytes) -> dict:
+    """Strict JSON: UTF-8, an object at the top, no NaN/Infinity, bounded nesting."""
+    if not raw or not raw.strip():
+        raise ApiError(400, "The request body is empty; a JSON object is required")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "The request body is not UTF-8 encoded JSON") from None
+    try:
+        doc = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ApiError(400, "The request body is nested too deeply") from None
+    except ValueError as e:
+        msg = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+        where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+        raise ApiError(400, f"The request body is not valid JSON: {msg}{where}") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "The request body must be a JSON object")
+    return doc
+
+
+def _path(err: ValidationError, prefix: str) -> str:
+    parts = [prefix] if prefix else []
+    for p in err.absolute_path:
+        if isinstance(p, int):
+            parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
+        else:
+            parts.append(str(p))
+    return ".".join(parts) or "(root)"
+
+
+def describe(err: ValidationError, prefix: str = "") -> tuple[str, str]:
+    """(FHIRPath-like location, value-free message) for one validation error."""
+    where = _path(err, prefix)
+    v = err.validator
+    if v == "required":
+        missing = [m for m in err.validator_value if isinstance(err.instance, dict) and m not in err.instance]
+        name = missing[0] if missing else "?"
+        return (f"{where}.{name}" if where != "(root)" else name), f"required member '{name}' is missing"
+    if v == "dependentRequired":
+        for trigger, needs in err.validator_value.items():
+            if isinstance(err.instance, dict) and trigger in err.instance:
+                absent = [n for n in needs if n not in err.instance]
+                if absent:
+                    return where, f"'{absent[0]}' is required when '{trigger}' is present"
+    if v == "type":
+        t = err.validator_value
+        return where, f"must be of type {t if isinstance(t, str) else ' or '.join(t)}"
+    if v in ("enum",):
+        return where, "must be one of " + ", ".join(json.dumps(x) for x in err.validator_value)
+    if v == "const":
+        return where, f"must be {json.dumps(err.validator_value)}"
+    if v == "pattern":
+        return where, "has an invalid format"
+    if v in ("minLength", "minItems", "minProperties"):
+        return where, "must not be empty"
+    if v == "maxLength":
+        return where, f"is longer than {err.validator_value} characters"
+    if v == "maxItems":
+        return where, f"has more than {err.validator_value} items"
+    if v == "additionalProperties":
+        return where, "has members that are not allowed here"
+    if v in ("anyOf", "oneOf"):
+        return where, "must be a FHIR resource (an object with resourceType) or null" \
+            if "prefetch" in where else "does not match any allowed form"
+    if v == "not":
+        return where, "has a member or value that is not allowed here"
+    return where, "is not valid"
+
+
+def check(doc, schema: str, prefix: str = "") -> None:
+    """Raise ApiError(400) naming up to MAX_ERRORS problems, the most relevant first."""
+    errors = sorted(validator(schema).iter_errors(doc), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return
+    seen: list[tuple[str, str]] = []
+    for e in errors:
+        item = describe(e, prefix)
+        if item not in seen:
+            seen.append(item)
+        if len(seen) >= MAX_ERRORS:
+            break
+    message = "; ".join(f"{w}: {m}" for w, m in seen)
+    code = "required" if seen[0][1].startswith("required") else "structure"
+    raise ApiError(400, message, code=code, expression=[w for w, _ in seen])
+
+
+def is_valid(doc, schema: str) -> bool:
+    return validator(schema).is_valid(doc)
+
+
+def schema_path(name: str) -> Path:
+    return SCHEMA_DIR / f"{name}.schema.json"

@@ -1,0 +1,188 @@
+"""Shared fixtures for the CDS Hooks service tests (rows of shared/cds-hooks/CHECKLIST.md)."""
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+import pytest
+
+from server import create_app
+from service.config import ServiceConfig
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures" / "cds-hooks"
+PUBLIC_URL = "https://cds.example.org"
+ISS = "https://fhir-ehr.example.com/"          # the issuer of the spec's example JWT
+KID = "example-kid"
+
+
+def fixture(name: str):
+    path = FIX / name
+    return json.loads(path.read_text()) if name.endswith(".json") else path.read_text().strip()
+
+
+PRIVATE_JWK = fixture("spec-jwk-private-EXAMPLE-ONLY.json")
+PUBLIC_JWKS = fixture("spec-jwks-public.json")
+
+
+def mint(aud: str, *, claims: dict | None = None, headers: dict | None = None, key=None, alg: str = "ES384",
+         drop: tuple[str, ...] = ()) -> str:
+    """A JWT as a CDS client would send it, signed with the spec's example private key by default."""
+    now = int(time.time())
+    payload = {"iss": ISS, "aud": aud, "exp": now + 300, "iat": now, "jti": str(uuid.uuid4())}
+    payload.update(claims or {})
+    for d in drop:
+        payload.pop(d, None)
+    hdr = {"kid": KID, "typ": "JWT"}
+    hdr.update(headers or {})
+    if key is None:
+        key = jwt.PyJWK(PRIVATE_JWK).key
+    return jwt.encode(payload, key, algorithm=alg, headers=hdr)
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def service_aud(service_id: str) -> str:
+    return f"{PUBLIC_URL}/cds-services/{service_id}"
+
+
+def walk(value, path="$"):
+    """Yield (path, value) for every node of a JSON document."""
+    yield path, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from walk(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from walk(v, f"{path}[{i}]")
+
+
+# --------------------------------------------------------------------------- example patients
+
+PATIENT_ID = "pace-1"
+
+
+def patient(pid: str = PATIENT_ID) -> dict:
+    return {"resourceType": "Patient", "id": pid, "gender": "female", "birthDate": "1970-03-01"}
+
+
+def hb_observation(oid: str, value: float, pid: str = PATIENT_ID, date: str | None = None) -> dict:
+    date = date or time.strftime("%Y-%m-%dT08:00:00Z", time.gmtime(time.time() - 86400 * 3))
+    return {"resourceType": "Observation", "id": oid, "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": "laboratory"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "718-7", "display": "Hemoglobin"}]},
+            "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": date,
+            "valueQuantity": {"value": value, "unit": "g/dL", "system": "http://unitsofmeasure.org", "code": "g/dL"}}
+
+
+def searchset(resources: list[dict]) -> dict:
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(resources),
+            "entry": [{"resource": r} for r in resources]}
+
+
+def patient_view_request(prefetch: dict | None = None, **extra) -> dict:
+    req = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
+           "context": {"userId": "Practitioner/dr-1", "patientId": PATIENT_ID}}
+    if prefetch is not None:
+        req["prefetch"] = prefetch
+    req.update(extra)
+    return req
+
+
+# --------------------------------------------------------------------------- the ruleset under test
+
+class FakeResult:
+    def __init__(self, cards):
+        self.cards = cards
+
+    def response(self):
+        return {"cards": copy.deepcopy(self.cards)}
+
+
+class FakeRuleset:
+    """Stands in for engine.load_ruleset until the engine lands: one card when hemoglobin < 12 g/dL."""
+    name, version, sha256 = "fake", "0.0.0", "0" * 64
+
+    def __init__(self):
+        self.calls = []
+
+    def data_requirements(self, hook):
+        reqs = [{"resourceType": "Condition", "codes": []},
+                {"resourceType": "MedicationRequest", "codes": []}]
+        if hook == "patient-view":
+            reqs.append({"resourceType": "Observation", "codes": ["http://loinc.org|718-7"]})
+        return reqs
+
+    def evaluate(self, request, now=None, hook=None):
+        self.calls.append(request)
+        resources = [e["resource"] for e in request["prefetch"]["resources"]["entry"]]
+        hbs = [r["valueQuantity"]["value"] for r in resources if r["resourceType"] == "Observation"]
+        cards = []
+        if hbs and min(hbs) < 12:
+            cards.append({"uuid": str(uuid.uuid4()), "summary": f"Low hemoglobin ({min(hbs)} g/dL)",
+                          "indicator": "warning", "source": {"label": "pacecds test"}})
+        return FakeResult(cards)
+
+
+class MemoryAudit:
+    """Records what the service hands the audit store (until engine.audit lands on main)."""
+
+    def __init__(self):
+        self.evaluations = []
+        self.feedback = {}
+
+    def record_evaluation(self, record):
+        self.evaluations.append(record)
+
+    def record_feedback(self, **item):
+        key = (item["card_uuid"], item["outcome"], item["outcome_timestamp"])
+        if key in self.feedback:
+            return False
+        self.feedback[key] = item
+        return True
+
+
+@pytest.fixture
+def ruleset():
+    return FakeRuleset()
+
+
+@pytest.fixture
+def audit():
+    return MemoryAudit()
+
+
+@pytest.fixture
+def make_app(ruleset, audit):
+    def _make(**overrides):
+        values = dict(env="test", ruleset=ruleset, audit_store=audit)
+        values.update(overrides)
+        return create_app(ServiceConfig(**values))
+    return _make
+
+
+@pytest.fixture
+def client(make_app):
+    """Unauthenticated (local development) app."""
+    return make_app().test_client()
+
+
+@pytest.fixture
+def issuers():
+    return [{"iss": ISS, "jwks": PUBLIC_JWKS}]
+
+
+@pytest.fixture
+def auth_app(make_app, issuers):
+    return make_app(public_url=PUBLIC_URL, trusted_issuers=issuers)
+
+
+@pytest.fixture
+def auth_client(auth_app):
+    return auth_app.test_client()
