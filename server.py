@@ -129,4 +129,4 @@ def _load_audit_store(cfg: ServiceConfig):
     except ImportError:
         log.warning("audit store not available (engine.audit missing): decisions and feedback are not recorded")
         return None
-    return AuditStore.from_config(cfg.extra or None)
+    return AuditStore.from_config()  # PACECDS_DATABASE_URL, else SQLite under var/

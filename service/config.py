@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -62,7 +62,6 @@ class ServiceConfig:
     ruleset: Any = None                           # an already loaded ruleset (tests, embedding)
     audit_store: Any = None                       # an AuditStore (or None: built from config when available)
     audit: bool = True                            # PACECDS_AUDIT=0 disables the audit store (dev only)
-    extra: dict = field(default_factory=dict)     # passed to the audit store's from_config
 
     @property
     def production(self) -> bool:

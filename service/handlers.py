@@ -125,21 +125,19 @@ def _check_selections(context: dict) -> None:
 
 
 def record_evaluation(state: ServiceState, service: ServiceDef, body: dict, result, latency_ms: float) -> None:
-    """Append the decision to the audit store before the cards go out (no tokens, no raw body)."""
-    if state.audit_store is None:
+    """Append the decision to the audit store before the cards go out (no tokens, no raw body).
+
+    record_evaluation returns only after its commit, so no card leaves without its record; if the store
+    fails, the request fails (500) rather than returning unaudited cards.
+    """
+    store = state.audit_store
+    if store is None:
         return
-    state.audit_store.record_evaluation(audit_record(service, body, result, latency_ms, state.ruleset))
-
-
-def audit_record(service: ServiceDef, body: dict, result, latency_ms: float, ruleset) -> dict:
-    return {
-        "hook_instance": body["hookInstance"],
-        "hook": service.hook,
-        "service_id": service.id,
-        "patient_id": body["context"].get("patientId"),
-        "result": result,
-        "latency_ms": round(latency_ms, 3),
-    }
+    from engine.audit import build_decision_record
+    record = build_decision_record(result, hook=service.hook, hook_instance=body["hookInstance"],
+                                   service_id=service.id, patient_id=body["context"].get("patientId"),
+                                   latency_ms=latency_ms, key=store.key, ruleset=state.ruleset)
+    store.record_evaluation(record)
 
 
 def feedback(state: ServiceState, service_id: str, body: dict) -> dict:
@@ -150,18 +148,10 @@ def feedback(state: ServiceState, service_id: str, body: dict) -> dict:
         raise ApiError(503, "Feedback cannot be stored: the audit store is disabled")
     recorded = duplicates = 0
     for item in body["feedback"]:
-        reason = (item.get("overrideReason") or {}).get("reason")
-        is_new = state.audit_store.record_feedback(
-            service_id=service_id,
-            card_uuid=item["card"],
-            outcome=item["outcome"],
-            outcome_timestamp=item["outcomeTimestamp"],
-            accepted_suggestions=[s["id"] for s in item.get("acceptedSuggestions") or []],
-            override_reason=reason,
-            user_comment=(item.get("overrideReason") or {}).get("userComment"),
-        )
-        if is_new is False:
-            duplicates += 1
-        else:
+        # Idempotent: the store keys each item on its content, so a repeated POST stores nothing new.
+        if state.audit_store.record_feedback(service_id, item):
             recorded += 1
+        else:
+            duplicates += 1
+    log.info("feedback service=%s recorded=%d duplicates=%d", service_id, recorded, duplicates)
     return {"recorded": recorded, "duplicates": duplicates}

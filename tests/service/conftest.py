@@ -10,6 +10,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from engine.audit import AuditStore
 from server import create_app
 from service.config import ServiceConfig
 
@@ -86,6 +87,12 @@ def searchset(resources: list[dict]) -> dict:
             "entry": [{"resource": r} for r in resources]}
 
 
+def full_prefetch(observations=(), conditions=(), medications=()) -> dict:
+    """Every patient-view key of the FakeRuleset's discovery, filled."""
+    return {"patient": patient(), "observations": searchset(list(observations)),
+            "conditions": searchset(list(conditions)), "medications": searchset(list(medications))}
+
+
 def patient_view_request(prefetch: dict | None = None, **extra) -> dict:
     req = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
            "context": {"userId": "Practitioner/dr-1", "patientId": PATIENT_ID}}
@@ -130,32 +137,17 @@ class FakeRuleset:
         return FakeResult(cards)
 
 
-class MemoryAudit:
-    """Records what the service hands the audit store (until engine.audit lands on main)."""
-
-    def __init__(self):
-        self.evaluations = []
-        self.feedback = {}
-
-    def record_evaluation(self, record):
-        self.evaluations.append(record)
-
-    def record_feedback(self, **item):
-        key = (item["card_uuid"], item["outcome"], item["outcome_timestamp"])
-        if key in self.feedback:
-            return False
-        self.feedback[key] = item
-        return True
-
-
 @pytest.fixture
 def ruleset():
     return FakeRuleset()
 
 
 @pytest.fixture
-def audit():
-    return MemoryAudit()
+def audit(tmp_path):
+    """The real audit store (engine.audit) on a throwaway SQLite file."""
+    store = AuditStore.from_config(f"sqlite:///{tmp_path}/audit.db", key=b"test-audit-key-0123456789abcdef")
+    yield store
+    store.close()
 
 
 @pytest.fixture
