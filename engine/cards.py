@@ -1,0 +1,98 @@
+"""CDS Hooks 2.0 cards from a fired rule, its facts and its card template."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+
+from .templates import Template, escape_markdown
+
+OVERRIDE_SYSTEM = "https://pacecds.org/CodeSystem/override-reason"
+
+
+def prune(value):
+    """Drop None, empty strings, empty lists and empty objects everywhere (CDS Hooks A3/A4)."""
+    if isinstance(value, dict):
+        out = {k: prune(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        out = [prune(v) for v in value]
+        return [v for v in out if v not in (None, "", [], {})]
+    return value
+
+
+def make_lookup(facts: dict, definitions: dict, params: dict, patient_id: str | None, now: dt.datetime):
+    def lookup(ref: str):
+        head, _, attr = ref.partition(".")
+        if head == "param":
+            return params[attr]["value"]
+        if head == "patient":
+            if patient_id is None:
+                return None
+            return f"Patient/{patient_id}" if attr == "reference" else patient_id
+        if head == "now":
+            if attr == "date":
+                return now.date().isoformat()
+            days = int(re.match(r"in_(\d+)_days", attr).group(1))
+            return (now + dt.timedelta(days=days)).date().isoformat()
+        if attr == "unit":
+            return definitions[head].unit
+        fact = facts.get(head)
+        return None if fact is None else fact.values.get(attr)
+
+    return lookup
+
+
+def _render_resource(template, lookup):
+    if isinstance(template, str):
+        return Template(template).render_value(lookup)
+    if isinstance(template, dict):
+        return {k: _render_resource(v, lookup) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_render_resource(v, lookup) for v in template]
+    return template
+
+
+def build_card(rule, indicator: str, summary: Template, detail: Template | None, lookup, ruleset_meta: dict, patient_id: str | None) -> dict:
+    spec = rule.source["card"]
+    evidence = rule.source["evidence"][0]
+    source = spec.get("source") or {"label": evidence["citation"], "url": evidence["url"]}
+    if not str(source.get("url", "")).startswith("https://"):
+        source = {k: v for k, v in source.items() if k != "url"}  # CDS Hooks wants an absolute https URL or none
+    card = {
+        "uuid": str(uuid.uuid4()),
+        "summary": " ".join(summary.render(lookup).split()),
+        "indicator": indicator,
+        "detail": detail.render(lookup, escape=escape_markdown) if detail else None,
+        "source": source,
+        "links": [{"label": link["label"], "url": link["url"], "type": "absolute"} for link in spec.get("links", [])],
+        "overrideReasons": [
+            {"code": r["code"], "system": r.get("system", OVERRIDE_SYSTEM), "display": r["display"]}
+            for r in spec.get("override_reasons", [])
+        ],
+        "extension": {
+            "pacecds.rule": {"id": rule.id, "version": rule.version},
+            "pacecds.ruleset": ruleset_meta,
+        },
+    }
+    # suggestions create resources for this patient; without a patient id there is nothing safe to create
+    if spec.get("suggestions") and patient_id is not None:
+        card["suggestions"] = [
+            {
+                "label": Template(s["label"]).render(lookup),
+                "uuid": str(uuid.uuid4()),
+                "isRecommended": s.get("recommended"),
+                "actions": [
+                    {
+                        "type": a["type"],
+                        "description": Template(a["description"]).render(lookup),
+                        "resource": _render_resource(a["resource"], lookup),
+                    }
+                    for a in s.get("actions", [])
+                ],
+            }
+            for s in spec["suggestions"]
+        ]
+        card["selectionBehavior"] = spec.get("selection_behavior", "at-most-one")
+    return prune(card)

@@ -1,0 +1,388 @@
+"""Load a rules directory: parse YAML and JSON, validate against schemas/, check meaning.
+
+Every problem in the tree is collected as `file:line:col: message` (not only the first),
+and nothing is compiled unless the whole tree is clean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import jsonschema
+from jsonschema import Draft202012Validator
+
+from fhir_adapter import ucum
+from fhir_adapter.facts import KIND_ATTRIBUTES, FactDefinition
+from fhir_adapter.valuesets import ValueSet, ValueSetError, from_code_list, from_fhir_json, normalize_code
+
+from .conditions import ConditionError, Node, attribute_unit, parse_condition
+from .templates import SPECIAL, Template, TemplateError
+from .yamlpos import Position, YamlDocument, YamlError, load_yaml
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SUMMARY_MAX = 139  # CDS Hooks: summary "<140 characters"
+MANIFEST = "ruleset.yaml"
+
+
+class RulesetLoadError(Exception):
+    def __init__(self, errors: list[str]):
+        super().__init__(f"{len(errors)} error(s) in rules:\n" + "\n".join(errors))
+        self.errors = errors
+
+
+@lru_cache(maxsize=None)
+def schema_validator(name: str) -> Draft202012Validator:
+    schema = json.loads((SCHEMA_DIR / name).read_text())
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+@dataclass
+class Variant:
+    """A different reading of the card when an extra condition holds (e.g. critical, or 'low' vs 'high')."""
+
+    condition: Node
+    indicator: str | None
+    summary: Template | None
+    detail: Template | None
+
+
+@dataclass
+class Rule:
+    id: str
+    version: str
+    status: str
+    title: str
+    hooks: list[str]
+    file: str
+    source: dict  # the rule as written (YAML), for audit, explain and source attributes
+    condition: Node
+    variants: list[Variant]
+    params: dict
+    summary: Template
+    detail: Template | None
+    facts: set[str] = field(default_factory=set)  # facts the condition and card read
+
+
+@dataclass
+class LoadedTree:
+    root: Path
+    name: str
+    version: str
+    manifest: dict
+    sha256: str
+    facts: dict[str, FactDefinition]
+    valuesets: dict[str, ValueSet]
+    rules: list[Rule]
+
+
+class _Collector:
+    def __init__(self):
+        self.errors: list[str] = []
+
+    def add(self, where, message: str):
+        self.errors.append(f"{where}: {message}")
+
+    def schema(self, doc: YamlDocument, validator: Draft202012Validator) -> bool:
+        found = False
+        for err in sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path))):
+            found = True
+            path = tuple(err.absolute_path)
+            field_name = ".".join(str(p) for p in path) or "(document)"
+            self.add(doc.position(path), f"{field_name}: {_schema_message(err)}")
+        return not found
+
+
+def _schema_message(err: jsonschema.ValidationError) -> str:
+    if err.validator == "oneOf" and err.context:
+        # the most specific sub-error explains an ill-formed condition or operand best
+        best = jsonschema.exceptions.best_match(err.context)
+        return best.message
+    return err.message
+
+
+def ruleset_hash(root: Path) -> str:
+    """sha256 over every file of the tree (sorted relative paths and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(_tree_files(root)):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _tree_files(root: Path):
+    for path in root.rglob("*"):
+        if path.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(root).parts):
+            yield path
+
+
+def load_tree(root: str | Path) -> LoadedTree:
+    root = Path(root)
+    errors = _Collector()
+    if not root.is_dir():
+        raise RulesetLoadError([f"{root}: not a directory"])
+
+    def rel(path: Path) -> str:
+        return str(path)
+
+    docs: dict[str, list[YamlDocument]] = {"facts": [], "rules": [], "manifest": []}
+    valuesets: dict[str, ValueSet] = {}
+    for path in sorted(_tree_files(root)):
+        relative = path.relative_to(root)
+        top = relative.parts[0]
+        if path.suffix not in (".yaml", ".yml", ".json"):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.add(Position(rel(path), 1, 1), f"cannot read file: {exc}")
+            continue
+        if top == "valuesets":
+            _load_valueset(path, text, valuesets, errors)
+            continue
+        if path.suffix == ".json":
+            continue  # JSON outside valuesets/ is not part of the rule language
+        try:
+            doc = load_yaml(rel(path), text)
+        except YamlError as exc:
+            errors.add(exc.position, exc.message)
+            continue
+        if relative.as_posix() == MANIFEST:
+            docs["manifest"].append(doc)
+        elif top == "facts":
+            docs["facts"].append(doc)
+        elif top == "examples":
+            continue  # example cases are checked by `pacecds test`
+        else:
+            docs["rules"].append(doc)
+
+    manifest = docs["manifest"][0].data if docs["manifest"] and isinstance(docs["manifest"][0].data, dict) else {}
+    if not docs["manifest"]:
+        errors.add(Position(rel(root / MANIFEST), 1, 1), "missing ruleset manifest (name and version)")
+    else:
+        for key in ("name", "version"):
+            if not isinstance(manifest.get(key), str):
+                errors.add(docs["manifest"][0].position((key,)), f"manifest needs a string '{key}'")
+
+    facts: dict[str, FactDefinition] = {}
+    for doc in docs["facts"]:
+        _load_facts(doc, valuesets, facts, errors)
+
+    rules: list[Rule] = []
+    seen: dict[str, str] = {}
+    for doc in docs["rules"]:
+        rule = _load_rule(doc, facts, valuesets, errors)
+        if rule is None:
+            continue
+        if rule.id in seen:
+            errors.add(doc.position(("id",)), f"id: duplicate rule id '{rule.id}' (also in {seen[rule.id]})")
+            continue
+        seen[rule.id] = doc.file
+        rules.append(rule)
+
+    if errors.errors:
+        raise RulesetLoadError(errors.errors)
+    return LoadedTree(
+        root=root, name=manifest["name"], version=manifest["version"], manifest=manifest,
+        sha256=ruleset_hash(root), facts=facts, valuesets=valuesets, rules=rules,
+    )
+
+
+def _load_valueset(path: Path, text: str, valuesets: dict, errors: _Collector) -> None:
+    name = path.stem
+    if name in valuesets:
+        errors.add(Position(str(path), 1, 1), f"duplicate value set name '{name}'")
+        return
+    try:
+        if path.suffix == ".json":
+            try:
+                resource = json.loads(text)
+            except json.JSONDecodeError as exc:
+                errors.add(Position(str(path), exc.lineno, exc.colno), f"invalid JSON: {exc.msg}")
+                return
+            valuesets[name] = from_fhir_json(name, resource)
+        else:
+            try:
+                doc = load_yaml(str(path), text)
+            except YamlError as exc:
+                errors.add(exc.position, exc.message)
+                return
+            if errors.schema(doc, schema_validator("valueset-codes.schema.json")):
+                valuesets[name] = from_code_list(name, doc.data["valueset"])
+    except ValueSetError as exc:
+        errors.add(Position(str(path), 1, 1), f"value set: {exc}")
+
+
+def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collector) -> None:
+    if not errors.schema(doc, schema_validator("facts.schema.json")):
+        return
+    for name, raw in doc.data["facts"].items():
+        where = ("facts", name)
+        if name in facts:
+            errors.add(doc.position(where), f"duplicate fact '{name}'")
+            continue
+        vs = None
+        if "valueset" in raw:
+            vs = valuesets.get(raw["valueset"])
+            if vs is None:
+                errors.add(doc.position(where + ("valueset",)), f"valueset: unknown value set '{raw['valueset']}'")
+                continue
+        unit = raw.get("unit")
+        if unit is not None:
+            try:
+                ucum.parse(unit)
+            except ucum.UnitError as exc:
+                errors.add(doc.position(where + ("unit",)), f"unit: {exc}")
+                continue
+        codes = frozenset(
+            key for c in raw.get("codes", []) if (key := normalize_code(c["system"], c["code"])) is not None
+        )
+        facts[name] = FactDefinition(
+            name=name, kind=raw["kind"], title=raw["title"], codes=codes, valueset=vs, unit=unit,
+            conversions=tuple((c["from"], float(c["factor"])) for c in raw.get("conversions", [])),
+            window_days=raw.get("window_days"), daily=raw.get("daily", "sum"), field=raw.get("field"),
+            scope=raw.get("scope", "active"), allow_preliminary=raw.get("allow_preliminary", False),
+        )
+
+
+def _load_rule(doc: YamlDocument, facts: dict, valuesets: dict, errors: _Collector) -> Rule | None:
+    if not isinstance(doc.data, dict):
+        errors.add(doc.position(()), "a rule file must hold one YAML mapping (id, version, status, ...)")
+        return None
+    if not errors.schema(doc, schema_validator("rule.schema.json")):
+        return None
+    data = doc.data
+    params = data.get("parameters", {})
+    ok = True
+    for pname, param in params.items():
+        if "unit" in param:
+            try:
+                ucum.parse(param["unit"])
+            except ucum.UnitError as exc:
+                errors.add(doc.position(("parameters", pname, "unit")), f"parameters.{pname}.unit: {exc}")
+                ok = False
+
+    def condition(raw, path):
+        nonlocal ok
+        try:
+            return parse_condition(raw, path, facts, valuesets, params)
+        except ConditionError as exc:
+            field_name = ".".join(str(p) for p in exc.path)
+            errors.add(doc.position(exc.path), f"{field_name}: {exc.message}")
+            ok = False
+            return None
+
+    errors_before = len(errors.errors)
+    cond = condition(data["when"], ("when",))
+    card = data["card"]
+    variants = []
+    for i, var in enumerate(card.get("variants", [])):
+        path = ("card", "variants", i)
+        variants.append(Variant(
+            condition(var["when"], path + ("when",)), var.get("indicator"),
+            _template(var.get("summary"), path + ("summary",), doc, errors),
+            _template(var.get("detail"), path + ("detail",), doc, errors),
+        ))
+    summary = _template(card["summary"], ("card", "summary"), doc, errors)
+    detail = _template(card.get("detail"), ("card", "detail"), doc, errors)
+    if not ok or cond is None or summary is None or (card.get("detail") and detail is None):
+        return None
+
+    used = {leaf.fact for leaf in cond.leaves()} | {leaf.other[0] for leaf in cond.leaves() if leaf.other}
+    for var in variants:
+        if var.condition is not None:
+            used |= {leaf.fact for leaf in var.condition.leaves()}
+            used |= {leaf.other[0] for leaf in var.condition.leaves() if leaf.other}
+    # every template reference must name a fact attribute or a parameter
+    template_paths = [(("card", "summary"), summary), (("card", "detail"), detail)]
+    for i, var in enumerate(variants):
+        template_paths += [(("card", "variants", i, "summary"), var.summary), (("card", "variants", i, "detail"), var.detail)]
+    template_paths += _suggestion_templates(card, doc, errors)
+    if len(errors.errors) > errors_before:
+        return None
+    kinds = {}
+    for path, template in template_paths:
+        if template is None:
+            continue
+        for placeholder in template.placeholders:
+            for ref in placeholder.references:
+                kind = _reference_kind(ref, facts, params)
+                if kind is None:
+                    errors.add(doc.position(path), f"{'.'.join(map(str, path))}: unknown reference '{ref}' in "
+                               f"{{{placeholder.text}}} (use fact.attribute, fact.unit or param.NAME)")
+                    ok = False
+                    continue
+                kinds[ref] = kind
+                if not ref.startswith(("param.", "patient.", "now.")):
+                    used.add(ref.split(".")[0])
+    for path, template in [(("card", "summary"), summary)] + [
+        (("card", "variants", i, "summary"), v.summary) for i, v in enumerate(variants) if v.summary
+    ]:
+        if ok and template.max_length(kinds) > SUMMARY_MAX:
+            errors.add(doc.position(path), f"{'.'.join(map(str, path))}: summary can reach "
+                       f"{template.max_length(kinds)} characters with the longest values; the limit is {SUMMARY_MAX}")
+            ok = False
+    if not ok:
+        return None
+    return Rule(
+        id=data["id"], version=data["version"], status=data["status"], title=data["title"], hooks=data["hooks"],
+        file=doc.file, source=data, condition=cond, variants=variants, params=params,
+        summary=summary, detail=detail, facts=used,
+    )
+
+
+def _template(text, path, doc, errors) -> Template | None:
+    if text is None:
+        return None
+    try:
+        return Template(text)
+    except TemplateError as exc:
+        errors.add(doc.position(path), f"{'.'.join(map(str, path))}: {exc}")
+        return None
+
+
+def _suggestion_templates(card: dict, doc, errors):
+    out = []
+    for i, suggestion in enumerate(card.get("suggestions", [])):
+        path = ("card", "suggestions", i)
+        out.append((path + ("label",), _template(suggestion["label"], path + ("label",), doc, errors)))
+        for j, action in enumerate(suggestion.get("actions", [])):
+            apath = path + ("actions", j)
+            out.append((apath + ("description",), _template(action["description"], apath + ("description",), doc, errors)))
+            for text in _strings(action["resource"]):
+                out.append((apath + ("resource",), _template(text, apath + ("resource",), doc, errors)))
+    return out
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def _reference_kind(ref: str, facts: dict, params: dict) -> str | None:
+    if SPECIAL.match(ref):
+        return "text"
+    head, _, attr = ref.partition(".")
+    if head == "param":
+        return "number" if attr in params else None
+    definition = facts.get(head)
+    if definition is None:
+        return None
+    if attr == "unit":
+        return f"unit:{definition.unit or ''}"
+    if attr not in KIND_ATTRIBUTES[definition.kind]:
+        return None
+    if attr in ("names", "codes"):
+        return "list"
+    if definition.kind == "patient" and definition.field == "gender":
+        return "text"
+    return "number" if attribute_unit(definition, attr) is not None or attr != "present" else "text"

@@ -1,0 +1,210 @@
+"""A compiled ruleset: load once, evaluate many patients.
+
+evaluate() is the one path from input to cards for the server, the CLI and the tests:
+pool resources -> validate what facts need -> derive facts -> one durable-rules session
+per evaluation -> cards for fired active rules; draft rules run in shadow mode.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fhir_adapter.facts import Fact, derive_facts, is_number
+from fhir_adapter.resources import InputError, ResourceValidator, pool_request
+
+from . import conditions
+from .cards import build_card, make_lookup
+from .durable_backend import CompiledRules
+from .loader import LoadedTree, Rule, load_tree
+
+HOOKS = ("patient-view", "order-select", "order-sign")
+# kinds whose absence is missing data (a lab never drawn), not a negative finding
+MEASURED_KINDS = {"observation", "daily_series", "patient"}
+
+
+@dataclass
+class FiredRule:
+    rule_id: str
+    rule_version: str
+    status: str
+    indicator: str
+    facts: dict  # fact name -> {"values", "unit", "provenance"}
+    card_uuid: str | None = None
+
+
+@dataclass
+class EvaluationResult:
+    hook: str
+    patient_id: str | None
+    ruleset: dict  # name, version, sha256
+    now: dt.datetime
+    cards: list = field(default_factory=list)
+    fired: list = field(default_factory=list)
+    shadow: list = field(default_factory=list)
+    evaluated: list = field(default_factory=list)  # (rule id, version)
+    missing: list = field(default_factory=list)
+    data_notes: list = field(default_factory=list)
+    facts: dict = field(default_factory=dict)  # name -> Fact
+
+    def response(self) -> dict:
+        return {"cards": self.cards}
+
+
+class _HookProgram:
+    """The rules of one hook compiled into one durable-rules ruleset."""
+
+    def __init__(self, label: str, tree: LoadedTree, hook: str):
+        self.rules = [r for r in tree.rules if hook in r.hooks and r.status in ("active", "draft")]
+        self.fact_names = sorted(set().union(*(r.facts for r in self.rules))) if self.rules else []
+        self.definitions = [tree.facts[n] for n in self.fact_names]
+        self.resource_types = set().union(*(d.resource_types for d in self.definitions)) if self.definitions else set()
+        self.leaves = {}
+        expressions = {}
+        for i, rule in enumerate(self.rules):
+            expressions[f"r{i}"] = conditions.to_durable(rule.condition)
+            for leaf in rule.condition.leaves():
+                self.leaves[leaf.key] = leaf
+            for j, var in enumerate(rule.variants):
+                both = conditions.Node("all", [rule.condition, var.condition])
+                expressions[f"r{i}_v{j}"] = conditions.to_durable(both)
+                for leaf in var.condition.leaves():
+                    self.leaves[leaf.key] = leaf
+        self.compiled = CompiledRules(label, expressions)
+
+    def message(self, facts: dict[str, Fact], valuesets: dict) -> dict:
+        message = {}
+        for leaf in self.leaves.values():
+            conditions.add_to_message(message, leaf, conditions.leaf_inputs(leaf, facts, valuesets))
+        return message
+
+
+class Ruleset:
+    def __init__(self, tree: LoadedTree):
+        self.tree = tree
+        self.name = tree.name
+        self.version = tree.version
+        self.sha256 = tree.sha256
+        self.rules: list[Rule] = tree.rules
+        self.meta = {"name": self.name, "version": self.version, "sha256": self.sha256}
+        label = f"pacecds_{self.sha256[:12]}"
+        self._programs = {hook: _HookProgram(f"{label}_{hook.replace('-', '_')}", tree, hook) for hook in HOOKS}
+        self._validator = ResourceValidator()
+
+    def rule(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
+
+    def data_requirements(self, hook: str) -> list[dict]:
+        """What the rules of a hook read: resource types and codes (for prefetch templates)."""
+        out: dict[str, set] = {}
+        for definition in self._programs[hook].definitions:
+            for rtype in definition.resource_types:
+                codes = out.setdefault(rtype, set())
+                codes |= {f"{s}|{c}" for s, c in definition.codes}
+                if definition.valueset is not None:
+                    codes |= {f"{s}|{c}" for s, c in definition.valueset.codes}
+        return [{"resourceType": t, "codes": sorted(c)} for t, c in sorted(out.items())]
+
+    def evaluate(self, request: dict, now: dt.datetime | None = None, hook: str | None = None) -> EvaluationResult:
+        data = pool_request(request, hook=hook)
+        hook = data.hook or "patient-view"
+        if hook not in self._programs:
+            raise InputError(f"hook '{hook}' is not served (served: {', '.join(HOOKS)})")
+        now = now or dt.datetime.now(dt.timezone.utc)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=dt.timezone.utc)
+        program = self._programs[hook]
+        self._validator.validate(data, program.resource_types)
+        facts = derive_facts(data, program.definitions, now)
+        fired_names = set(program.compiled.match(program.message(facts, self.tree.valuesets)))
+
+        result = EvaluationResult(hook=hook, patient_id=data.patient_id, ruleset=self.meta, now=now, facts=facts)
+        definitions = self.tree.facts
+        for i, rule in enumerate(program.rules):
+            result.evaluated.append((rule.id, rule.version))
+            if f"r{i}" not in fired_names:
+                continue
+            indicator, summary, detail = rule.source["card"]["indicator"], rule.summary, rule.detail
+            for j, var in enumerate(rule.variants):
+                if f"r{i}_v{j}" in fired_names:  # the last matching variant wins, field by field
+                    indicator = var.indicator or indicator
+                    summary = var.summary or summary
+                    detail = var.detail or detail
+            fired = FiredRule(rule.id, rule.version, rule.status, indicator, _fired_facts(rule, facts))
+            if rule.status == "draft":
+                result.shadow.append(fired)
+                continue
+            lookup = make_lookup(facts, definitions, rule.params, data.patient_id, now)
+            card = build_card(rule, indicator, summary, detail, lookup, self.meta, data.patient_id)
+            fired.card_uuid = card["uuid"]
+            result.fired.append(fired)
+            result.cards.append(card)
+        result.missing = sorted(
+            name for name, fact in facts.items() if definitions[name].kind in MEASURED_KINDS and not fact.present
+        )
+        result.data_notes = [note for fact in facts.values() for note in fact.notes]
+        return result
+
+    def explain(self, request: dict, now: dt.datetime | None = None, hook: str | None = None) -> dict:
+        """For every rule of the hook, fired or not: each condition, the value it saw and where it came from."""
+        result = self.evaluate(request, now=now, hook=hook)
+        program = self._programs[result.hook]
+        values = program.message(result.facts, self.tree.valuesets)
+        fired = {f.rule_id for f in result.fired} | {f.rule_id for f in result.shadow}
+        rules = []
+        for rule in program.rules:
+            rules.append({
+                "id": rule.id,
+                "version": rule.version,
+                "status": rule.status,
+                "fired": rule.id in fired,
+                "condition": _explain_node(rule.condition, values, result.facts),
+            })
+        return {
+            "hook": result.hook,
+            "patient": result.patient_id,
+            "now": result.now.isoformat(),
+            "ruleset": self.meta,
+            "missing": result.missing,
+            "data_notes": result.data_notes,
+            "rules": rules,
+            "cards": result.cards,
+        }
+
+
+def _fired_facts(rule: Rule, facts: dict[str, Fact]) -> dict:
+    out = {}
+    for name in sorted(rule.facts):
+        fact = facts.get(name)
+        if fact is None:
+            continue
+        out[name] = {
+            "values": {k: v for k, v in fact.values.items() if k != "codes"},
+            "unit": fact.unit,
+            "provenance": list(fact.provenance),
+        }
+    return out
+
+
+def _explain_node(node, values: dict, facts: dict) -> dict:
+    outcome = conditions.evaluate(node, values)
+    label = {True: "true", False: "false", None: "unknown (missing data)"}[outcome]
+    if node.kind != "leaf":
+        return {"op": node.kind, "result": label, "children": [_explain_node(c, values, facts) for c in node.children]}
+    leaf = node.leaf
+    fact = facts.get(leaf.fact)
+    seen = values.get(leaf.key)
+    return {
+        "test": conditions.describe_leaf(leaf),
+        "result": label,
+        "value": round(seen, 4) if is_number(seen) else seen,
+        "threshold": leaf.value,
+        "unit": leaf.unit,
+        "provenance": list(fact.provenance) if fact else [],
+    }
+
+
+def load_ruleset(path: str | Path) -> Ruleset:
+    """Load, validate and compile a rules directory (raises RulesetLoadError)."""
+    return Ruleset(load_tree(path))

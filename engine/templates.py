@@ -1,0 +1,162 @@
+"""Safe card templates: text with {placeholders}, no code execution.
+
+A placeholder is `{operand}` or `{operand op operand ...:format}` where an operand is a
+number, `fact.attribute`, `fact.unit` or `param.NAME`, op is + - * /, and format is one
+of `.Nf`, `d`, `%`-free Python number specs. Every placeholder has a known longest
+rendering, so the longest possible summary is known when the rules load.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from fhir_adapter.facts import is_number
+
+PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_FORMAT = re.compile(r"^(\.\d[fg]|d|\.0%|)$")
+_OPERAND = re.compile(r"^(?:-?\d+(?:\.\d+)?|[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*|[a-z][a-z0-9_]*)$")
+NUMBER_WIDTH = 12  # longest rendering of a number, and of "not recorded"
+TEXT_WIDTH = 40  # strings (a drug name) are cut to this
+LIST_WIDTH = 80  # lists (several drug names) are cut to this
+MISSING = "not recorded"
+# references that are not facts: the patient's reference and dates ("now.date", "now.in_28_days")
+SPECIAL = re.compile(r"^(patient\.(reference|id)|now\.date|now\.in_\d+_days)$")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+class Placeholder:
+    def __init__(self, text: str):
+        self.text = text
+        expr, _, fmt = text.partition(":")
+        self.format = fmt.strip()
+        if not _FORMAT.match(self.format):
+            raise TemplateError(f"placeholder {{{text}}}: format '{self.format}' is not allowed (use .0f, .1f, d)")
+        tokens = re.split(r"\s*([+\-*/])\s*", expr.strip())
+        self.operands = tokens[0::2]
+        self.ops = tokens[1::2]
+        for operand in self.operands:
+            if not _OPERAND.match(operand):
+                raise TemplateError(f"placeholder {{{text}}}: '{operand}' is not a number, fact.attribute or param.NAME")
+        if self.ops and any(o.startswith("now.") for o in self.operands):
+            raise TemplateError(f"placeholder {{{text}}}: dates take no arithmetic")
+
+    @property
+    def references(self) -> list[str]:
+        return [o for o in self.operands if not re.match(r"^-?\d", o)]
+
+    def width(self, kinds: dict[str, str]) -> int:
+        """Longest rendering; kinds maps a reference to 'number', 'text', 'list' or 'unit:<u>'."""
+        if len(self.operands) == 1:
+            kind = kinds.get(self.operands[0], "number")
+            if kind == "text":
+                return TEXT_WIDTH
+            if kind == "list":
+                return LIST_WIDTH
+            if kind.startswith("unit:"):
+                return len(kind[5:])
+        return NUMBER_WIDTH
+
+    def render(self, lookup) -> object:
+        values = []
+        for operand in self.operands:
+            if re.match(r"^-?\d", operand):
+                values.append(float(operand))
+            else:
+                values.append(lookup(operand))
+        if len(values) == 1 and not is_number(values[0]):
+            return values[0]
+        if any(not is_number(v) for v in values):
+            return None
+        result = values[0]
+        for op, value in zip(self.ops, values[1:]):
+            if op == "+":
+                result += value
+            elif op == "-":
+                result -= value
+            elif op == "*":
+                result *= value
+            elif value == 0:
+                return None
+            else:
+                result /= value
+        return result
+
+
+class Template:
+    def __init__(self, text: str):
+        self.text = text
+        self.parts: list[str | Placeholder] = []
+        pos = 0
+        for match in PLACEHOLDER.finditer(text):
+            self.parts.append(text[pos:match.start()])
+            self.parts.append(Placeholder(match.group(1)))
+            pos = match.end()
+        self.parts.append(text[pos:])
+        literal = "".join(p for p in self.parts if isinstance(p, str))
+        if "{" in literal or "}" in literal:
+            raise TemplateError("unbalanced '{' or '}' in template")
+
+    @property
+    def placeholders(self) -> list[Placeholder]:
+        return [p for p in self.parts if isinstance(p, Placeholder)]
+
+    def max_length(self, kinds: dict[str, str]) -> int:
+        return sum(len(p) if isinstance(p, str) else p.width(kinds) for p in self.parts)
+
+    def render(self, lookup, escape=None) -> str:
+        out = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+            else:
+                out.append(format_value(part.render(lookup), part.format, escape))
+        return "".join(out)
+
+    def render_value(self, lookup):
+        """A template that is exactly one numeric placeholder renders as a number (FHIR values)."""
+        if len(self.parts) == 3 and self.parts[0] == "" and self.parts[2] == "":
+            value = self.parts[1].render(lookup)
+            if is_number(value):
+                text = format_value(value, self.parts[1].format)
+                return int(text) if re.fullmatch(r"-?\d+", text) else float(text)
+        return self.render(lookup)
+
+
+def format_value(value, fmt: str = "", escape=None) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if is_number(value):
+        if fmt == "d":
+            text = f"{round(value):d}"
+        elif fmt:
+            text = format(value, fmt)
+        else:
+            text = f"{value:.4g}" if not float(value).is_integer() else f"{int(value)}"
+        if len(text) > NUMBER_WIDTH:
+            text = f"{value:.3g}"
+        return text
+    if isinstance(value, list):
+        text = _cut(", ".join(str(v) for v in value), LIST_WIDTH)
+    elif isinstance(value, (dt.date, dt.datetime)):
+        text = value.isoformat()
+    else:
+        text = _cut(str(value).replace("\n", " "), TEXT_WIDTH)
+    return escape(text) if escape else text
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+
+
+def escape_markdown(text: str) -> str:
+    """Patient data shown in Markdown must not become markup (links, emphasis, HTML)."""
+    return _MD_SPECIAL.sub(r"\\\1", text)

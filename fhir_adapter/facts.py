@@ -1,0 +1,407 @@
+"""Named facts from FHIR resources.
+
+A FactDefinition (written by clinicians in rules/facts/*.yaml) says which resources a fact
+reads, which codes, its unit and how to aggregate. derive_facts() turns pooled, validated
+resources into plain Fact values with their provenance. Rules never see FHIR.
+
+Data-quality policy applied here, once, for every fact: entered-in-error, cancelled,
+stopped, inactive and refuted data are ignored; data dated after "now" is ignored;
+values are converted to the fact's unit before anything compares them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import statistics
+from dataclasses import dataclass, field
+
+from . import ucum
+from .resources import PatientData
+from .valuesets import ValueSet, normalize_code
+
+OBSERVATION_OK = {"final", "amended", "corrected"}
+CONDITION_ACTIVE = {"active", "recurrence", "relapse"}
+CONDITION_BAD_VERIFICATION = {"entered-in-error", "refuted"}
+MED_REQUEST_ACTIVE = {"active"}
+MED_STATEMENT_ACTIVE = {"active", "intended"}
+GOAL_OPEN = {"proposed", "planned", "accepted", "active", "on-hold"}
+
+# attributes each kind of fact offers to rules (the loader checks rule references against these)
+KIND_ATTRIBUTES = {
+    "observation": {"value": "unit", "age_days": "d", "count": "1", "mean": "unit", "min": "unit", "max": "unit",
+                    "ref_low": "unit", "ref_high": "unit", "present": None},
+    "daily_series": {"days_recorded": "1", "mean_3d": "unit", "mean_7d": "unit", "prev_mean_7d": "unit",
+                     "mean_14d": "unit", "cv_14d": "1", "slope_14d": "unit/d", "last_value": "unit",
+                     "age_days": "d", "present": None},
+    "condition": {"present": None, "count": "1", "codes": None, "names": None},
+    "medication": {"present": None, "count": "1", "codes": None, "names": None},
+    "patient": {"value": None, "present": None},
+    "goal": {"present": None, "count": "1", "days_since_review": "d"},
+}
+DEFAULT_ATTRIBUTE = {"observation": "value", "daily_series": "mean_7d", "condition": "present",
+                     "medication": "present", "patient": "value", "goal": "present"}
+
+
+@dataclass(frozen=True)
+class FactDefinition:
+    name: str
+    kind: str  # observation | daily_series | condition | medication | patient | goal
+    title: str
+    codes: frozenset = frozenset()  # (system, code) pairs
+    valueset: ValueSet | None = None
+    unit: str | None = None
+    conversions: tuple = ()  # ((unit, factor to fact unit), ...) for non-dimensional conversions
+    window_days: int | None = None  # only data this recent counts
+    daily: str = "sum"  # daily_series: how several readings in one day combine (sum | mean | last)
+    field: str | None = None  # patient: gender | age
+    scope: str = "active"  # medication: active (the patient's list) | draft (orders being placed)
+    allow_preliminary: bool = False
+
+    @property
+    def resource_types(self) -> set[str]:
+        return {
+            "observation": {"Observation"},
+            "daily_series": {"Observation"},
+            "condition": {"Condition"},
+            "medication": {"MedicationRequest", "MedicationStatement", "Medication"},
+            "patient": {"Patient"},
+            "goal": {"Goal"},
+        }[self.kind]
+
+    def matches(self, codeable: dict | None) -> bool:
+        for coding in (codeable or {}).get("coding") or []:
+            key = normalize_code(coding.get("system"), coding.get("code"))
+            if key and (key in self.codes or (self.valueset is not None and key in self.valueset)):
+                return True
+        return False
+
+    def to_unit(self, value: float, unit: str | None) -> float | None:
+        """Value converted to this fact's unit, or None when the unit cannot be converted."""
+        if self.unit is None:
+            return value
+        unit = unit if unit is not None else ""
+        for alias, factor in self.conversions:
+            if unit == alias:
+                return value * factor
+        try:
+            return value * ucum.conversion_factor(unit, self.unit)
+        except ucum.UnitError:
+            return None
+
+
+@dataclass
+class Fact:
+    name: str
+    values: dict = field(default_factory=dict)  # attribute -> value
+    unit: str | None = None
+    provenance: list = field(default_factory=list)  # "Type/id" of the resources used
+    notes: list = field(default_factory=list)  # data-quality notes (e.g. a value in an unknown unit)
+
+    @property
+    def present(self) -> bool:
+        return bool(self.values.get("present"))
+
+
+def derive_facts(data: PatientData, definitions, now: dt.datetime) -> dict[str, Fact]:
+    out = {}
+    for definition in definitions:
+        derive = _DERIVERS[definition.kind]
+        out[definition.name] = derive(definition, data, now)
+    return out
+
+
+# -- time ---------------------------------------------------------------------------------
+
+def parse_time(value) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        if len(value) == 4:
+            parsed = dt.datetime(int(value), 1, 1)
+        elif len(value) == 7:
+            parsed = dt.datetime(int(value[:4]), int(value[5:7]), 1)
+        else:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed
+
+
+def _observation_time(obs: dict) -> dt.datetime | None:
+    period = obs.get("effectivePeriod") or {}
+    return (
+        parse_time(obs.get("effectiveDateTime"))
+        or parse_time(obs.get("effectiveInstant"))
+        or parse_time(period.get("end"))
+        or parse_time(period.get("start"))
+        or parse_time(obs.get("issued"))
+    )
+
+
+def _ref(resource: dict) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id', '?')}"
+
+
+def _about_patient(resource: dict, patient_id: str | None) -> bool:
+    """Data about another patient never counts (a mis-assembled prefetch must not leak)."""
+    if not patient_id:
+        return True
+    subject = resource.get("subject") or resource.get("patient") or {}
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    if not ref:
+        return True
+    return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}") or ref == patient_id
+
+
+# -- observations -------------------------------------------------------------------------
+
+def _observation_values(definition: FactDefinition, data: PatientData, now: dt.datetime, fact: Fact):
+    """(time, value in fact unit, resource) for usable observations, oldest first."""
+    allowed = OBSERVATION_OK | ({"preliminary"} if definition.allow_preliminary else set())
+    rows = []
+    for obs in data.of_type("Observation"):
+        if obs.get("status") not in allowed or not _about_patient(obs, data.patient_id):
+            continue
+        if not definition.matches(obs.get("code")):
+            continue
+        when = _observation_time(obs)
+        if when is None or when > now:
+            continue
+        if definition.window_days is not None and (now - when).days > definition.window_days:
+            continue
+        quantity = obs.get("valueQuantity")
+        if quantity is not None and quantity.get("value") is not None:
+            value = definition.to_unit(float(quantity["value"]), quantity.get("code") or quantity.get("unit"))
+            if value is None:
+                fact.notes.append(f"{_ref(obs)}: unit '{quantity.get('code') or quantity.get('unit')}' "
+                                  f"does not convert to {definition.unit}; value not used")
+                continue
+        elif obs.get("valueInteger") is not None:
+            value = float(obs["valueInteger"])
+        else:
+            continue
+        rows.append((when, value, obs))
+    rows.sort(key=lambda r: r[0])
+    return rows
+
+
+def _reference_range(obs: dict, definition: FactDefinition) -> dict:
+    out = {}
+    for rng in obs.get("referenceRange") or []:
+        for bound, attr in (("low", "ref_low"), ("high", "ref_high")):
+            q = rng.get(bound)
+            if q and q.get("value") is not None:
+                v = definition.to_unit(float(q["value"]), q.get("code") or q.get("unit"))
+                if v is not None:
+                    out[attr] = v
+        if out:
+            break
+    return out
+
+
+def _derive_observation(definition, data, now) -> Fact:
+    fact = Fact(definition.name, unit=definition.unit)
+    rows = _observation_values(definition, data, now, fact)
+    if not rows:
+        fact.values["present"] = False
+        return fact
+    when, value, obs = rows[-1]
+    values = [r[1] for r in rows]
+    fact.values.update(
+        present=True, value=value, age_days=(now - when).total_seconds() / 86400.0, count=len(rows),
+        mean=statistics.fmean(values), min=min(values), max=max(values), **_reference_range(obs, definition),
+    )
+    fact.provenance = [_ref(r[2]) for r in rows]
+    return fact
+
+
+def _derive_daily_series(definition, data, now) -> Fact:
+    fact = Fact(definition.name, unit=definition.unit)
+    rows = _observation_values(definition, data, now, fact)
+    today = now.date()
+    per_day: dict[int, list[float]] = {}  # days ago -> readings
+    used = []
+    for when, value, obs in rows:
+        ago = (today - when.astimezone(dt.timezone.utc).date()).days
+        if ago < 28:
+            per_day.setdefault(ago, []).append(value)
+            used.append(_ref(obs))
+    combine = {"sum": sum, "mean": statistics.fmean, "last": lambda v: v[-1]}[definition.daily]
+    # day 0 is today, often incomplete: windows end yesterday so a partial day never reads as a drop
+    daily = {ago: combine(vals) for ago, vals in per_day.items()}
+
+    def window(start, length):
+        return [daily[d] for d in range(start, start + length) if d in daily]
+
+    last14 = window(1, 14)
+    fact.values["days_recorded"] = len(last14)
+    fact.values["present"] = bool(daily)
+    if not daily:
+        return fact
+    latest_day = min(daily)
+    fact.values["last_value"] = daily[latest_day]
+    fact.values["age_days"] = latest_day
+    for attr, (start, length, minimum) in {
+        "mean_3d": (1, 3, 2), "mean_7d": (1, 7, 4), "prev_mean_7d": (8, 7, 4), "mean_14d": (1, 14, 7),
+    }.items():
+        vals = window(start, length)
+        if len(vals) >= minimum:  # too few days give no mean rather than a misleading one
+            fact.values[attr] = statistics.fmean(vals)
+    if len(last14) >= 7:
+        mean = statistics.fmean(last14)
+        if mean > 0:
+            fact.values["cv_14d"] = statistics.pstdev(last14) / mean
+        xs = [-d for d in range(1, 15) if d in daily]
+        ys = [daily[-x] for x in xs]
+        fact.values["slope_14d"] = _slope(xs, ys)
+    fact.provenance = used
+    return fact
+
+
+def _slope(xs, ys) -> float:
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return 0.0 if den == 0 else sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den
+
+
+# -- conditions, medications, goals, patient ---------------------------------------------
+
+def _codeable_name(codeable: dict | None) -> str:
+    codeable = codeable or {}
+    if codeable.get("text"):
+        return codeable["text"]
+    for coding in codeable.get("coding") or []:
+        if coding.get("display"):
+            return coding["display"]
+    for coding in codeable.get("coding") or []:
+        if coding.get("code"):
+            return coding["code"]
+    return "unnamed"
+
+
+def _status_code(codeable: dict | None) -> str | None:
+    for coding in (codeable or {}).get("coding") or []:
+        if coding.get("code"):
+            return coding["code"]
+    return None
+
+
+def _codes(codeable: dict | None) -> list[str]:
+    return [f"{c.get('system')}|{c.get('code')}" for c in (codeable or {}).get("coding") or [] if c.get("code")]
+
+
+def _derive_condition(definition, data, now) -> Fact:
+    fact = Fact(definition.name)
+    hits = []
+    for cond in data.of_type("Condition"):
+        if _status_code(cond.get("clinicalStatus")) not in CONDITION_ACTIVE:
+            continue
+        if _status_code(cond.get("verificationStatus")) in CONDITION_BAD_VERIFICATION:
+            continue
+        if not _about_patient(cond, data.patient_id) or not definition.matches(cond.get("code")):
+            continue
+        hits.append(cond)
+    fact.values.update(present=bool(hits), count=len(hits))
+    if hits:
+        fact.values["codes"] = [c for h in hits for c in _codes(h.get("code"))]
+        fact.values["names"] = [_codeable_name(h.get("code")) for h in hits]
+    fact.provenance = [_ref(h) for h in hits]
+    return fact
+
+
+def medication_concept(resource: dict, data: PatientData) -> dict | None:
+    """The medication CodeableConcept of a MedicationRequest/Statement (inline or referenced)."""
+    if resource.get("medicationCodeableConcept"):
+        return resource["medicationCodeableConcept"]
+    ref = (resource.get("medicationReference") or {}).get("reference")
+    if not ref:
+        return None
+    if ref.startswith("#"):
+        for contained in resource.get("contained") or []:
+            if contained.get("resourceType") == "Medication" and contained.get("id") == ref[1:]:
+                return contained.get("code")
+        return None
+    med_id = ref.split("/")[-1]
+    for med in data.of_type("Medication"):
+        if med.get("id") == med_id:
+            return med.get("code")
+    return None
+
+
+def active_medications(data: PatientData, scope: str = "active"):
+    """(resource, medication concept) for every usable medication of the scope."""
+    if scope == "draft":
+        sources = [r for r in data.draft_orders if r.get("resourceType") in ("MedicationRequest", "MedicationStatement")]
+        usable = [r for r in sources if r.get("status") in ("draft", "active")]
+    else:
+        usable = [
+            r for r in data.of_type("MedicationRequest")
+            if r.get("status") in MED_REQUEST_ACTIVE and r.get("intent") not in ("proposal", "plan")
+        ] + [r for r in data.of_type("MedicationStatement") if r.get("status") in MED_STATEMENT_ACTIVE]
+    for r in usable:
+        if _about_patient(r, data.patient_id):
+            yield r, medication_concept(r, data)
+
+
+def _derive_medication(definition, data, now) -> Fact:
+    fact = Fact(definition.name)
+    hits = [(r, concept) for r, concept in active_medications(data, definition.scope) if definition.matches(concept)]
+    fact.values.update(present=bool(hits), count=len(hits))
+    if hits:
+        fact.values["codes"] = [c for _, concept in hits for c in _codes(concept)]
+        fact.values["names"] = [_codeable_name(concept) for _, concept in hits]
+    fact.provenance = [_ref(r) for r, _ in hits]
+    return fact
+
+
+def _derive_goal(definition, data, now) -> Fact:
+    fact = Fact(definition.name, unit="d")
+    goals = [g for g in data.of_type("Goal") if g.get("lifecycleStatus") in GOAL_OPEN and _about_patient(g, data.patient_id)]
+    if definition.codes or definition.valueset is not None:
+        goals = [g for g in goals if definition.matches(g.get("description")) or definition.matches(g.get("category", [{}])[0] if g.get("category") else None)]
+    fact.values.update(present=bool(goals), count=len(goals))
+    reviewed = []
+    for g in goals:
+        when = parse_time(g.get("statusDate")) or parse_time((g.get("meta") or {}).get("lastUpdated")) or parse_time(g.get("startDate"))
+        if when is not None and when <= now:
+            reviewed.append((now - when).total_seconds() / 86400.0)
+    if reviewed:
+        fact.values["days_since_review"] = min(reviewed)
+    fact.provenance = [_ref(g) for g in goals]
+    return fact
+
+
+def _derive_patient(definition, data, now) -> Fact:
+    fact = Fact(definition.name, unit="a" if definition.field == "age" else None)
+    patient = data.patient
+    value = None
+    if patient is not None:
+        if definition.field == "gender":
+            value = patient.get("gender")
+        elif definition.field == "age":
+            born = parse_time(patient.get("birthDate"))
+            if born is not None and born <= now:
+                years = now.year - born.year - ((now.month, now.day) < (born.month, born.day))
+                value = float(years)
+        fact.provenance = [_ref(patient)]
+    fact.values["present"] = value is not None
+    if value is not None:
+        fact.values["value"] = value
+    return fact
+
+
+_DERIVERS = {
+    "observation": _derive_observation,
+    "daily_series": _derive_daily_series,
+    "condition": _derive_condition,
+    "medication": _derive_medication,
+    "patient": _derive_patient,
+    "goal": _derive_goal,
+}
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

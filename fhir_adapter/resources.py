@@ -1,0 +1,173 @@
+"""FHIR input: pool the resources of a CDS Hooks request or Bundle, validate what facts need.
+
+Validation uses fhir.resources R4B models (R4 data). Only resource types that some fact
+reads are validated, and a validated resource is remembered by its content hash, so a
+chart that is opened again costs no second validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import orjson
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+
+class InputError(ValueError):
+    """Input that cannot be evaluated; str() is a one-line reason naming what is wrong."""
+
+
+@dataclass
+class PatientData:
+    """All resources of one evaluation, pooled by type, plus what the request said."""
+
+    patient_id: str | None
+    hook: str | None
+    hook_instance: str | None
+    by_type: dict[str, list[dict]] = field(default_factory=dict)
+    draft_orders: list[dict] = field(default_factory=list)
+    context: dict = field(default_factory=dict)
+    # where each resource came from (by object id), for error messages
+    locations: dict[int, str] = field(default_factory=dict, repr=False)
+
+    def of_type(self, resource_type: str) -> list[dict]:
+        return self.by_type.get(resource_type, [])
+
+    @property
+    def patient(self) -> dict | None:
+        patients = self.by_type.get("Patient", [])
+        if self.patient_id:
+            for p in patients:
+                if p.get("id") == self.patient_id:
+                    return p
+        return patients[0] if patients else None
+
+
+def pool_request(request, *, hook: str | None = None) -> PatientData:
+    """Collect resources from a CDS Hooks request (prefetch + context) or a FHIR Bundle.
+
+    Resources are pooled by type whatever the prefetch keys are called, so cards never
+    depend on how an EHR named its keys. OperationOutcomes are errors, not data.
+    """
+    if not isinstance(request, dict):
+        raise InputError("input must be a JSON object (a CDS Hooks request or a FHIR Bundle)")
+    entries: list[tuple[str, dict]] = []  # (where, resource)
+    if request.get("resourceType") == "Bundle":
+        _collect(request, "bundle", entries)
+        data = PatientData(patient_id=None, hook=hook or "patient-view", hook_instance=None)
+    elif "hook" in request or "context" in request:
+        context = request.get("context")
+        if not isinstance(context, dict):
+            raise InputError("CDS Hooks request has no 'context' object")
+        req_hook = request.get("hook")
+        if hook and req_hook and hook != req_hook:
+            raise InputError(f"request hook '{req_hook}' does not match requested hook '{hook}'")
+        patient_id = context.get("patientId")
+        if patient_id is not None and not isinstance(patient_id, str):
+            raise InputError("context.patientId must be a string")
+        data = PatientData(
+            patient_id=patient_id, hook=hook or req_hook, hook_instance=request.get("hookInstance"), context=context
+        )
+        prefetch = request.get("prefetch") or {}
+        if not isinstance(prefetch, dict):
+            raise InputError("'prefetch' must be an object")
+        for key, value in prefetch.items():
+            if value is None:
+                continue  # the EHR had no data for this template
+            if not isinstance(value, dict) or "resourceType" not in value:
+                raise InputError(f"prefetch['{key}'] is not a FHIR resource")
+            _collect(value, f"prefetch['{key}']", entries)
+        draft = context.get("draftOrders")
+        if draft is not None:
+            if not isinstance(draft, dict) or draft.get("resourceType") != "Bundle":
+                raise InputError("context.draftOrders must be a FHIR Bundle")
+            draft_entries: list[tuple[str, dict]] = []
+            _collect(draft, "context.draftOrders", draft_entries)
+            data.draft_orders = [r for _, r in draft_entries]
+            data.locations.update((id(r), w) for w, r in draft_entries)
+    else:
+        raise InputError("input is neither a CDS Hooks request (no 'hook') nor a FHIR Bundle")
+
+    seen: set[tuple[str, str]] = set()
+    for where, resource in entries:
+        rtype = resource.get("resourceType")
+        if rtype == "OperationOutcome":
+            continue
+        rid = resource.get("id")
+        if rid is not None:
+            if (rtype, rid) in seen:
+                continue  # the same resource from two prefetch keys counts once
+            seen.add((rtype, rid))
+        data.by_type.setdefault(rtype, []).append(resource)
+        data.locations[id(resource)] = where
+    if data.patient_id is None:
+        patients = data.by_type.get("Patient", [])
+        if len(patients) > 1:
+            raise InputError("bundle holds more than one Patient; evaluate one patient at a time")
+        if patients:
+            data.patient_id = patients[0].get("id")
+    return data
+
+
+def _collect(resource: dict, where: str, out: list) -> None:
+    if not isinstance(resource, dict):
+        raise InputError(f"{where} is not a JSON object")
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str):
+        raise InputError(f"{where} has no resourceType")
+    if rtype == "Bundle":
+        entries = resource.get("entry") or []
+        if not isinstance(entries, list):
+            raise InputError(f"{where}.entry must be an array")
+        for i, entry in enumerate(entries):
+            inner = entry.get("resource") if isinstance(entry, dict) else None
+            if not isinstance(inner, dict):
+                raise InputError(f"{where}.entry[{i}] has no resource")
+            _collect(inner, f"{where}.entry[{i}]", out)
+        return
+    out.append((where, resource))
+
+
+class ResourceValidator:
+    """Validates resources with fhir.resources, caching results by content hash (bounded LRU)."""
+
+    def __init__(self, max_cached: int = 50_000):
+        self._ok: OrderedDict[bytes, None] = OrderedDict()
+        self._max = max_cached
+        self._lock = threading.Lock()
+
+    def validate(self, data: PatientData, types: set[str]) -> None:
+        for rtype in sorted(types):
+            for resource in data.by_type.get(rtype, []):
+                self._validate_one(resource, data.locations.get(id(resource), "input"))
+        for resource in data.draft_orders:
+            self._validate_one(resource, data.locations.get(id(resource), "context.draftOrders"))
+
+    def _validate_one(self, resource: dict, where: str) -> None:
+        key = hashlib.blake2b(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+        with self._lock:
+            if key in self._ok:
+                self._ok.move_to_end(key)
+                return
+        rtype = resource.get("resourceType")
+        label = f"{where} ({rtype}/{resource.get('id', '?')})"
+        try:
+            model = get_fhir_model_class(rtype)
+        except (KeyError, ValueError, AttributeError):
+            raise InputError(f"{label}: unknown FHIR R4 resourceType '{rtype}'") from None
+        try:
+            model.model_validate(resource)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+            raise InputError(f"{label}: invalid field '{loc or '(resource)'}': {err.get('msg')}") from None
+        except Exception as exc:  # fhir.resources raises plain errors for some malformed input
+            raise InputError(f"{label}: invalid resource: {exc}") from None
+        with self._lock:
+            self._ok[key] = None
+            if len(self._ok) > self._max:
+                self._ok.popitem(last=False)
