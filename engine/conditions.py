@@ -171,30 +171,51 @@ def _parse_leaf(raw: dict, path: tuple, facts: dict, valuesets: dict, params: di
 
 # -- compilation to durable-rules JSON -----------------------------------------------------
 
-def to_durable(node: Node, negate: bool = False) -> dict:
-    """A durable-rules expression over one fact message.
+MAX_CONJUNCTIONS = 64
 
-    Negation is pushed down to the leaves (De Morgan, flipped comparisons) because the
-    engine has no expression-level `not`; every comparison is guarded by its value being
-    present, so a missing value fails both a test and its negation.
+
+def to_durable(node: Node) -> list[list[dict]]:
+    """The condition in disjunctive normal form: a list of conjunctions of simple durable-rules tests.
+
+    durable-rules' own nesting of $and/$or corrupts memory on some shapes (seen as
+    segfaults with nested $or), so we hand it only flat conjunctions: one durable rule per
+    conjunction, and the rule fires when any of them matches. Negation is pushed down to
+    the leaves (De Morgan, flipped comparisons) because the engine has no `not`.
     """
+    conjunctions = _dnf(node, False)
+    if len(conjunctions) > MAX_CONJUNCTIONS:
+        raise ValueError(f"condition expands to {len(conjunctions)} alternatives (limit {MAX_CONJUNCTIONS}); simplify it")
+    return conjunctions
+
+
+def _dnf(node: Node, negate: bool) -> list[list[dict]]:
     if node.kind == "not":
-        return to_durable(node.children[0], not negate)
+        return _dnf(node.children[0], not negate)
     if node.kind in ("all", "any"):
         kind = node.kind if not negate else ("any" if node.kind == "all" else "all")
-        parts = [to_durable(c, negate) for c in node.children]
-        if len(parts) == 1:
-            return parts[0]
-        return {"$and" if kind == "all" else "$or": parts}
-    leaf = node.leaf
+        parts = [_dnf(c, negate) for c in node.children]
+        if kind == "any":
+            return [conj for part in parts for conj in part]
+        out = [[]]
+        for part in parts:
+            out = [a + b for a in out for b in part]
+            if len(out) > MAX_CONJUNCTIONS:
+                raise ValueError(f"condition expands to more than {MAX_CONJUNCTIONS} alternatives; simplify it")
+        return out
+    return [_leaf_tests(node.leaf, negate)]
+
+
+def _leaf_tests(leaf: Leaf, negate: bool) -> list[dict]:
     if leaf.op == "present":
-        return {leaf.key: (not leaf.value) if negate else bool(leaf.value)}
+        return [{leaf.key: (not leaf.value) if negate else bool(leaf.value)}]
     if leaf.op == "in_valueset":
-        return {leaf.key: not negate}
+        return [{leaf.key: not negate}]
     op = NEGATED[leaf.op] if negate else leaf.op
-    guard = {f"has__{leaf.key}": True}
-    test = {leaf.key: leaf.value} if op == "eq" else {DURABLE_OP[op]: {leaf.key: leaf.value}}
-    return {"$and": [guard, test]}
+    if op == "eq":
+        return [{leaf.key: leaf.value}]
+    # a missing attribute never matches $lt/$gt/...; $neq would, so it gets a presence guard
+    guard = [{f"has__{leaf.key}": True}] if op == "ne" else []
+    return guard + [{DURABLE_OP[op]: {leaf.key: leaf.value}}]
 
 
 # -- message building and explanation -------------------------------------------------------

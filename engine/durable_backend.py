@@ -4,12 +4,17 @@ What we rely on (checked by tests/engine/test_durable_backend.py, which fails lo
 durable-rules release changes it):
 - a fact asserted with `assert_fact` is matched by every rule whose condition holds (an
   event from `post` is consumed by the first rule only, so we never post events);
-- a fact that no rule matches raises MessageNotHandledException: that means "no rule fired";
+- a fact that no rule matches raises MessageNotHandledException, and deleting that session
+  afterwards crashes the process (segfault / "free(): invalid pointer") once a rule had
+  partly matched it; so every ruleset has a sentinel rule that matches every evaluation,
+  and no fact is ever left unhandled;
 - a ruleset holds at most 1024 live sessions, so every session is deleted in a `finally`;
 - the stock Host starts timer threads that dispatch actions in the background; our host
   does not, so actions run only inside our own call;
 - `$ex`/`$nex` (attribute exists) can spin forever on a lone condition: the compiler never
-  emits them and tests presence with explicit boolean attributes instead.
+  emits them and tests presence with explicit boolean attributes instead;
+- nested `$or` inside `$and` can corrupt memory (segfault, "free(): invalid pointer"): we
+  pass only flat conjunctions, one durable rule per alternative of a condition in DNF.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import uuid
 from durable import engine as _durable
 
 _names = itertools.count(1)
+SENTINEL = "pacecds#sentinel"
+SENTINEL_KEY = "pacecds__evaluation"
 
 
 class _QuietHost(_durable.Host):
@@ -37,17 +44,19 @@ class CompiledRules:
     assert/act/delete sequence from interleaving with another's.
     """
 
-    def __init__(self, label: str, conditions: dict[str, dict]):
+    def __init__(self, label: str, conditions: dict[str, list[list[dict]]]):
+        """conditions: rule name -> alternatives, each a flat list of tests that must all hold."""
         self.name = f"{label}_{next(_names)}"
         self._fired: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         definition = {}
-        for rule_name, expression in conditions.items():
-            definition[rule_name] = {"all": [{"m": expression}], "run": self._action(rule_name)}
+        for rule_name, alternatives in conditions.items():
+            for k, tests in enumerate(alternatives):
+                expression = tests[0] if len(tests) == 1 else {"$and": tests}
+                definition[f"{rule_name}#{k}"] = {"all": [{"m": expression}], "run": self._action(rule_name)}
+        definition[SENTINEL] = {"all": [{"m": {SENTINEL_KEY: True}}], "run": self._action(SENTINEL)}
         self._host = _QuietHost()
-        if definition:
-            self._host.register_rulesets({self.name: definition})
-        self._empty = not definition
+        self._host.register_rulesets({self.name: definition})
 
     def _action(self, rule_name: str):
         def run(c):
@@ -57,17 +66,16 @@ class CompiledRules:
 
     def match(self, message: dict) -> list[str]:
         """Names of the rules whose condition holds for this one message."""
-        if self._empty:
-            return []
         sid = uuid.uuid4().hex
         with self._lock:
             self._fired[sid] = []
             try:
-                try:
-                    self._host.assert_fact(self.name, dict(message, sid=sid))
-                except _durable.MessageNotHandledException:
-                    pass
-                return list(self._fired[sid])
+                self._host.assert_fact(self.name, dict(message, sid=sid, **{SENTINEL_KEY: True}))
+                fired = set(self._fired[sid])
+                if SENTINEL not in fired:
+                    raise RuntimeError("durable-rules did not run the sentinel rule; evaluation is not trustworthy")
+                fired.discard(SENTINEL)
+                return sorted(fired)
             finally:
                 del self._fired[sid]
                 self._host.delete_state(self.name, sid)

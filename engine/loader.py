@@ -19,7 +19,7 @@ from fhir_adapter import ucum
 from fhir_adapter.facts import KIND_ATTRIBUTES, FactDefinition
 from fhir_adapter.valuesets import ValueSet, ValueSetError, from_code_list, from_fhir_json, normalize_code
 
-from .conditions import ConditionError, Node, attribute_unit, parse_condition
+from .conditions import ConditionError, Node, attribute_unit, parse_condition, to_durable
 from .templates import SPECIAL, Template, TemplateError
 from .yamlpos import Position, YamlDocument, YamlError, load_yaml
 
@@ -174,14 +174,15 @@ def load_tree(root: str | Path) -> LoadedTree:
     rules: list[Rule] = []
     seen: dict[str, str] = {}
     for doc in docs["rules"]:
+        rule_id = doc.data.get("id") if isinstance(doc.data, dict) else None
+        if isinstance(rule_id, str):
+            if rule_id in seen:
+                errors.add(doc.position(("id",)), f"id: duplicate rule id '{rule_id}' (also in {seen[rule_id]})")
+                continue
+            seen[rule_id] = doc.file
         rule = _load_rule(doc, facts, valuesets, errors)
-        if rule is None:
-            continue
-        if rule.id in seen:
-            errors.add(doc.position(("id",)), f"id: duplicate rule id '{rule.id}' (also in {seen[rule.id]})")
-            continue
-        seen[rule.id] = doc.file
-        rules.append(rule)
+        if rule is not None:
+            rules.append(rule)
 
     if errors.errors:
         raise RulesetLoadError(errors.errors)
@@ -290,6 +291,12 @@ def _load_rule(doc: YamlDocument, facts: dict, valuesets: dict, errors: _Collect
     detail = _template(card.get("detail"), ("card", "detail"), doc, errors)
     if not ok or cond is None or summary is None or (card.get("detail") and detail is None):
         return None
+    for path, node in [(("when",), cond)] + [(("card", "variants", i, "when"), v.condition) for i, v in enumerate(variants)]:
+        try:
+            to_durable(node)
+        except ValueError as exc:
+            errors.add(doc.position(path), f"{'.'.join(map(str, path))}: {exc}")
+            return None
 
     used = {leaf.fact for leaf in cond.leaves()} | {leaf.other[0] for leaf in cond.leaves() if leaf.other}
     for var in variants:

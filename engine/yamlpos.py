@@ -75,8 +75,13 @@ def _mark(node, file) -> Position:
     return Position(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+_PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+
+
 def _build(node, path, positions, file, constructor):
     positions.setdefault(path, _mark(node, file))
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+        raise YamlError(_mark(node, file), f"tag '{node.tag}' is not allowed (plain YAML only)")
     if isinstance(node, yaml.MappingNode):
         constructor.flatten_mapping(node)
         out = {}

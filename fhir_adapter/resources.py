@@ -11,6 +11,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
@@ -97,6 +98,8 @@ def pool_request(request, *, hook: str | None = None) -> PatientData:
         rtype = resource.get("resourceType")
         if rtype == "OperationOutcome":
             continue
+        if not _known_type(rtype):
+            raise InputError(f"{where}: unknown FHIR R4 resourceType '{rtype}'")
         rid = resource.get("id")
         if rid is not None:
             if (rtype, rid) in seen:
@@ -111,6 +114,15 @@ def pool_request(request, *, hook: str | None = None) -> PatientData:
         if patients:
             data.patient_id = patients[0].get("id")
     return data
+
+
+@lru_cache(maxsize=None)
+def _known_type(rtype: str) -> bool:
+    try:
+        get_fhir_model_class(rtype)
+        return True
+    except (KeyError, ValueError, AttributeError):
+        return False
 
 
 def _collect(resource: dict, where: str, out: list) -> None:

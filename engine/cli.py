@@ -1,0 +1,205 @@
+"""The `pacecds` command line.
+
+Exit codes: 0 success; 1 rules invalid or examples failing; 2 bad input or usage.
+Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import orjson
+
+from fhir_adapter.resources import InputError
+
+from .loader import RulesetLoadError
+from .ruleset import HOOKS, load_ruleset
+
+DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules"
+
+
+class UsageError(Exception):
+    """A bad argument or input file: exit 2 with a one-line reason."""
+
+
+def parse_now(text: str | None) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--now '{text}' is not an ISO 8601 date or date-time") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def read_json(path: str) -> dict:
+    try:
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"{path}: malformed JSON: {exc}") from None
+
+
+def _load(rules_dir):
+    return load_ruleset(rules_dir or DEFAULT_RULES)
+
+
+def cmd_validate(args) -> int:
+    try:
+        rs = _load(args.rules_dir)
+    except RulesetLoadError as exc:
+        for error in exc.errors:
+            print(error)
+        print(f"{len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    counts = {}
+    for rule in rs.rules:
+        counts[rule.status] = counts.get(rule.status, 0) + 1
+    detail = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    print(f"ok: {rs.name} {rs.version}: {len(rs.rules)} rules ({detail}), {len(rs.tree.facts)} facts, "
+          f"{len(rs.tree.valuesets)} value sets; sha256 {rs.sha256}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    rs = _load(args.rules)
+    request = read_json(args.input)
+    result = rs.evaluate(request, now=parse_now(args.now), hook=args.hook)
+    sys.stdout.write(json.dumps(result.response(), indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    rs = _load(args.rules)
+    request = read_json(args.input)
+    explanation = rs.explain(request, now=parse_now(args.now), hook=args.hook)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(explanation, indent=2, ensure_ascii=False, default=str) + "\n")
+    else:
+        sys.stdout.write(render_explanation(explanation))
+    return 0
+
+
+def render_explanation(explanation: dict) -> str:
+    lines = [
+        f"hook {explanation['hook']}, patient {explanation['patient']}, now {explanation['now']}",
+        f"ruleset {explanation['ruleset']['name']} {explanation['ruleset']['version']} "
+        f"(sha256 {explanation['ruleset']['sha256'][:16]}...)",
+    ]
+    if explanation["missing"]:
+        lines.append("missing data: " + ", ".join(explanation["missing"]))
+    for note in explanation["data_notes"]:
+        lines.append(f"data note: {note}")
+    for rule in explanation["rules"]:
+        state = "FIRED" if rule["fired"] else "not fired"
+        shadow = " (draft: shadow mode)" if rule["status"] == "draft" else ""
+        lines.append(f"\n{rule['id']} {rule['version']}: {state}{shadow}")
+        _explain_lines(rule["condition"], 1, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _explain_lines(node: dict, depth: int, lines: list) -> None:
+    pad = "  " * depth
+    if "children" in node:
+        lines.append(f"{pad}{node['op']}: {node['result']}")
+        for child in node["children"]:
+            _explain_lines(child, depth + 1, lines)
+        return
+    value = "missing" if node["value"] is None else node["value"]
+    source = f" [{', '.join(node['provenance'][-3:])}]" if node["provenance"] else ""
+    lines.append(f"{pad}{node['test']}: {node['result']} (saw {value}){source}")
+
+
+def cmd_test(args) -> int:
+    from .examples import run_examples
+
+    rules_dir = Path(args.rules_dir) if args.rules_dir else DEFAULT_RULES
+    examples = Path(args.examples) if args.examples else rules_dir.parent / "tests" / "examples" / "cases.yaml"
+    rs = load_ruleset(rules_dir)
+    outcomes = run_examples(rs, examples)
+    failed = 0
+    for outcome in outcomes:
+        print(f"{'PASS' if outcome.ok else 'FAIL'} {outcome.name}")
+        for problem in outcome.problems:
+            print(f"     {problem}")
+        failed += not outcome.ok
+    print(f"{len(outcomes) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pacecds", description="Pacing and comorbidity CDS Hooks rules engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a rules directory; file:line:col errors")
+    p.add_argument("rules_dir", nargs="?")
+    p.set_defaults(func=cmd_validate)
+
+    for name, func, help_text in (
+        ("evaluate", cmd_evaluate, "evaluate a CDS Hooks request or FHIR Bundle; print the CDS Hooks response"),
+        ("explain", cmd_explain, "show, for every rule, each condition with the value it saw"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("input", help="CDS Hooks request or FHIR Bundle JSON file ('-' for stdin)")
+        p.add_argument("--rules", help="rules directory (default: the bundled rules)")
+        p.add_argument("--hook", choices=HOOKS, help="hook to evaluate (default: the request's, or patient-view)")
+        p.add_argument("--now", help="evaluation time, ISO 8601 (default: now); makes results reproducible")
+        if name == "explain":
+            p.add_argument("--format", choices=("text", "json"), default="text")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("test", help="run the example patients against the rules")
+    p.add_argument("rules_dir", nargs="?")
+    p.add_argument("--examples", help="cases file (default: tests/examples/cases.yaml beside the rules)")
+    p.set_defaults(func=cmd_test)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions():
+    """Subcommands contributed by other modules (service, audit, governance), when installed."""
+    found = []
+    for module, attr in (
+        ("service.cli", "register_commands"),
+        ("engine.audit", "register_audit_commands"),
+        ("engine.governance", "register_governance_commands"),
+    ):
+        try:
+            mod = __import__(module, fromlist=[attr])
+        except ImportError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue  # that part of pacecds is not in this tree
+            raise
+        register = getattr(mod, attr, None)
+        if register is not None:
+            found.append(register)
+    return found
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (UsageError, InputError) as exc:
+        print(f"pacecds {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except RulesetLoadError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

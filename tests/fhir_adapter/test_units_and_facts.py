@@ -1,0 +1,100 @@
+import datetime as dt
+
+import pytest
+
+from fhir_adapter import pool_request, ucum
+from fhir_adapter.facts import FactDefinition, derive_facts
+
+NOW = dt.datetime(2026, 11, 1, 12, tzinfo=dt.timezone.utc)
+LOINC = "http://loinc.org"
+
+
+@pytest.mark.parametrize("src, dst, factor", [
+    ("g/L", "g/dL", 0.1), ("mg/dL", "g/dL", 0.001), ("u[IU]/mL", "m[IU]/L", 1.0), ("uIU/mL", "m[IU]/L", 1.0),
+    ("min", "h", 1 / 60), ("ng/mL", "ug/L", 1.0), ("/d", "{steps}/d", 1.0), ("{score}", "1", 1.0),
+])
+def test_ucum_conversions(src, dst, factor):
+    assert ucum.conversion_factor(src, dst) == pytest.approx(factor)
+
+
+def test_ucum_refuses_incompatible_units():
+    with pytest.raises(ucum.UnitError):
+        ucum.conversion_factor("mmol/L", "g/dL")
+    with pytest.raises(ucum.UnitError):
+        ucum.conversion_factor("furlong", "m")
+
+
+def steps(day_offsets_values, status="final", code="55423-8"):
+    resources = [{"resourceType": "Patient", "id": "p1"}]
+    for i, (days_ago, value) in enumerate(day_offsets_values):
+        when = (NOW - dt.timedelta(days=days_ago)).replace(hour=9).isoformat()
+        resources.append({"resourceType": "Observation", "id": f"s{i}", "status": status,
+                          "code": {"coding": [{"system": LOINC, "code": code}]}, "subject": {"reference": "Patient/p1"},
+                          "effectiveDateTime": when, "valueQuantity": {"value": value, "code": "/d", "unit": "steps/day"}})
+    return pool_request({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]})
+
+
+STEPS = FactDefinition(name="daily_steps", kind="daily_series", title="steps", codes=frozenset({(LOINC, "55423-8")}), unit="/d")
+
+
+def test_daily_series_features():
+    # 14 days at 4000 except a 2-reading day (summed) and a rising week
+    rows = [(d, 4000) for d in range(8, 15)] + [(d, 5000) for d in range(2, 8)] + [(1, 2500), (1, 2500)]
+    fact = derive_facts(steps(rows), [STEPS], NOW)["daily_steps"]
+    v = fact.values
+    assert v["days_recorded"] == 14
+    assert v["mean_7d"] == pytest.approx(5000)
+    assert v["prev_mean_7d"] == pytest.approx(4000)
+    assert v["mean_3d"] == pytest.approx(5000)
+    assert v["slope_14d"] > 0
+    assert 0 < v["cv_14d"] < 0.2
+    assert len(fact.provenance) == len(rows)
+
+
+def test_daily_series_leaves_missing_days_missing():
+    fact = derive_facts(steps([(1, 3000), (3, 3000), (9, 3000)]), [STEPS], NOW)["daily_steps"]
+    assert fact.values["days_recorded"] == 3
+    assert "mean_7d" not in fact.values  # two days in a week is too few for a mean
+
+
+def test_entered_in_error_and_future_data_are_ignored():
+    fact = derive_facts(steps([(d, 9000) for d in range(1, 15)], status="entered-in-error"), [STEPS], NOW)["daily_steps"]
+    assert fact.values["days_recorded"] == 0 and not fact.present
+    future = derive_facts(steps([(-2, 9000)]), [STEPS], NOW)["daily_steps"]
+    assert not future.present
+
+
+def test_condition_status_filters():
+    definition = FactDefinition(name="fm", kind="condition", title="fibromyalgia",
+                                codes=frozenset({("http://hl7.org/fhir/sid/icd-10-cm", "M797")}))
+
+    def cond(cid, clinical, verification="confirmed", code="M79.7"):
+        return {"resourceType": "Condition", "id": cid,
+                "clinicalStatus": {"coding": [{"code": clinical}]}, "verificationStatus": {"coding": [{"code": verification}]},
+                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]}}
+
+    def fact_for(*conds):
+        data = pool_request({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": c} for c in conds]})
+        return derive_facts(data, [definition], NOW)["fm"]
+
+    assert fact_for(cond("a", "active")).present
+    assert not fact_for(cond("a", "inactive"), cond("b", "resolved")).present
+    assert not fact_for(cond("a", "active", "entered-in-error"), cond("b", "active", "refuted")).present
+    assert fact_for(cond("a", "recurrence", code="m79.7")).values["count"] == 1  # ICD-10 dot and case do not matter
+
+
+def test_medication_request_and_statement_both_count():
+    definition = FactDefinition(name="opioids", kind="medication", title="opioids",
+                                codes=frozenset({("http://www.nlm.nih.gov/research/umls/rxnorm", "1049621")}))
+    med = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1049621",
+                       "display": "oxycodone hydrochloride 5 MG Oral Tablet"}]}
+    resources = [
+        {"resourceType": "MedicationRequest", "id": "mr1", "status": "active", "intent": "order", "medicationCodeableConcept": med, "subject": {"reference": "Patient/p"}},
+        {"resourceType": "MedicationRequest", "id": "mr2", "status": "stopped", "intent": "order", "medicationCodeableConcept": med, "subject": {"reference": "Patient/p"}},
+        {"resourceType": "MedicationStatement", "id": "ms1", "status": "active", "medicationCodeableConcept": med, "subject": {"reference": "Patient/p"}},
+        {"resourceType": "MedicationStatement", "id": "ms2", "status": "entered-in-error", "medicationCodeableConcept": med, "subject": {"reference": "Patient/p"}},
+    ]
+    data = pool_request({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]})
+    fact = derive_facts(data, [definition], NOW)["opioids"]
+    assert fact.values["count"] == 2
+    assert fact.provenance == ["MedicationRequest/mr1", "MedicationStatement/ms1"]
