@@ -133,37 +133,44 @@ def cmd_stats(args) -> int:
 
 # ---- human-readable text ------------------------------------------------------------
 
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def _fact_line(name: str, fact: Any) -> str:
-    if isinstance(fact, dict):
-        value, unit = fact.get("value"), fact.get("unit")
-        prov = fact.get("provenance") or []
-        s = f"{name} = {value}" + (f" {unit}" if unit not in (None, "", "1") else "")
-        if prov:
-            s += "   (from " + ", ".join(str(p) for p in prov) + ")"
-        return s
-    return f"{name} = {fact}"
+    if not isinstance(fact, dict):
+        return f"{name} = {fact}"
+    unit = fact.get("unit")
+    unit_s = f" {unit}" if unit not in (None, "", "1") else ""
+    if "values" in fact and isinstance(fact["values"], dict):
+        vals = dict(fact["values"])
+        main = vals.pop("value", None)
+        vals.pop("present", None)
+        s = f"{name} = {_fmt(main) + unit_s if main is not None else '(no value)'}"
+        if vals:
+            s += " (" + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(vals.items())) + ")"
+    else:
+        s = f"{name} = {_fmt(fact.get('value'))}{unit_s}"
+    prov = fact.get("provenance") or []
+    if prov:
+        s += "   from " + ", ".join(str(p) for p in prov)
+    return s
 
 
-def _explanation_lines(expl: Any, indent: str) -> list[str]:
-    """Per-condition explanation, when the engine supplied one."""
-    lines = []
-    items = expl if isinstance(expl, list) else expl.get("conditions", []) if isinstance(expl, dict) else []
-    for c in items:
-        if not isinstance(c, dict):
-            lines.append(f"{indent}{c}")
-            continue
-        mark = "✓" if c.get("passed", c.get("matched")) else "✗"
-        fact = c.get("fact", "?")
-        op = c.get("op", c.get("operator", ""))
-        thr = c.get("threshold", c.get("value_expected", c.get("expected", "")))
-        seen = c.get("value", c.get("seen"))
-        s = f"{indent}{mark} {fact} {op} {thr}: saw {'(missing)' if seen is None else seen}"
-        if c.get("unit"):
-            s += f" {c['unit']}"
-        if c.get("provenance"):
-            s += "   (from " + ", ".join(map(str, c["provenance"])) + ")"
-        lines.append(s)
-    return lines
+def _condition_lines(node: Any, depth: int, out: list[str]) -> None:
+    """The engine's per-condition explanation tree: each test, its result, the value seen, provenance."""
+    pad = "  " * depth
+    if not isinstance(node, dict):
+        return
+    if "children" in node:
+        out.append(f"{pad}{node.get('op')}: {node.get('result')}")
+        for child in node["children"]:
+            _condition_lines(child, depth + 1, out)
+        return
+    value = "missing" if node.get("value") is None else _fmt(node.get("value"))
+    prov = node.get("provenance") or []
+    src = f"   from {', '.join(map(str, prov))}" if prov else ""
+    out.append(f"{pad}{node.get('test')}: {node.get('result')} (saw {value}){src}")
 
 
 def format_decision(rec: dict) -> str:
@@ -175,29 +182,37 @@ def format_decision(rec: dict) -> str:
         f"  ruleset {rs.get('name')} {rs.get('version')} sha256 {rs.get('sha256')}",
         f"  latency {rec.get('latencyMs')} ms",
     ]
-    fired_ids = {f.get("id") for f in rec.get("rulesFired") or []}
-    shadow_ids = {f.get("id") for f in rec.get("shadow") or []}
-    by_rule_expl = (rec.get("explanation") or {}) if isinstance(rec.get("explanation"), dict) else {}
+    fired = rec.get("rulesFired") or []
+    shadow = rec.get("shadow") or []
+    expl = rec.get("explanation") if isinstance(rec.get("explanation"), dict) else {}
+    expl_rules = {r.get("id"): r for r in expl.get("rules") or [] if isinstance(r, dict)}
     out.append("")
-    out.append(f"Rules fired ({len(rec.get('rulesFired') or [])}):")
-    for f in rec.get("rulesFired") or []:
+    out.append(f"Rules fired ({len(fired)}):")
+    for f in fired:
         out.append(f"  {f.get('id')} {f.get('version')}")
         for name, fact in (f.get("facts") or {}).items():
-            out.append("    " + _fact_line(name, fact))
-        out += _explanation_lines(f.get("explanation") or by_rule_expl.get(f.get("id")) or [], "    ")
-    not_fired = [e for e in rec.get("rulesEvaluated") or [] if e.get("id") not in fired_ids | shadow_ids]
+            out.append("    fact " + _fact_line(name, fact))
+        if f.get("id") in expl_rules:
+            _condition_lines(expl_rules[f.get("id")].get("condition"), 2, out)
+    done = {f.get("id") for f in fired} | {f.get("id") for f in shadow}
+    not_fired = [e for e in rec.get("rulesEvaluated") or [] if e.get("id") not in done]
     out.append(f"Rules evaluated, not fired ({len(not_fired)}):")
     for e in not_fired:
         out.append(f"  {e.get('id')} {e.get('version')}")
-        out += _explanation_lines(by_rule_expl.get(e.get("id")) or [], "    ")
-    if rec.get("shadow"):
+        if e.get("id") in expl_rules:
+            _condition_lines(expl_rules[e.get("id")].get("condition"), 2, out)
+    if shadow:
         out.append("Shadow mode (draft rules that matched; no card was returned):")
-        for f in rec["shadow"]:
+        for f in shadow:
             out.append(f"  {f.get('id')} {f.get('version')}")
             for name, fact in (f.get("facts") or {}).items():
-                out.append("    " + _fact_line(name, fact))
+                out.append("    fact " + _fact_line(name, fact))
+            if f.get("id") in expl_rules:
+                _condition_lines(expl_rules[f.get("id")].get("condition"), 2, out)
     if rec.get("missing"):
         out.append("Missing data (facts the rules read that had no value): " + ", ".join(rec["missing"]))
+    if not expl_rules:
+        out.append("(no per-condition explanation was recorded for this decision)")
     out.append(f"Cards returned ({len(rec.get('cards') or [])}):")
     for c in rec.get("cards") or []:
         rule = c.get("rule") or {}

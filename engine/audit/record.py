@@ -113,9 +113,8 @@ def _fired(fr: Any) -> dict:
         "status": _get(fr, "status"),
         "facts": facts,
     }
-    expl = _get(fr, "explanation")
-    if expl is not None:
-        out["explanation"] = expl
+    if _get(fr, "card_uuid"):
+        out["cardUuid"] = _get(fr, "card_uuid")
     return out
 
 
@@ -151,12 +150,18 @@ def _ruleset_info(result: Any, ruleset: Any) -> dict:
 
 def build_decision_record(result: Any, *, hook: str, hook_instance: str, service_id: str,
                           patient_id: str | None, latency_ms: float, key: bytes,
-                          ruleset: Any = None, time: str | None = None) -> dict:
+                          ruleset: Any = None, time: str | None = None,
+                          explanation: Any = None) -> dict:
     """Turn an engine EvaluationResult into the record `AuditStore.record_evaluation` stores.
 
     `ruleset` (name/version/sha256) is optional: without it the result's own `ruleset`
-    attribute or the cards' `pacecds.ruleset` stamp is used.
+    attribute or the cards' `pacecds.ruleset` stamp is used. When `ruleset` is the engine's
+    Ruleset and no `explanation` is given, the per-condition explanation is computed from
+    the facts this evaluation derived (no second evaluation) so that `audit show` can
+    explain the decision later from the record alone.
     """
+    if explanation is None and ruleset is not None:
+        explanation = explain_result(ruleset, result)
     if not isinstance(key, (bytes, bytearray)) or len(key) < 16:
         raise ValueError("audit key must be at least 16 bytes")
     pid = patient_id if patient_id is not None else _get(result, "patient_id")
@@ -176,8 +181,35 @@ def build_decision_record(result: Any, *, hook: str, hook_instance: str, service
         "missing": sorted(_get(result, "missing") or []),
         "latencyMs": round(float(latency_ms), 3),
     }
-    expl = _get(result, "explanation")
-    if expl is not None:
-        record["explanation"] = expl
+    if explanation is not None:
+        record["explanation"] = {"rules": [
+            {k: r.get(k) for k in ("id", "version", "status", "fired", "condition")}
+            for r in (explanation.get("rules") if isinstance(explanation, dict) else explanation) or []
+            if isinstance(r, dict)]}
     # Round-trip through JSON so the record holds plain data only (no model objects).
     return json.loads(canonical_json(record))
+
+
+def explain_result(ruleset: Any, result: Any) -> dict | None:
+    """Per-rule, per-condition explanation of an evaluation that already ran.
+
+    Uses the engine's `Ruleset.explain_result(result)` when it has one; otherwise derives it
+    from the engine's compiled program for the hook. Returns None when neither is possible
+    (the record is then stored without an explanation rather than not at all)."""
+    fn = getattr(ruleset, "explain_result", None)
+    try:
+        if callable(fn):
+            return fn(result)
+        programs = getattr(ruleset, "_programs", None)
+        if not programs or _get(result, "hook") not in programs:
+            return None
+        from engine.ruleset import _explain_node  # engine internals: guarded, tested in tests/audit
+
+        program = programs[result.hook]
+        values = program.message(result.facts, ruleset.tree.valuesets)
+        fired = {f.rule_id for f in result.fired} | {f.rule_id for f in result.shadow}
+        return {"rules": [{"id": r.id, "version": r.version, "status": r.status, "fired": r.id in fired,
+                           "condition": _explain_node(r.condition, values, result.facts)}
+                          for r in program.rules]}
+    except Exception:  # noqa: BLE001 - an explanation must never cost the decision its record
+        return None
