@@ -187,7 +187,25 @@ def build_decision_record(result: Any, *, hook: str, hook_instance: str, service
             for r in (explanation.get("rules") if isinstance(explanation, dict) else explanation) or []
             if isinstance(r, dict)]}
     # Round-trip through JSON so the record holds plain data only (no model objects).
-    return json.loads(canonical_json(record))
+    plain = json.loads(canonical_json(record))
+    if pid:
+        # Provenance names the Patient resource itself: keep the reference, not the identifier.
+        plain = _replace_patient(plain, str(pid))
+    return plain
+
+
+THIS_PATIENT = "Patient/[this patient]"
+
+
+def _replace_patient(obj: Any, pid: str) -> Any:
+    forms = {pid, f"Patient/{pid}"}
+    if isinstance(obj, dict):
+        return {k: _replace_patient(v, pid) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_replace_patient(v, pid) for v in obj]
+    if isinstance(obj, str) and (obj in forms or obj.endswith(f"/Patient/{pid}")):
+        return THIS_PATIENT
+    return obj
 
 
 def explain_result(ruleset: Any, result: Any) -> dict | None:
