@@ -10,6 +10,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from engine import load_ruleset
 from engine.audit import AuditStore
 from server import create_app
 from service.config import ServiceConfig
@@ -88,9 +89,34 @@ def searchset(resources: list[dict]) -> dict:
 
 
 def full_prefetch(observations=(), conditions=(), medications=()) -> dict:
-    """Every patient-view key of the FakeRuleset's discovery, filled."""
+    """Every patient-view key of the patient-view discovery entry (and medications), filled."""
     return {"patient": patient(), "observations": searchset(list(observations)),
             "conditions": searchset(list(conditions)), "medications": searchset(list(medications))}
+
+
+def draft_medication_request(mid: str = "draft-oxy-1", pid: str = PATIENT_ID) -> dict:
+    """An R4 draft order for a sedating medication (oxycodone 5 mg tablets)."""
+    return {"resourceType": "MedicationRequest", "id": mid, "status": "draft", "intent": "order",
+            "medicationCodeableConcept": {"coding": [{
+                "system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1049621",
+                "display": "oxycodone hydrochloride 5 MG Oral Tablet"}]},
+            "subject": {"reference": f"Patient/{pid}"}, "authoredOn": "2026-11-26",
+            "dosageInstruction": [{"text": "5 mg every 6 hours as needed",
+                                   "timing": {"repeat": {"frequency": 1, "period": 6, "periodUnit": "h"}},
+                                   "doseAndRate": [{"doseQuantity": {"value": 5, "unit": "mg",
+                                                                     "system": "http://unitsofmeasure.org",
+                                                                     "code": "mg"}}]}]}
+
+
+def order_request(hook: str, prefetch: dict | None = None) -> dict:
+    """An order-select / order-sign request with R4-valid draft orders (the published examples are STU3-shaped)."""
+    order = draft_medication_request()
+    ctx = {"userId": "PractitionerRole/123", "patientId": PATIENT_ID,
+           "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": order}]}}
+    if hook == "order-select":
+        ctx["selections"] = [f"MedicationRequest/{order['id']}"]
+    return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": ctx,
+            "prefetch": prefetch if prefetch is not None else {"patient": patient()}}
 
 
 def patient_view_request(prefetch: dict | None = None, **extra) -> dict:
@@ -104,42 +130,33 @@ def patient_view_request(prefetch: dict | None = None, **extra) -> dict:
 
 # --------------------------------------------------------------------------- the ruleset under test
 
-class FakeResult:
-    def __init__(self, cards):
-        self.cards = cards
-
-    def response(self):
-        return {"cards": copy.deepcopy(self.cards)}
+RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 
 
-class FakeRuleset:
-    """Stands in for engine.load_ruleset until the engine lands: one card when hemoglobin < 12 g/dL."""
-    name, version, sha256 = "fake", "0.0.0", "0" * 64
+class SpyRuleset:
+    """The real bundled ruleset, with a record of what the service handed to evaluate()."""
 
-    def __init__(self):
+    def __init__(self, real):
+        self._real = real
         self.calls = []
 
-    def data_requirements(self, hook):
-        reqs = [{"resourceType": "Condition", "codes": []},
-                {"resourceType": "MedicationRequest", "codes": []}]
-        if hook == "patient-view":
-            reqs.append({"resourceType": "Observation", "codes": ["http://loinc.org|718-7"]})
-        return reqs
+    def __getattr__(self, name):
+        return getattr(self._real, name)
 
     def evaluate(self, request, now=None, hook=None):
-        self.calls.append(request)
-        resources = [e["resource"] for e in request["prefetch"]["resources"]["entry"]]
-        hbs = [r["valueQuantity"]["value"] for r in resources if r["resourceType"] == "Observation"]
-        cards = []
-        if hbs and min(hbs) < 12:
-            cards.append({"uuid": str(uuid.uuid4()), "summary": f"Low hemoglobin ({min(hbs)} g/dL)",
-                          "indicator": "warning", "source": {"label": "pacecds test"}})
-        return FakeResult(cards)
+        self.calls.append(copy.deepcopy(request))
+        return self._real.evaluate(request, now=now, hook=hook)
+
+
+@pytest.fixture(scope="session")
+def bundled_ruleset():
+    # Compiled once per test session: durable-rules registers rulesets by name in one host.
+    return load_ruleset(RULES_DIR)
 
 
 @pytest.fixture
-def ruleset():
-    return FakeRuleset()
+def ruleset(bundled_ruleset):
+    return SpyRuleset(bundled_ruleset)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from service.services import build_prefetch
 from service.validation import is_valid
-from tests.service.conftest import fixture, full_prefetch, patient, patient_view_request, walk
+from tests.service.conftest import fixture, full_prefetch, order_request, patient, patient_view_request, walk
 
 ALLOWED_EMPTY = {"$.cards", "$.services"}
 
@@ -82,9 +82,7 @@ def test_B3_B4_discovery_schema_and_titles(client):
 def _fixture_for(hook):
     if hook == "patient-view":
         return patient_view_request({"patient": patient()})
-    req = fixture(f"composed-{hook}-request.json")
-    req["prefetch"] = {"patient": patient(req["context"]["patientId"])}
-    return req
+    return order_request(hook)
 
 
 def test_B5_every_advertised_id_answers_its_hook(client):

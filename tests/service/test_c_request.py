@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from tests.service.conftest import fixture, full_prefetch, patient, patient_view_request
+from tests.service.conftest import fixture, full_prefetch, order_request, patient, patient_view_request
 
 PV = "/cds-services/pacing-review"
 ORDERS = "/cds-services/sedating-medication-safety"
@@ -15,12 +15,6 @@ def issue(resp):
     body = resp.get_json()
     assert body["resourceType"] == "OperationOutcome"
     return body["issue"][0]
-
-
-def order_request(hook):
-    req = fixture(f"composed-{hook}-request.json")
-    req["prefetch"] = {"patient": patient(req["context"]["patientId"])}
-    return req
 
 
 def test_C1_post_fixture_ok_other_methods_405_unknown_404(client):
@@ -161,3 +155,25 @@ def test_C8_extension_and_unknown_members_accepted(client):
     assert client.post(PV, json=req).status_code == 200
     req["extension"] = {"notnamespaced": 1}
     assert client.post(PV, json=req).status_code == 400
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_C9_published_order_examples_are_not_valid_R4_and_get_400(client, hook):
+    """The Library's "R4" order examples carry STU3 shapes (dosageInstruction.doseQuantity, no
+    NutritionOrder.intent): the service says exactly which entry and field, instead of guessing."""
+    req = fixture(f"composed-{hook}-request.json")
+    req["prefetch"] = {"patient": patient(req["context"]["patientId"])}
+    resp = client.post(ORDERS, json=req)
+    assert resp.status_code == 400
+    text = issue(resp)["diagnostics"]
+    assert "context.draftOrders.entry[" in text and "invalid field" in text
+
+
+def test_C9_dstu2_resource_type_is_400(client):
+    req = order_request("order-sign")
+    req["context"]["draftOrders"]["entry"].append({"resource": {
+        "resourceType": "MedicationOrder", "id": "dstu2", "status": "draft",
+        "patient": {"reference": "Patient/pace-1"}}})
+    resp = client.post(ORDERS, json=req)
+    assert resp.status_code == 400
+    assert "MedicationOrder" in issue(resp)["diagnostics"]

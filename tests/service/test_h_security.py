@@ -374,14 +374,13 @@ def test_H8_trusted_issuers_file_yaml_and_json(tmp_path):
         load_trusted_issuers(data=[{"iss": ISS, "jku": "http://plain.example.org/jwks"}], production=True)
 
 
-def test_H8_env_file_drives_the_app(audit, tmp_path, monkeypatch):
+def test_H8_env_file_drives_the_app(audit, ruleset, tmp_path, monkeypatch):
     f = tmp_path / "issuers.json"
     f.write_text(json.dumps({"issuers": [{"iss": ISS, "jwks": PUBLIC_JWKS}]}))
     monkeypatch.setenv("PACECDS_TRUSTED_ISSUERS", str(f))
     monkeypatch.setenv("PACECDS_PUBLIC_URL", PUBLIC_URL + "/")
     from server import create_app
-    from tests.service.conftest import FakeRuleset
-    app = create_app({"ruleset": FakeRuleset(), "audit_store": audit})
+    app = create_app({"ruleset": ruleset, "audit_store": audit})
     c = app.test_client()
     assert_401_no_detail(c.get("/cds-services"))
     assert c.get("/cds-services", headers=bearer(mint(DISCOVERY_AUD))).status_code == 200
