@@ -234,6 +234,12 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy) -> Gat
             continue  # the client sent this type under its own key name
         needs_fetch.append(spec)
 
+    # A required key the client reported as empty (null) cannot be had: fail before calling anyone.
+    for spec in specs:
+        if spec.required and spec.key in prefetch and prefetch[spec.key] is None and not _satisfied(spec, pool):
+            raise ApiError(412, f"Required prefetch '{spec.key}' ({spec.template}) is missing: the client "
+                                f"reported no data for it (null)", expression=[f"prefetch.{spec.key}"])
+
     unavailable: dict[str, str] = {}
     allowed, why_not = _fetch_permission(request, policy)
     work: list[tuple[str, str | dict]] = []   # (key, relative url) or (key, first page to continue)
