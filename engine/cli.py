@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -71,7 +72,11 @@ def cmd_validate(args) -> int:
 def cmd_evaluate(args) -> int:
     rs = _load(args.rules)
     request = read_json(args.input)
+    started = time.perf_counter()
     result = rs.evaluate(request, now=parse_now(args.now), hook=args.hook)
+    if getattr(args, "audit", False):  # recorded (committed) before the cards are printed, as in the service
+        from engine.audit.cli import record_cli_evaluation
+        record_cli_evaluation(rs, request, result, (time.perf_counter() - started) * 1000)
     sys.stdout.write(json.dumps(result.response(), indent=2, ensure_ascii=False) + "\n")
     return 0
 
@@ -153,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--now", help="evaluation time, ISO 8601 (default: now); makes results reproducible")
         if name == "explain":
             p.add_argument("--format", choices=("text", "json"), default="text")
+        if name == "evaluate":
+            p.add_argument("--audit", action="store_true",
+                           help="append the decision to the audit log (PACECDS_DATABASE_URL or var/)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("test", help="run the example patients against the rules")

@@ -9,6 +9,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+import uuid
 from typing import Any
 
 from .record import format_time
@@ -254,3 +255,22 @@ def main(argv: list[str] | None = None) -> int:
     register_audit_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["audit", *(sys.argv[1:] if argv is None else argv)])
     return args.func(args)
+
+
+def record_cli_evaluation(ruleset, request: dict, result, latency_ms: float,
+                          database_url: str | None = None) -> tuple[int, str]:
+    """`pacecds evaluate --audit`: append the CLI's decision like the service does (before the
+    cards are printed). Returns (record number, hookInstance)."""
+    from .store import AuditStore
+    hook_instance = request.get("hookInstance") if isinstance(request, dict) else None
+    hook_instance = str(hook_instance or f"cli-{uuid.uuid4()}")
+    store = AuditStore.from_config(database_url)
+    try:
+        seq = store.record_result(result, hook=getattr(result, "hook", None) or request.get("hook") or "patient-view",
+                                  hook_instance=hook_instance, service_id="pacecds-cli",
+                                  patient_id=getattr(result, "patient_id", None), latency_ms=latency_ms,
+                                  ruleset=ruleset)
+    finally:
+        store.close()
+    print(f"audit: recorded decision {seq} (hookInstance {hook_instance})", file=sys.stderr)
+    return seq, hook_instance

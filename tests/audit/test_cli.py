@@ -89,3 +89,30 @@ def test_unopenable_store_is_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PACECDS_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
     rc, _, err = run(capsys, "audit", "verify")
     assert rc == 2 and "cannot open the decision log" in err
+
+
+def test_pacecds_evaluate_audit_then_show_and_verify(tmp_path, monkeypatch, capsys):
+    """Through the real `pacecds` entry point: evaluate --audit, then audit show / verify."""
+    engine_cli = pytest.importorskip("engine.cli")
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    patient = root / "tests" / "examples" / "patients" / "anemia-woman-low-gdl.json"
+    if not patient.exists():
+        pytest.skip("example patients are not in this tree")
+    monkeypatch.setenv("PACECDS_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("PACECDS_DATABASE_URL", f"sqlite:///{tmp_path}/cli-eval.db")
+    rc = engine_cli.main(["evaluate", "--audit", "--rules", str(root / "rules"), "--now", "2026-11-01",
+                          str(patient)])
+    out, err = capsys.readouterr()
+    assert rc == 0 and json.loads(out)["cards"]
+    hook_instance = err.split("hookInstance ")[1].split(")")[0]
+    assert engine_cli.main(["audit", "show", hook_instance]) == 0
+    shown = capsys.readouterr().out
+    assert "anemia.low-hemoglobin" in shown and "(saw 10.8)" in shown and "service pacecds-cli" in shown
+    assert engine_cli.main(["audit", "verify"]) == 0
+    # without --audit nothing is recorded
+    engine_cli.main(["evaluate", "--rules", str(root / "rules"), "--now", "2026-11-01", str(patient)])
+    capsys.readouterr()
+    s = AuditStore.from_config()
+    assert s.count() == 1
+    s.close()
