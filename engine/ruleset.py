@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fhir_adapter.facts import Fact, derive_facts, is_number
+from fhir_adapter.valuesets import normalize_code
 from fhir_adapter.resources import InputError, ResourceValidator, pool_request
 
 from . import conditions
@@ -60,6 +61,7 @@ class _HookProgram:
         self.fact_names = sorted(set().union(*(r.facts for r in self.rules))) if self.rules else []
         self.definitions = [tree.facts[n] for n in self.fact_names]
         self.resource_types = set().union(*(d.resource_types for d in self.definitions)) if self.definitions else set()
+        self.needs = _Needs(self.definitions)
         self.leaves = {}
         expressions = {}
         for i, rule in enumerate(self.rules):
@@ -78,6 +80,64 @@ class _HookProgram:
         for leaf in self.leaves.values():
             conditions.add_to_message(message, leaf, conditions.leaf_inputs(leaf, facts, valuesets))
         return message
+
+
+# Resource types whose facts pick resources by one coded field, and the fact kinds that do so.
+_CODED_FIELD = {"Observation": "code", "Condition": "code", "MedicationRequest": "medicationCodeableConcept",
+                "MedicationStatement": "medicationCodeableConcept"}
+_CODED_KINDS = {"Observation": {"observation", "daily_series"}, "Condition": {"condition"},
+                "MedicationRequest": {"medication"}, "MedicationStatement": {"medication"}}
+
+
+class _Needs:
+    """needed(resource): False only for a resource that no fact of the hook can read.
+
+    Validating with fhir.resources costs ~100 us per Observation and is most of a cold evaluation,
+    while most of a chart (years of vitals, activity, unrelated labs) is data no rule reads. So a
+    resource is skipped before validation when its code matches none of the codes (codes and value
+    sets) of the facts that pick resources of its type by code; `FactDefinition.matches` is this
+    same set test, so no skipped resource can reach a fact. Conservative everywhere else: a fact
+    kind not listed in _CODED_KINDS makes every resource of its types needed, and a malformed or
+    uncoded field (a medicationReference, a component) is validated, so bad input is still refused.
+    """
+
+    def __init__(self, definitions):
+        self.all_types: set[str] = set()
+        self.codes: dict[str, set] = {}
+        for d in definitions:
+            for rtype in d.resource_types:
+                if d.kind in _CODED_KINDS.get(rtype, ()):
+                    keys = self.codes.setdefault(rtype, set())
+                    keys |= set(d.codes)
+                    if d.valueset is not None:
+                        keys |= set(d.valueset.codes)
+                else:
+                    self.all_types.add(rtype)
+        self.codes = {t: frozenset(k) for t, k in self.codes.items() if t not in self.all_types}
+
+    def __call__(self, resource: dict) -> bool:
+        rtype = resource.get("resourceType")
+        keys = self.codes.get(rtype)
+        if keys is None:
+            return True
+        if rtype == "Observation" and "component" in resource:
+            return True
+        codeable = resource.get(_CODED_FIELD[rtype])
+        if not isinstance(codeable, dict):
+            return True  # absent (e.g. medicationReference) or malformed: let validation decide
+        coding = codeable.get("coding", [])
+        if not isinstance(coding, list):
+            return True
+        for c in coding:
+            if not isinstance(c, dict):
+                return True
+            system, code = c.get("system"), c.get("code")
+            if not isinstance(system, (str, type(None))) or not isinstance(code, (str, type(None))):
+                return True
+            key = normalize_code(system, code)
+            if key is not None and key in keys:
+                return True
+        return False
 
 
 class Ruleset:
@@ -115,7 +175,7 @@ class Ruleset:
         if now.tzinfo is None:
             now = now.replace(tzinfo=dt.timezone.utc)
         program = self._programs[hook]
-        self._validator.validate(data, program.resource_types)
+        self._validator.validate(data, program.resource_types, program.needs)
         facts = derive_facts(data, program.definitions, now)
         fired_names = set(program.compiled.match(program.message(facts, self.tree.valuesets)))
 

@@ -1,0 +1,84 @@
+"""Resources that no fact can read are not validated (speed), and nothing unvalidated ever reaches a fact."""
+
+import copy
+import json
+
+import pytest
+
+from bench.generate import NOW as BENCH_NOW
+from bench.generate import make_bundle
+from engine import InputError
+from fhir_adapter.resources import ResourceValidator
+from tests.conftest import EXAMPLES, NOW
+
+
+def _examples():
+    return sorted(p.stem for p in (EXAMPLES / "patients").glob("*.json"))
+
+
+@pytest.fixture
+def validated(monkeypatch):
+    """Record every resource the validator looks at (cache hits included)."""
+    seen = set()
+    real = ResourceValidator._validate_one
+
+    def spy(self, resource, where):
+        seen.add(f"{resource.get('resourceType')}/{resource.get('id', '?')}")
+        return real(self, resource, where)
+
+    monkeypatch.setattr(ResourceValidator, "_validate_one", spy)
+    return seen
+
+
+def _check(ruleset, doc, now, seen, hook=None):
+    result = ruleset.evaluate(doc, now=now, hook=hook)
+    used = {ref for fact in result.facts.values() for ref in fact.provenance}
+    assert used <= seen, f"facts read unvalidated resources: {sorted(used - seen)}"
+    return result
+
+
+@pytest.mark.parametrize("name", _examples())
+def test_every_resource_a_fact_reads_was_validated(ruleset, validated, name):
+    doc = json.loads((EXAMPLES / "patients" / f"{name}.json").read_text())
+    _check(ruleset, doc, NOW, validated)
+
+
+@pytest.mark.parametrize("size", ["small", "standard"])
+def test_generated_patients_skip_unread_observations(ruleset, validated, size):
+    bundle = make_bundle(size, patient_id=f"skip-{size}")
+    result = _check(ruleset, bundle, BENCH_NOW, validated)
+    total = len(bundle["entry"])
+    # steps, pain and labs no rule of this ruleset reads are skipped; whatever facts used was validated
+    assert len(validated) <= total
+    assert result.patient_id == f"skip-{size}"
+
+
+def test_unread_but_broken_observation_is_skipped_and_read_one_is_refused(ruleset):
+    bundle = make_bundle("small", patient_id="skip-broken")
+    obs = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+    unread = next(o for o in obs if o["code"]["coding"][0]["code"] == "72514-3")  # pain: no fact reads it here
+    read = next(o for o in obs if o["code"]["coding"][0]["code"] == "718-7")  # hemoglobin
+    broken = copy.deepcopy(bundle)
+    for entry in broken["entry"]:
+        if entry["resource"]["id"] == unread["id"]:
+            entry["resource"]["valueQuantity"]["value"] = "ten"
+    ruleset.evaluate(broken, now=BENCH_NOW)  # no error: nothing reads it
+    for entry in broken["entry"]:
+        if entry["resource"]["id"] == read["id"]:
+            entry["resource"]["valueQuantity"]["value"] = "ten"
+    with pytest.raises(InputError, match=f"Observation/{read['id']}"):
+        ruleset.evaluate(broken, now=BENCH_NOW)
+
+
+@pytest.mark.parametrize("code", [
+    "718-7",  # a bare string where a CodeableConcept belongs
+    {"coding": "718-7"},
+    {"coding": [["718-7"]]},
+    {"coding": [{"system": 5, "code": "718-7"}]},
+])
+def test_malformed_codes_are_validated_not_skipped(ruleset, code):
+    bundle = make_bundle("small", patient_id="skip-malformed")
+    obs = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation")
+    obs["code"] = code
+    with pytest.raises(InputError, match=obs["id"]):
+        ruleset.evaluate(bundle, now=BENCH_NOW)
