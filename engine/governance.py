@@ -182,6 +182,26 @@ def check_manifest(rules_dir: str | Path) -> list[str]:
     return problems
 
 
+class ReleaseCheckError(Exception):
+    """The rules tree is not the release its manifest describes."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("the rules do not match their release manifest:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def enforce_manifest(rules_dir: str | Path, *, development: bool, log=None) -> list[str]:
+    """For the service at start: raise ReleaseCheckError on any manifest problem unless this is
+    a development run, where the problems are only logged (as warnings) and returned."""
+    problems = check_manifest(rules_dir)
+    if problems and not development:
+        raise ReleaseCheckError(problems)
+    for p in problems:
+        if log is not None:
+            log.warning("release manifest (ignored in development): %s", p)
+    return problems
+
+
 def _schema_problems(manifest: dict) -> list[str]:
     try:
         import jsonschema

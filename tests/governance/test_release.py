@@ -75,3 +75,19 @@ def test_release_cli_write_then_check(tree, capsys):
     # a re-release keeps the approvals already given
     rc, _, _ = run(capsys, "release", str(tree))
     assert yaml.safe_load((tree / "ruleset.yaml").read_text())["approvals"][0]["by"] == "Dr Chair"
+
+
+def test_enforce_refuses_unless_development(tree):
+    import logging
+
+    import pytest
+
+    from engine.governance import ReleaseCheckError, enforce_manifest
+    write_manifest(tree, approvals=[{"by": "Dr Chair", "date": "2026-11-25"}])
+    assert enforce_manifest(tree, development=False) == []
+    (tree / "facts" / "labs.yaml").write_text("facts: {}\n")
+    with pytest.raises(ReleaseCheckError) as e:
+        enforce_manifest(tree, development=False)
+    assert "facts/labs.yaml" in str(e.value)
+    problems = enforce_manifest(tree, development=True, log=logging.getLogger("t"))
+    assert problems and "facts/labs.yaml" in problems[0]
