@@ -183,6 +183,9 @@ def format_decision(rec: dict) -> str:
         f"  ruleset {rs.get('name')} {rs.get('version')} sha256 {rs.get('sha256')}",
         f"  latency {rec.get('latencyMs')} ms",
     ]
+    if rec.get("sameHookInstance"):
+        out.append(f"  note: {rec['sameHookInstance']} earlier decision(s) carry the same hookInstance "
+                   "(a retried request); this is the latest")
     fired = rec.get("rulesFired") or []
     shadow = rec.get("shadow") or []
     expl = rec.get("explanation") if isinstance(rec.get("explanation"), dict) else {}

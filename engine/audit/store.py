@@ -198,6 +198,8 @@ class AuditStore:
     def _lock_head(self, conn) -> tuple[int, str]:
         q = sa.select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1)
         if self.dialect == "postgresql":
+            # Durable at COMMIT even if the server or role was configured with synchronous_commit=off.
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
             q = q.with_for_update()
         row = conn.execute(q).one()
         return int(row.seq), row.hash
@@ -312,6 +314,10 @@ class AuditStore:
             if row is None:
                 return None
             rec = self._decode(row)
+            # An EHR may retry a hookInstance: say how many other decisions carry it.
+            rec["sameHookInstance"] = conn.execute(
+                sa.select(sa.func.count()).select_from(records).where(
+                    records.c.hook_instance == hook_instance, records.c.kind == "evaluation")).scalar_one() - 1
             uuids = [c.get("uuid") for c in rec.get("cards") or [] if c.get("uuid")]
             rec["feedback"] = []
             if uuids:

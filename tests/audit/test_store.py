@@ -342,3 +342,25 @@ def test_generated_key_file_is_private_and_stable(tmp_path, monkeypatch):
     monkeypatch.setenv("PACECDS_AUDIT_KEY", "short")
     with pytest.raises(ValueError):
         load_audit_key()
+
+
+def test_default_store_is_sqlite_wal_under_var(tmp_path, monkeypatch):
+    monkeypatch.delenv("PACECDS_DATABASE_URL", raising=False)
+    monkeypatch.setenv("PACECDS_VAR_DIR", str(tmp_path / "var"))
+    s = AuditStore.from_config(key=AUDIT_KEY)
+    try:
+        assert (tmp_path / "var" / "pacecds-audit.db").exists()
+        with s.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert s.schema_revision() == "0001"
+    finally:
+        s.close()
+
+
+def test_retried_hook_instance_is_noted(store):
+    store.record_evaluation(decision("retry-1"))
+    second = decision("retry-1")
+    seq = store.record_evaluation(second)
+    got = store.get("retry-1")
+    assert got["seq"] == seq and got["sameHookInstance"] == 1
