@@ -1,0 +1,598 @@
+#!/usr/bin/env python3
+"""Write the knowledge-base example patients (FHIR R4 Bundles) to tests/examples/patients/.
+
+Each patient is a small, realistic chart built to prove one behaviour of one rule: where it must fire, where it
+must not, and the data-quality traps (entered-in-error, stopped, stale, wrong or unusual unit). The series
+(daily steps, pain, sleep) are written out day by day with fixed numbers, so the files are stable and the case
+expectations in tests/examples/cases.yaml can be checked by hand. Every file is validated with fhir.resources
+(R4B models) before it is written.
+
+Run: python tools/build_example_patients.py
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "examples" / "patients"
+NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)  # the cases' "now"
+
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+UCUM = "http://unitsofmeasure.org"
+PACECDS_SCORE = "https://pacecds.org/fhir/CodeSystem/instrument-score"
+OBS_CAT = "http://terminology.hl7.org/CodeSystem/observation-category"
+COND_CLIN = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+COND_VER = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+
+CODES = {
+    "steps": (LOINC, "41950-7", "Number of steps in 24 hour Measured"),
+    "steps_partial": (LOINC, "55423-8", "Number of steps in unspecified time Pedometer"),
+    "pain": (LOINC, "72514-3", "Pain severity - 0-10 verbal numeric rating [Score] - Reported"),
+    "sleep": (LOINC, "93832-4", "Sleep duration"),
+    "phq9": (LOINC, "44261-6", "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]"),
+    "phq9_item9": (LOINC, "44260-8", "Thoughts that you would be better off dead, or of hurting yourself in some way"),
+    "gad7": (LOINC, "70274-6", "Generalized anxiety disorder 7 item (GAD-7) total score [Reported.PHQ]"),
+    "isi": (PACECDS_SCORE, "isi-total", "Insomnia Severity Index total score"),
+    "stopbang": (PACECDS_SCORE, "stop-bang-total", "STOP-Bang total score"),
+    "hb": (LOINC, "718-7", "Hemoglobin [Mass/volume] in Blood"),
+    "ferritin": (LOINC, "2276-4", "Ferritin [Mass/volume] in Serum or Plasma"),
+    "tsh": (LOINC, "3016-3", "Thyrotropin [Units/volume] in Serum or Plasma"),
+}
+
+DRUGS = {  # RxNorm clinical drugs; every code is a member of a value set in rules/valuesets
+    "oxycodone5": "oxycodone hydrochloride 5 MG Oral Tablet",            # 1049621
+    "oxycodone10": "oxycodone hydrochloride 10 MG Oral Tablet",          # 1049683
+    "morphine15": "morphine sulfate 15 MG Oral Tablet",                  # 892582
+    "tramadol50": "tramadol hydrochloride 50 MG Oral Tablet",            # 835603
+    "fentanyl25": "72 HR fentanyl 0.025 MG/HR Transdermal System",       # 245134
+    "hydrocodone_apap": "acetaminophen 325 MG / hydrocodone bitartrate 5 MG Oral Tablet",  # 857002
+    "alprazolam05": "alprazolam 0.5 MG Oral Tablet",                    # 308048
+    "lorazepam1": "lorazepam 1 MG Oral Tablet",                          # 197901
+    "gabapentin300": "gabapentin 300 MG Oral Capsule",                   # 310431
+    "pregabalin75": "pregabalin 75 MG Oral Capsule",                     # 483450
+    "cyclobenzaprine10": "cyclobenzaprine hydrochloride 10 MG Oral Tablet",  # 828348
+    "zolpidem10": "zolpidem tartrate 10 MG Oral Tablet",                 # 854873
+    "amitriptyline25": "amitriptyline hydrochloride 25 MG Oral Tablet",  # 856834
+    "trazodone50": "trazodone hydrochloride 50 MG Oral Tablet",          # 856377
+    "diphenhydramine25": "diphenhydramine hydrochloride 25 MG Oral Tablet",  # 1049630
+}
+RXCUI = {
+    "oxycodone5": "1049621", "oxycodone10": "1049683", "morphine15": "892582", "tramadol50": "835603",
+    "fentanyl25": "245134", "hydrocodone_apap": "857002", "alprazolam05": "308048", "lorazepam1": "197901",
+    "gabapentin300": "310431", "pregabalin75": "483450", "cyclobenzaprine10": "828348", "zolpidem10": "854873",
+    "amitriptyline25": "856834", "trazodone50": "856377", "diphenhydramine25": "1049630",
+}
+
+
+def iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def day(days_ago: int, hour: int = 20, minute: int = 0) -> dt.datetime:
+    """A time on the calendar day `days_ago` days before NOW."""
+    d = (NOW - dt.timedelta(days=days_ago)).date()
+    return dt.datetime(d.year, d.month, d.day, hour, minute, tzinfo=dt.timezone.utc)
+
+
+class Chart:
+    def __init__(self, name: str, pid: str, gender: str, birth: str, family: str, given: str):
+        self.name = name
+        self.pid = pid
+        self.entries: list[dict] = []
+        self.n = 0
+        self.add({"resourceType": "Patient", "id": pid, "gender": gender, "birthDate": birth,
+                  "name": [{"family": family, "given": [given]}]})
+
+    def add(self, resource: dict) -> dict:
+        self.entries.append({"fullUrl": f"urn:uuid:{resource['resourceType'].lower()}-{resource['id']}",
+                             "resource": resource})
+        return resource
+
+    def _id(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}-{self.pid}-{self.n}"
+
+    @property
+    def subject(self) -> dict:
+        return {"reference": f"Patient/{self.pid}"}
+
+    # --- observations -----------------------------------------------------------------------------------------
+    def obs(self, kind: str, value, unit: str | None, when: dt.datetime, status: str = "final",
+            category: str = "survey", ucum_code: str | None = None, ref_range: tuple | None = None,
+            integer: bool = False) -> dict:
+        system, code, display = CODES[kind]
+        r = {"resourceType": "Observation", "id": self._id(kind.replace("_", "")), "status": status,
+             "category": [{"coding": [{"system": OBS_CAT, "code": category}]}],
+             "code": {"coding": [{"system": system, "code": code, "display": display}]},
+             "subject": self.subject, "effectiveDateTime": iso(when)}
+        if integer:
+            r["valueInteger"] = int(value)
+        else:
+            q = {"value": value, "unit": unit}
+            if ucum_code is not None:
+                q.update(system=UCUM, code=ucum_code)
+            r["valueQuantity"] = q
+        if ref_range:
+            low, high, u = ref_range
+            r["referenceRange"] = [{"low": {"value": low, "unit": u, "system": UCUM, "code": u},
+                                    "high": {"value": high, "unit": u, "system": UCUM, "code": u}}]
+        return self.add(r)
+
+    def series(self, kind: str, values: dict[int, float], unit: str, ucum_code: str, hour: int = 21,
+               category: str = "activity", statuses: dict[int, str] | None = None) -> None:
+        """values: days_ago -> value (missing days stay missing)."""
+        for ago, v in sorted(values.items(), reverse=True):
+            self.obs(kind, v, unit, day(ago, hour), category=category, ucum_code=ucum_code,
+                     status=(statuses or {}).get(ago, "final"))
+
+    def steps(self, values: dict[int, float], unit="steps/day", code="{steps}/d", **kw):
+        self.series("steps", values, unit, code, **kw)
+
+    def pain(self, values: dict[int, float], **kw):
+        self.series("pain", values, "{score}", "{score}", hour=20, category="survey", **kw)
+
+    def sleep(self, values: dict[int, float], unit="h", code="h", **kw):
+        self.series("sleep", values, unit, code, hour=7, category="activity", **kw)
+
+    def score(self, kind: str, value: int, days_ago: int, status: str = "final"):
+        return self.obs(kind, value, "{score}", day(days_ago, 10), status=status, category="survey",
+                        ucum_code="{score}")
+
+    def lab(self, kind: str, value: float, unit: str, days_ago: int, status="final", ref_range=None):
+        return self.obs(kind, value, unit, day(days_ago, 9), status=status, category="laboratory",
+                        ucum_code=unit, ref_range=ref_range)
+
+    # --- conditions, medications, goals -----------------------------------------------------------------------
+    def condition(self, system: str, code: str, display: str, clinical="active", verification="confirmed",
+                  onset_days_ago: int = 400) -> dict:
+        return self.add({
+            "resourceType": "Condition", "id": self._id("cond"),
+            "clinicalStatus": {"coding": [{"system": COND_CLIN, "code": clinical}]},
+            "verificationStatus": {"coding": [{"system": COND_VER, "code": verification}]},
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                                      "code": "problem-list-item"}]}],
+            "code": {"coding": [{"system": system, "code": code, "display": display}], "text": display},
+            "subject": self.subject, "onsetDateTime": iso(day(onset_days_ago, 10)),
+        })
+
+    def _dosage(self, dose: float | None, unit: str | None, freq: int | None, period: float | None,
+                period_unit: str | None, prn: bool, text: str | None) -> dict:
+        dosage: dict = {}
+        if text:
+            dosage["text"] = text
+        if freq is not None:
+            dosage["timing"] = {"repeat": {"frequency": freq, "period": period, "periodUnit": period_unit}}
+        if prn:
+            dosage["asNeededBoolean"] = True
+        if dose is not None:
+            dq = {"value": dose, "unit": unit}
+            if unit in ("mg", "mL", "ug"):
+                dq.update(system=UCUM, code=unit)
+            else:
+                dq.update(system="http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm",
+                          code={"tablet": "TAB", "capsule": "CAP", "patch": "PATCH"}.get(unit, "TAB"))
+            dosage["doseAndRate"] = [{"doseQuantity": dq}]
+        dosage.setdefault("route", {"coding": [{"system": SNOMED, "code": "26643006", "display": "Oral route"}]})
+        return dosage
+
+    def med_request(self, drug: str, status="active", dose=1, unit="tablet", freq=None, period=None,
+                    period_unit=None, prn=False, text=None, authored_days_ago=30, intent="order") -> dict:
+        r = {"resourceType": "MedicationRequest", "id": self._id("medrx"), "status": status, "intent": intent,
+             "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": RXCUI[drug],
+                                                       "display": DRUGS[drug]}], "text": DRUGS[drug]},
+             "subject": self.subject, "authoredOn": iso(day(authored_days_ago, 11)),
+             "dosageInstruction": [self._dosage(dose, unit, freq, period, period_unit, prn, text)]}
+        if drug == "fentanyl25":
+            r["dosageInstruction"][0]["route"] = {"coding": [{"system": SNOMED, "code": "45890007",
+                                                              "display": "Transdermal route"}]}
+        return self.add(r)
+
+    def med_statement(self, drug: str, status="active", dose=1, unit="tablet", freq=None, period=None,
+                      period_unit=None, prn=False, text=None) -> dict:
+        return self.add({
+            "resourceType": "MedicationStatement", "id": self._id("medst"), "status": status,
+            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": RXCUI[drug],
+                                                      "display": DRUGS[drug]}], "text": DRUGS[drug]},
+            "subject": self.subject, "effectivePeriod": {"start": iso(day(120, 9))},
+            "dateAsserted": iso(day(10, 9)),
+            "dosage": [self._dosage(dose, unit, freq, period, period_unit, prn, text)],
+        })
+
+    def goal(self, text: str, status="active", status_days_ago: int | None = 10, start_days_ago=60) -> dict:
+        r = {"resourceType": "Goal", "id": self._id("goal"), "lifecycleStatus": status,
+             "description": {"text": text}, "subject": self.subject,
+             "startDate": day(start_days_ago).date().isoformat()}
+        if status_days_ago is not None:
+            r["statusDate"] = day(status_days_ago).date().isoformat()
+        return self.add(r)
+
+    def bundle(self) -> dict:
+        return {"resourceType": "Bundle", "id": self.name, "type": "collection", "entry": self.entries}
+
+
+# --- building blocks -------------------------------------------------------------------------------------------
+
+CHRONIC_LBP_SCT = (SNOMED, "279039007", "Low back pain")
+CHRONIC_LBP_ICD = (ICD10, "M54.50", "Low back pain, unspecified")
+FIBROMYALGIA_ICD = (ICD10, "M79.7", "Fibromyalgia")
+KNEE_OA_ICD = (ICD10, "M17.11", "Unilateral primary osteoarthritis, right knee")
+OSA_ICD = (ICD10, "G47.33", "Obstructive sleep apnea (adult) (pediatric)")
+
+
+def steady(base: float, days=range(1, 15), wiggle=(0.97, 1.02, 1.0, 0.99, 1.03, 0.98, 1.01)) -> dict:
+    return {d: round(base * wiggle[i % len(wiggle)]) for i, d in enumerate(days)}
+
+
+def flat(value: float, days=range(1, 15)) -> dict:
+    return {d: value for d in days}
+
+
+def labs_recent(c: Chart, days_ago=40):
+    c.lab("hb", 13.6, "g/dL", days_ago)
+    c.lab("tsh", 1.9, "m[IU]/L", days_ago)
+
+
+def patients() -> list[Chart]:
+    out = []
+
+    # 1. Steady pacing, pain stable: pacing.progress fires; nothing else (recent labs, reviewed goal).
+    c = Chart("pacing-steady", "pt-steady", "female", "1972-03-05", "Okafor", "Ngozi")
+    c.condition(*CHRONIC_LBP_SCT)
+    c.steps(steady(6000))
+    c.pain(flat(4, range(1, 15)))
+    c.sleep(flat(7.5))
+    c.goal("Walk 6000 steps a day on at least 5 days a week", status_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    # 2. New tracker: only 4 days of steps in the last 14 -> establish-baseline.
+    c = Chart("pacing-new-tracker", "pt-new", "male", "1980-07-19", "Lindqvist", "Jonas")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.steps({1: 4200, 2: 3900, 3: 4500, 4: 4100})
+    c.pain({1: 5, 2: 5, 3: 6, 4: 5})
+    c.goal("Record daily steps for two weeks", status_days_ago=5)
+    labs_recent(c)
+    out.append(c)
+
+    # 3. Data-quality trap: 14 days of steps but all over a month old -> baseline cannot be set (stale).
+    c = Chart("pacing-stale-steps", "pt-stale", "female", "1968-11-30", "Moreau", "Claire")
+    c.condition(*FIBROMYALGIA_ICD)
+    c.steps(steady(5000, days=range(35, 49)))
+    c.pain(flat(5, range(35, 49)))
+    c.goal("Short walks twice a day", status_days_ago=12)
+    labs_recent(c)
+    out.append(c)
+
+    # 4. Flare: steady activity, pain up from 4 to 7-7.5 over the last 3 days -> flare-scale-back, never progress.
+    c = Chart("pacing-flare", "pt-flare", "female", "1975-06-14", "Haddad", "Layla")
+    c.condition(*CHRONIC_LBP_SCT)
+    c.steps(steady(5500))
+    pain = flat(4, range(4, 15))
+    pain.update({1: 7.5, 2: 7, 3: 7})
+    c.pain(pain)
+    c.goal("Walk 5500 steps a day", status_days_ago=8)
+    labs_recent(c)
+    out.append(c)
+
+    # 5. Trap: the flare-level pain scores were entered in error -> no flare; steady -> progress fires instead.
+    c = Chart("pacing-flare-entered-in-error", "pt-flare-eie", "male", "1966-01-22", "Novak", "Petr")
+    c.condition(*KNEE_OA_ICD)
+    c.steps(steady(7000))
+    pain = flat(3, range(1, 15))
+    c.pain(pain)
+    for ago in (1, 2, 3):  # wrong-chart entries, later marked entered-in-error
+        c.obs("pain", 9, "{score}", day(ago, 22), status="entered-in-error", ucum_code="{score}")
+    c.goal("Keep 7000 steps a day", status_days_ago=3)
+    labs_recent(c)
+    out.append(c)
+
+    # 6. Severe pain (8/10 yesterday and today's mean >= 8) -> flare, critical wording.
+    c = Chart("pacing-severe-pain", "pt-severe", "female", "1983-09-09", "Ivanova", "Mila")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.steps(steady(4000))
+    pain = flat(7, range(4, 15))
+    pain.update({1: 8, 2: 8.5, 3: 8})
+    c.pain(pain)
+    c.goal("Walk 4000 steps a day", status_days_ago=6)
+    labs_recent(c)
+    out.append(c)
+
+    # 7. Boom-bust: big swings, pain higher on the day after the high days.
+    c = Chart("pacing-boom-bust", "pt-boom", "female", "1978-02-27", "Sato", "Yuki")
+    c.condition(*FIBROMYALGIA_ICD)
+    highs = {14, 12, 10, 8, 6, 4, 2}
+    c.steps({d: (12500 if d in highs else 2500) for d in range(1, 15)})
+    # pain on day d-1 (the day after d) is high when d was a high day
+    c.pain({d: (7 if (d + 1) in highs else 4) for d in range(1, 15)})
+    c.goal("Spread housework across the week", status_days_ago=14)
+    labs_recent(c)
+    out.append(c)
+
+    # 8. Trap: just as variable, but pain does not rise after the busy days (shift work) -> no boom-bust.
+    c = Chart("pacing-variable-no-pain-link", "pt-shift", "male", "1985-05-03", "Mensah", "Kofi")
+    c.condition(*CHRONIC_LBP_SCT)
+    c.steps({d: (12500 if d in highs else 2500) for d in range(1, 15)})
+    c.pain(flat(3, range(1, 15)))
+    c.goal("Stretch after each shift", status_days_ago=9)
+    labs_recent(c)
+    out.append(c)
+
+    # 9. Goal review: the only goal was last reviewed 70 days ago; a second goal was cancelled.
+    c = Chart("goal-overdue", "pt-goal", "male", "1961-12-01", "Fischer", "Hans")
+    c.condition(*KNEE_OA_ICD)
+    c.steps(steady(5000))
+    c.pain(flat(4))
+    c.goal("Walk to the shop and back", status_days_ago=70, start_days_ago=120)
+    c.goal("Swim twice a week", status="cancelled", status_days_ago=2)
+    labs_recent(c)
+    out.append(c)
+
+    # 10. Short sleep recorded in minutes (about 5.8 h a night).
+    c = Chart("sleep-short-minutes", "pt-sleep", "female", "1970-08-08", "Rossi", "Giulia")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.sleep({d: v for d, v in zip(range(1, 15), [350, 340, 360, 345, 355, 330, 365, 350, 340, 360, 345, 355,
+                                                  335, 350])}, unit="min", code="min")
+    c.score("isi", 18, 20)
+    c.goal("Wind-down routine at 22:00", status_days_ago=15)
+    labs_recent(c)
+    out.append(c)
+
+    # 11. Enough sleep (7.6 h) and an ISI of 20 that was entered in error -> neither sleep rule fires.
+    c = Chart("sleep-ok-isi-entered-in-error", "pt-sleepok", "male", "1974-04-04", "Kowalski", "Adam")
+    c.condition(*CHRONIC_LBP_SCT)
+    c.sleep(flat(7.6))
+    c.score("isi", 20, 5, status="entered-in-error")
+    c.score("isi", 8, 30)
+    c.goal("Keep a regular wake time", status_days_ago=20)
+    labs_recent(c)
+    out.append(c)
+
+    # 12. STOP-Bang 4 (intermediate) while on oxycodone, no sleep apnea diagnosis -> apnea-risk.
+    c = Chart("apnea-risk-on-opioid", "pt-apnea", "male", "1963-10-10", "Brown", "Michael")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.score("stopbang", 4, 15)
+    c.med_request("oxycodone5", freq=3, period=1, period_unit="d")
+    c.goal("Walk after lunch", status_days_ago=7)
+    labs_recent(c)
+    out.append(c)
+
+    # 13. STOP-Bang 6 but obstructive sleep apnea already diagnosed (ICD-10 G47.33) -> no apnea-risk card.
+    c = Chart("apnea-known-osa", "pt-osa", "male", "1958-02-14", "Jensen", "Lars")
+    c.condition(*CHRONIC_LBP_SCT)
+    c.condition(*OSA_ICD)
+    c.score("stopbang", 6, 10)
+    c.goal("Use CPAP nightly", status_days_ago=7)
+    labs_recent(c)
+    out.append(c)
+
+    # 14. PHQ-9 14 with item 9 = 1 -> depression-screen, critical. GAD-7 12 -> anxiety-screen.
+    c = Chart("mood-phq9-item9", "pt-mood", "female", "1990-01-30", "Garcia", "Lucia")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.score("phq9", 14, 6)
+    c.obs("phq9_item9", 1, None, day(6, 10), integer=True)
+    c.score("gad7", 12, 6)
+    c.goal("Call a friend twice a week", status_days_ago=6)
+    labs_recent(c)
+    out.append(c)
+
+    # 15. Traps: PHQ-9 16 is 14 months old (stale); GAD-7 15 entered in error; current PHQ-9 5, GAD-7 6.
+    c = Chart("mood-stale-and-entered-in-error", "pt-moodok", "male", "1969-07-07", "Dubois", "Marc")
+    c.condition(*FIBROMYALGIA_ICD)
+    c.score("phq9", 16, 430)
+    c.score("phq9", 5, 400)
+    c.score("gad7", 15, 4, status="entered-in-error")
+    c.score("gad7", 6, 20)
+    c.goal("Garden for 20 minutes a day", status_days_ago=11)
+    labs_recent(c)
+    out.append(c)
+
+    # 16. Low ferritin (12 ug/L) with normal hemoglobin -> iron-deficiency only.
+    c = Chart("iron-low-ferritin", "pt-iron", "female", "1988-03-21", "Nguyen", "Linh")
+    c.condition(*FIBROMYALGIA_ICD)
+    c.lab("hb", 12.4, "g/dL", 20)
+    c.lab("ferritin", 12, "ug/L", 20)
+    c.lab("tsh", 2.2, "m[IU]/L", 20)
+    c.goal("Walk 20 minutes a day", status_days_ago=10)
+    out.append(c)
+
+    # 17. Ferritin 85 ng/mL, normal -> no iron card; an old ferritin of 8 (2 years ago) must not count.
+    c = Chart("iron-normal-old-low", "pt-ironok", "female", "1981-12-12", "Smith", "Emma")
+    c.condition(*CHRONIC_LBP_SCT)
+    c.lab("hb", 13.1, "g/dL", 30)
+    c.lab("ferritin", 8, "ng/mL", 730)
+    c.lab("ferritin", 85, "ng/mL", 30)
+    c.lab("tsh", 1.4, "m[IU]/L", 30)
+    c.goal("Cycle 15 minutes on the exercise bike", status_days_ago=10)
+    out.append(c)
+
+    # 18. Chronic pain (ICD-10 M54.50), no hemoglobin or TSH in 12 months (last ones 20 months ago).
+    c = Chart("fatigue-workup-due", "pt-workup", "female", "1965-05-25", "Okonkwo", "Ada")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.lab("hb", 13.0, "g/dL", 600)
+    c.lab("tsh", 2.0, "m[IU]/L", 600)
+    c.goal("Walk the dog every morning", status_days_ago=10)
+    out.append(c)
+
+    # 19. Trap: the chronic pain diagnosis was entered in error and there are no labs -> no workup card.
+    c = Chart("fatigue-workup-condition-entered-in-error", "pt-noworkup", "male", "1979-09-19", "Ahmed", "Omar")
+    c.condition(*CHRONIC_LBP_ICD, verification="entered-in-error")
+    c.goal("Return to five-a-side football", status_days_ago=10)
+    out.append(c)
+
+    # 20. Opioid (MedicationRequest) + benzodiazepine (MedicationStatement): opioid-benzodiazepine.
+    c = Chart("meds-opioid-benzo", "pt-ob", "female", "1960-04-16", "Wilson", "Sarah")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.med_request("oxycodone5", freq=3, period=1, period_unit="d")
+    c.med_statement("alprazolam05", freq=1, period=1, period_unit="d")
+    c.goal("Walk 3000 steps a day", status_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    # 21. Trap: the benzodiazepine was stopped; hydrocodone/acetaminophen alone -> no combination card.
+    c = Chart("meds-benzo-stopped", "pt-obstop", "male", "1957-08-30", "Taylor", "James")
+    c.condition(*KNEE_OA_ICD)
+    c.med_request("hydrocodone_apap", freq=2, period=1, period_unit="d")
+    c.med_request("lorazepam1", status="stopped", freq=1, period=1, period_unit="d")
+    c.goal("Walk 4000 steps a day", status_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    # 22. Tramadol + gabapentin (MedicationStatement): opioid-gabapentinoid.
+    c = Chart("meds-opioid-gabapentinoid", "pt-og", "female", "1971-10-02", "Martin", "Julie")
+    c.condition(*FIBROMYALGIA_ICD)
+    c.med_request("tramadol50", freq=2, period=1, period_unit="d")
+    c.med_statement("gabapentin300", freq=3, period=1, period_unit="d")
+    c.goal("Pool exercise twice a week", status_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    # 23. Trap: the opioid order was entered in error; pregabalin alone -> no opioid-gabapentinoid card.
+    c = Chart("meds-opioid-entered-in-error", "pt-ogeie", "male", "1976-06-06", "Schmidt", "Felix")
+    c.condition(*CHRONIC_LBP_SCT)
+    c.med_request("oxycodone10", status="entered-in-error", freq=4, period=1, period_unit="d")
+    c.med_statement("pregabalin75", freq=2, period=1, period_unit="d")
+    c.goal("Walk 20 minutes a day", status_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    # 24. Muscle relaxant + z-drug (two sedating classes, no opioid): sedative-burden.
+    c = Chart("meds-sedative-burden", "pt-sed", "female", "1982-11-11", "Lopez", "Maria")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.med_request("cyclobenzaprine10", freq=3, period=1, period_unit="d")
+    c.med_statement("zolpidem10", freq=1, period=1, period_unit="d")
+    c.goal("Walk 25 minutes a day", status_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    # 25. 72-year-old: amitriptyline + trazodone + diphenhydramine (3 CNS-active drugs, Beers).
+    c = Chart("meds-older-adult-cns", "pt-beers", "female", "1954-01-15", "Andersson", "Ingrid")
+    c.condition(*KNEE_OA_ICD)
+    c.med_request("amitriptyline25", freq=1, period=1, period_unit="d")
+    c.med_request("trazodone50", freq=1, period=1, period_unit="d")
+    c.med_statement("diphenhydramine25", freq=1, period=1, period_unit="d", prn=True)
+    c.goal("Tai chi class weekly", status_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    # 26. Only one sedating drug (trazodone) -> no sedative-burden.
+    c = Chart("meds-single-sedative", "pt-single", "male", "1977-03-03", "Kim", "Joon")
+    c.condition(*CHRONIC_LBP_SCT)
+    c.med_request("trazodone50", freq=1, period=1, period_unit="d")
+    c.goal("Walk 30 minutes a day", status_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    # 27. High MME: oxycodone 10 mg every 6 h (60 MME) + morphine 15 mg 3 times a day (45 MME) = 105 MME.
+    c = Chart("mme-high", "pt-mme", "male", "1959-09-29", "Clark", "Robert")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.med_request("oxycodone10", freq=1, period=6, period_unit="h")
+    c.med_statement("morphine15", freq=3, period=1, period_unit="d")
+    c.goal("Walk 2000 steps a day", status_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    # 28. Fentanyl 25 mcg/h patch every 72 h (60 MME): warning band.
+    c = Chart("mme-fentanyl-patch", "pt-fent", "female", "1962-02-02", "Lewis", "Helen")
+    c.condition(*CHRONIC_LBP_SCT)
+    c.med_request("fentanyl25", dose=1, unit="patch", freq=1, period=72, period_unit="h")
+    c.goal("Sit-to-stand practice daily", status_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    # 29. Tramadol 50 mg 4 times a day = 40 MME (below 50); a stopped oxycodone order must not count.
+    c = Chart("mme-below-threshold", "pt-mmelow", "female", "1973-05-17", "Walker", "Anne")
+    c.condition(*KNEE_OA_ICD)
+    c.med_request("tramadol50", freq=4, period=1, period_unit="d")
+    c.med_request("oxycodone10", status="stopped", freq=1, period=4, period_unit="h")
+    c.goal("Walk 4000 steps a day", status_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    # 30. Oxycodone "as directed" (no dose timing): MME cannot be computed -> info card says so, no guess.
+    c = Chart("mme-not-computable", "pt-mmeunk", "male", "1967-12-24", "Hall", "Peter")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.med_request("oxycodone5", dose=None, freq=None, text="Take as directed")
+    c.goal("Walk 3000 steps a day", status_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    return out
+
+
+def order_requests() -> dict[str, dict]:
+    """CDS Hooks order-select / order-sign requests: a draft order plus the chart as prefetch."""
+
+    def request(name, hook, chart: Chart, draft: dict):
+        chart.entries = [e for e in chart.entries if e["resource"] is not draft]
+        draft = dict(draft, status="draft")
+        patient = chart.entries[0]["resource"]
+        meds = [e for e in chart.entries if e["resource"]["resourceType"].startswith("Medication")]
+        conds = [e for e in chart.entries if e["resource"]["resourceType"] == "Condition"]
+        ctx = {"userId": "PractitionerRole/prescriber-1", "patientId": chart.pid,
+               "draftOrders": {"resourceType": "Bundle", "type": "collection",
+                               "entry": [{"resource": draft}]}}
+        if hook == "order-select":
+            ctx["selections"] = [f"MedicationRequest/{draft['id']}"]
+        return {
+            "hook": hook, "hookInstance": str(uuid.uuid5(uuid.NAMESPACE_URL, f"https://pacecds.org/examples/{name}")),
+            "context": ctx,
+            "prefetch": {
+                "patient": patient,
+                "medications": {"resourceType": "Bundle", "type": "searchset", "entry": meds},
+                "conditions": {"resourceType": "Bundle", "type": "searchset", "entry": conds},
+            },
+        }
+
+    out = {}
+    c = Chart("order-benzo-on-opioid", "pt-order1", "female", "1964-06-21", "Young", "Karen")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.med_request("oxycodone5", freq=4, period=1, period_unit="d")
+    draft = c.med_request("alprazolam05", freq=2, period=1, period_unit="d", authored_days_ago=0)
+    out[c.name] = request(c.name, "order-select", c, draft)
+
+    c = Chart("order-gabapentin-on-opioid-sign", "pt-order2", "male", "1958-03-13", "King", "David")
+    c.condition(*KNEE_OA_ICD)
+    c.med_statement("morphine15", freq=2, period=1, period_unit="d")
+    draft = c.med_request("gabapentin300", freq=3, period=1, period_unit="d", authored_days_ago=0)
+    out[c.name] = request(c.name, "order-sign", c, draft)
+
+    c = Chart("order-benzo-opioid-stopped", "pt-order3", "female", "1970-10-30", "Scott", "Laura")
+    c.condition(*CHRONIC_LBP_SCT)
+    c.med_request("oxycodone5", status="stopped", freq=4, period=1, period_unit="d")
+    draft = c.med_request("lorazepam1", freq=1, period=1, period_unit="d", authored_days_ago=0)
+    out[c.name] = request(c.name, "order-select", c, draft)
+    return out
+
+
+def validate(bundle: dict) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    Bundle.model_validate(bundle)
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for chart in patients():
+        b = chart.bundle()
+        validate(b)
+        (OUT / f"{chart.name}.json").write_text(json.dumps(b, indent=2, ensure_ascii=False) + "\n")
+    requests = order_requests()
+    for name, req in requests.items():
+        validate({"resourceType": "Bundle", "type": "collection",
+                  "entry": [{"resource": req["prefetch"]["patient"]}]
+                  + req["prefetch"]["medications"]["entry"] + req["context"]["draftOrders"]["entry"]})
+        (OUT / f"{name}.json").write_text(json.dumps(req, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {len(patients())} patients and {len(requests)} order requests to {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
