@@ -6,6 +6,7 @@ and nothing is compiled unless the whole tree is clean.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import jsonschema
 from jsonschema import Draft202012Validator
 
 from fhir_adapter import ucum
-from fhir_adapter.facts import KIND_ATTRIBUTES, FactDefinition
+from fhir_adapter.facts import KIND_ATTRIBUTES, LIST_ATTRIBUTES, TEXT_ATTRIBUTES, FactDefinition
 from fhir_adapter.valuesets import ValueSet, ValueSetError, from_code_list, from_fhir_json, normalize_code
 
 from .conditions import ConditionError, Node, attribute_unit, parse_condition, to_durable
@@ -168,8 +169,10 @@ def load_tree(root: str | Path) -> LoadedTree:
                 errors.add(docs["manifest"][0].position((key,)), f"manifest needs a string '{key}'")
 
     facts: dict[str, FactDefinition] = {}
+    drug_tables: dict[str, dict] = {}
     for doc in docs["facts"]:
-        _load_facts(doc, valuesets, facts, errors)
+        _load_facts(doc, valuesets, facts, errors, root, drug_tables)
+    _link_fact_inputs(docs["facts"], facts, errors)
 
     rules: list[Rule] = []
     seen: dict[str, str] = {}
@@ -217,9 +220,47 @@ def _load_valueset(path: Path, text: str, valuesets: dict, errors: _Collector) -
         errors.add(Position(str(path), 1, 1), f"value set: {exc}")
 
 
-def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collector) -> None:
+def _drug_table(root: Path, stem: str, cache: dict) -> dict | None:
+    """A JSON data table in rules/drugs/ (drug strengths, MME factors); None when it is missing or invalid."""
+    if stem not in cache:
+        path = root / "drugs" / f"{stem}.json"
+        try:
+            cache[stem] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            cache[stem] = None
+    return cache[stem]
+
+
+def _link_fact_inputs(fact_docs: list, facts: dict, errors: _Collector) -> None:
+    """series_pair facts read two daily_series facts: resolve them once every fact is loaded."""
+    for doc in fact_docs:
+        if not isinstance(doc.data, dict) or not isinstance(doc.data.get("facts"), dict):
+            continue
+        for name, raw in doc.data["facts"].items():
+            if not isinstance(raw, dict) or raw.get("kind") != "series_pair" or name not in facts:
+                continue
+            inputs = []
+            for key in ("activity", "symptom"):
+                other = facts.get(raw.get(key))
+                if other is None or other.kind != "daily_series":
+                    errors.add(doc.position(("facts", name, key)),
+                               f"{key}: '{raw.get(key)}' is not a daily_series fact")
+                    break
+                inputs.append(other)
+            else:
+                facts[name] = dataclasses.replace(
+                    facts[name], inputs=tuple(inputs), unit=inputs[1].unit,
+                    codes=frozenset().union(*(i.codes for i in inputs)),
+                )
+                continue
+            del facts[name]
+
+
+def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collector,
+                root: Path | None = None, drug_tables: dict | None = None) -> None:
     if not errors.schema(doc, schema_validator("facts.schema.json")):
         return
+    drug_tables = {} if drug_tables is None else drug_tables
     for name, raw in doc.data["facts"].items():
         where = ("facts", name)
         if name in facts:
@@ -231,6 +272,25 @@ def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collec
             if vs is None:
                 errors.add(doc.position(where + ("valueset",)), f"valueset: unknown value set '{raw['valueset']}'")
                 continue
+        classes = []
+        for label, stem in (raw.get("classes") or {}).items():
+            if stem not in valuesets:
+                errors.add(doc.position(where + ("classes", label)), f"classes.{label}: unknown value set '{stem}'")
+            else:
+                classes.append((label, valuesets[stem]))
+        if len(classes) != len(raw.get("classes") or {}):
+            continue
+        tables = {}
+        for key in ("drug_table", "factor_table"):
+            if key in raw:
+                table = _drug_table(root, raw[key], drug_tables) if root is not None else None
+                if table is None:
+                    errors.add(doc.position(where + (key,)), f"{key}: no readable JSON table rules/drugs/{raw[key]}.json")
+                tables[key] = table
+        if any(t is None for t in tables.values()):
+            continue
+        if "drug_table" in tables:
+            tables["drug_table"] = {row["code"]: row for row in tables["drug_table"].get("drugs", [])}
         unit = raw.get("unit")
         if unit is not None:
             try:
@@ -246,7 +306,11 @@ def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collec
             conversions=tuple((c["from"], float(c["factor"])) for c in raw.get("conversions", [])),
             window_days=raw.get("window_days"), daily=raw.get("daily", "sum"), field=raw.get("field"),
             scope=raw.get("scope", "active"), allow_preliminary=raw.get("allow_preliminary", False),
+            classes=tuple(classes), drug_table=tables.get("drug_table"), factor_table=tables.get("factor_table"),
         )
+        if classes:  # codes of every class: for prefetch requirements and validation scope
+            facts[name] = dataclasses.replace(
+                facts[name], codes=frozenset().union(*(vs_.codes for _, vs_ in classes)))
 
 
 def _load_rule(doc: YamlDocument, facts: dict, valuesets: dict, errors: _Collector) -> Rule | None:
@@ -388,8 +452,10 @@ def _reference_kind(ref: str, facts: dict, params: dict) -> str | None:
         return f"unit:{definition.unit or ''}"
     if attr not in KIND_ATTRIBUTES[definition.kind]:
         return None
-    if attr in ("names", "codes"):
+    if attr in LIST_ATTRIBUTES:
         return "list"
+    if attr in TEXT_ATTRIBUTES:
+        return "text"
     if definition.kind == "patient" and definition.field == "gender":
         return "text"
     return "number" if attribute_unit(definition, attr) is not None or attr != "present" else "text"

@@ -11,6 +11,7 @@ values are converted to the fact's unit before anything compares them.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import statistics
@@ -35,12 +36,25 @@ KIND_ATTRIBUTES = {
                      "mean_14d": "unit", "cv_14d": "1", "slope_14d": "unit/d", "last_value": "unit",
                      "age_days": "d", "present": None},
     "condition": {"present": None, "count": "1", "codes": None, "names": None},
-    "medication": {"present": None, "count": "1", "codes": None, "names": None},
+    "medication": {"present": None, "count": "1", "codes": None, "names": None, "name": None},
     "patient": {"value": None, "present": None},
     "goal": {"present": None, "count": "1", "days_since_review": "d"},
+    # active medications across several classes (value sets): how many classes, how many distinct drugs
+    "medication_classes": {"present": None, "class_count": "1", "drug_count": "1", "classes": None,
+                           "names": None, "name": None, "codes": None},
+    # total daily morphine milligram equivalents of the active opioids, with the per-drug arithmetic
+    "opioid_mme": {"present": None, "total": "unit", "opioid_count": "1", "computed_count": "1",
+                   "uncomputed_count": "1", "lines": None, "uncomputed": None, "names": None, "codes": None},
+    # two daily series: the symptom on the day after an above-average activity day vs after the other days
+    "series_pair": {"present": None, "difference": "unit", "mean_after_high": "unit", "mean_after_low": "unit",
+                    "pairs_high": "1", "pairs_low": "1"},
 }
 DEFAULT_ATTRIBUTE = {"observation": "value", "daily_series": "mean_7d", "condition": "present",
-                     "medication": "present", "patient": "value", "goal": "present"}
+                     "medication": "present", "patient": "value", "goal": "present",
+                     "medication_classes": "class_count", "opioid_mme": "total", "series_pair": "difference"}
+# attributes that are lists or text rather than numbers (for card templates)
+LIST_ATTRIBUTES = {"names", "codes", "classes", "lines", "uncomputed"}
+TEXT_ATTRIBUTES = {"name"}
 
 
 @dataclass(frozen=True)
@@ -57,16 +71,25 @@ class FactDefinition:
     field: str | None = None  # patient: gender | age
     scope: str = "active"  # medication: active (the patient's list) | draft (orders being placed)
     allow_preliminary: bool = False
+    classes: tuple = ()  # medication_classes: ((label, ValueSet), ...)
+    # opioid_mme: {rxcui: row} from rules/drugs (ingredient, strength, unit, route) and the MME factor table
+    drug_table: dict | None = dataclasses.field(default=None, hash=False, compare=False)
+    factor_table: dict | None = dataclasses.field(default=None, hash=False, compare=False)
+    inputs: tuple = ()  # series_pair: (activity FactDefinition, symptom FactDefinition)
 
     @property
     def resource_types(self) -> set[str]:
+        medication = {"MedicationRequest", "MedicationStatement", "Medication"}
         return {
             "observation": {"Observation"},
             "daily_series": {"Observation"},
             "condition": {"Condition"},
-            "medication": {"MedicationRequest", "MedicationStatement", "Medication"},
+            "medication": medication,
             "patient": {"Patient"},
             "goal": {"Goal"},
+            "medication_classes": medication,
+            "opioid_mme": medication,
+            "series_pair": {"Observation"},
         }[self.kind]
 
     def matches(self, codeable: dict | None) -> bool:
@@ -218,8 +241,8 @@ def _derive_observation(definition, data, now) -> Fact:
     return fact
 
 
-def _derive_daily_series(definition, data, now) -> Fact:
-    fact = Fact(definition.name, unit=definition.unit)
+def _daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[str]]:
+    """Days ago (0 = today, up to 27) -> the day's value, and the resources used. Missing days stay missing."""
     rows = _observation_values(definition, data, now, fact)
     today = now.date()
     per_day: dict[int, list[float]] = {}  # days ago -> readings
@@ -230,8 +253,13 @@ def _derive_daily_series(definition, data, now) -> Fact:
             per_day.setdefault(ago, []).append(value)
             used.append(_ref(obs))
     combine = {"sum": sum, "mean": statistics.fmean, "last": lambda v: v[-1]}[definition.daily]
+    return {ago: combine(vals) for ago, vals in per_day.items()}, used
+
+
+def _derive_daily_series(definition, data, now) -> Fact:
+    fact = Fact(definition.name, unit=definition.unit)
     # day 0 is today, often incomplete: windows end yesterday so a partial day never reads as a drop
-    daily = {ago: combine(vals) for ago, vals in per_day.items()}
+    daily, used = _daily_values(definition, data, now, fact)
 
     def window(start, length):
         return [daily[d] for d in range(start, start + length) if d in daily]
@@ -332,7 +360,14 @@ def medication_concept(resource: dict, data: PatientData) -> dict | None:
 
 
 def active_medications(data: PatientData, scope: str = "active"):
-    """(resource, medication concept) for every usable medication of the scope."""
+    """(resource, medication concept) for every usable medication of the scope.
+
+    active: the patient's current list; draft: the orders being placed (order-select/order-sign);
+    all: both, i.e. the list as it would be once the orders are signed."""
+    if scope == "all":
+        yield from active_medications(data, "active")
+        yield from active_medications(data, "draft")
+        return
     if scope == "draft":
         sources = [r for r in data.draft_orders if r.get("resourceType") in ("MedicationRequest", "MedicationStatement")]
         usable = [r for r in sources if r.get("status") in ("draft", "active")]
@@ -353,8 +388,113 @@ def _derive_medication(definition, data, now) -> Fact:
     if hits:
         fact.values["codes"] = [c for _, concept in hits for c in _codes(concept)]
         fact.values["names"] = [_codeable_name(concept) for _, concept in hits]
+        fact.values["name"] = fact.values["names"][0]
     fact.provenance = [_ref(r) for r, _ in hits]
     return fact
+
+
+def _drug_key(concept: dict | None) -> str:
+    """One key per drug product: its RxNorm code when it has one, else its name (for de-duplication)."""
+    for coding in (concept or {}).get("coding") or []:
+        key = normalize_code(coding.get("system"), coding.get("code"))
+        if key and key[0] == "http://www.nlm.nih.gov/research/umls/rxnorm":
+            return f"rxnorm|{key[1]}"
+    return f"name|{_codeable_name(concept).lower()}"
+
+
+def _unique_medications(data: PatientData, scope: str, matches):
+    """(resource, concept) of usable medications that match, one per drug product.
+
+    The same drug often appears twice (an order and a reconciled MedicationStatement); it is one drug, so it
+    is counted once, preferring the MedicationRequest (it carries the prescriber's dosage)."""
+    chosen: dict[str, tuple] = {}
+    for resource, concept in active_medications(data, scope):
+        if not matches(concept):
+            continue
+        key = _drug_key(concept)
+        if key not in chosen or (chosen[key][0].get("resourceType") != "MedicationRequest"
+                                 and resource.get("resourceType") == "MedicationRequest"):
+            chosen[key] = (resource, concept)
+    return list(chosen.values())
+
+
+def _derive_medication_classes(definition, data, now) -> Fact:
+    fact = Fact(definition.name)
+    classes_found: list[str] = []
+    drugs: dict[str, tuple] = {}
+    for label, valueset in definition.classes:
+        def in_class(concept, vs=valueset):
+            return any((key := normalize_code(c.get("system"), c.get("code"))) and key in vs
+                       for c in (concept or {}).get("coding") or [])
+        hits = _unique_medications(data, definition.scope, in_class)
+        if hits:
+            classes_found.append(label)
+            for resource, concept in hits:
+                drugs.setdefault(_drug_key(concept), (resource, concept))
+    fact.values.update(present=bool(drugs), class_count=len(classes_found), drug_count=len(drugs))
+    if drugs:
+        fact.values["classes"] = classes_found
+        fact.values["names"] = [_codeable_name(c) for _, c in drugs.values()]
+        fact.values["name"] = fact.values["names"][0]
+        fact.values["codes"] = [code for _, c in drugs.values() for code in _codes(c)]
+    fact.provenance = [_ref(r) for r, _ in drugs.values()]
+    return fact
+
+
+def _derive_opioid_mme(definition, data, now) -> Fact:
+    from . import mme
+
+    fact = Fact(definition.name, unit=definition.unit)
+    opioids = _unique_medications(data, definition.scope, definition.matches)
+    total, lines, uncomputed = 0.0, [], []
+    for resource, concept in opioids:
+        result = mme.daily_mme(resource, concept, definition.drug_table or {}, definition.factor_table or {})
+        if result.mme is None:
+            uncomputed.append(f"{result.name}: {result.reason}")
+        else:
+            total += result.mme
+            lines.append(result.line)
+    fact.values.update(present=bool(opioids), opioid_count=len(opioids), computed_count=len(lines),
+                       uncomputed_count=len(uncomputed))
+    if lines:  # a total only when at least one dose was computed; otherwise it is unknown, not zero
+        fact.values["total"] = round(total, 1)
+    if opioids:
+        fact.values["names"] = [_codeable_name(c) for _, c in opioids]
+        fact.values["codes"] = [code for _, c in opioids for code in _codes(c)]
+    if lines:
+        fact.values["lines"] = lines
+    if uncomputed:
+        fact.values["uncomputed"] = uncomputed
+    fact.provenance = [_ref(r) for r, _ in opioids]
+    return fact
+
+
+def _derive_series_pair(definition, data, now) -> Fact:
+    """Symptom on the day after an above-average activity day, minus the symptom after the other days.
+
+    Activity days are the 14 complete days before yesterday's symptom (2..15 days ago, so the day after is
+    within the last 14 days); "above average" means above the mean of those activity days. At least
+    MIN_PAIRS pairs on each side are needed, otherwise the difference is missing rather than a guess."""
+    activity_def, symptom_def = definition.inputs
+    fact = Fact(definition.name, unit=symptom_def.unit)
+    activity, used_a = _daily_values(activity_def, data, now, fact)
+    symptom, used_s = _daily_values(symptom_def, data, now, fact)
+    pairs = [(activity[d], symptom[d - 1]) for d in range(2, 16) if d in activity and (d - 1) in symptom]
+    fact.values["present"] = bool(pairs)
+    if not pairs:
+        return fact
+    split = statistics.fmean(a for a, _ in pairs)
+    after_high = [s for a, s in pairs if a > split]
+    after_low = [s for a, s in pairs if a <= split]
+    fact.values.update(pairs_high=len(after_high), pairs_low=len(after_low))
+    if len(after_high) >= MIN_PAIRS and len(after_low) >= MIN_PAIRS:
+        high, low = statistics.fmean(after_high), statistics.fmean(after_low)
+        fact.values.update(mean_after_high=high, mean_after_low=low, difference=high - low)
+    fact.provenance = used_a + used_s
+    return fact
+
+
+MIN_PAIRS = 3
 
 
 def _derive_goal(definition, data, now) -> Fact:
@@ -400,6 +540,9 @@ _DERIVERS = {
     "medication": _derive_medication,
     "patient": _derive_patient,
     "goal": _derive_goal,
+    "medication_classes": _derive_medication_classes,
+    "opioid_mme": _derive_opioid_mme,
+    "series_pair": _derive_series_pair,
 }
 
 

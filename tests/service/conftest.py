@@ -91,7 +91,8 @@ def searchset(resources: list[dict]) -> dict:
 def full_prefetch(observations=(), conditions=(), medications=()) -> dict:
     """Every patient-view key of the patient-view discovery entry (and medications), filled."""
     return {"patient": patient(), "observations": searchset(list(observations)),
-            "conditions": searchset(list(conditions)), "medications": searchset(list(medications))}
+            "conditions": searchset(list(conditions)), "medications": searchset(list(medications)),
+            "goals": searchset([])}  # the pacing rules read Goals
 
 
 def draft_medication_request(mid: str = "draft-oxy-1", pid: str = PATIENT_ID) -> dict:

@@ -86,7 +86,9 @@ def test_D2_spec_prefetch_data_example_with_bare_string_is_400(client):
 
 
 def test_D3_null_means_no_data_and_no_fetch(client, fhir):
-    req = patient_view_request({"patient": patient(), "observations": None, "conditions": searchset([])},
+    # every advertised key given: null (no data) for all but the patient and an empty conditions searchset
+    req = patient_view_request({**{key: None for key in templates(client)}, "patient": patient(),
+                                "conditions": searchset([])},
                                fhirServer=fhir.base_url, fhirAuthorization=auth())
     resp = client.post(PV, json=req)
     assert resp.get_json() == {"cards": []}
