@@ -45,6 +45,7 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
     app.json.sort_keys = False
     state = handlers.ServiceState(cfg, ruleset, audit_store)
+    state.start_watch(cfg.rules_reload_s)
     app.extensions["pacecds"] = state
     errors.register(app)
 
@@ -110,15 +111,22 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
 
 
 def _load_ruleset(cfg: ServiceConfig):
+    """A RulesetHolder over cfg.rules_dir: only a tree that loads (and, outside --dev, matches its release
+    manifest) is ever served; a broken edit leaves the serving ruleset in place."""
+    from engine import RulesetLoadError
+    from engine.serving import RulesetHolder
+
+    check = None
+    if not cfg.dev:
+        from engine.governance import check_manifest
+        check = check_manifest
     try:
-        from engine import RulesetLoadError, load_ruleset
-    except ImportError as e:
-        raise ConfigError(f"the rule engine is not available: {e}") from None
-    try:
-        return load_ruleset(cfg.rules_dir)
+        holder = RulesetHolder(cfg.rules_dir, check=check)
     except RulesetLoadError as e:
         lines = "\n  ".join(getattr(e, "errors", None) or [str(e)])
-        raise ConfigError(f"ruleset {cfg.rules_dir} does not load:\n  {lines}") from None
+        hint = "" if cfg.dev else "\n(release the rules with `pacecds release`, or start a development run with --dev)"
+        raise ConfigError(f"ruleset {cfg.rules_dir} cannot be served:\n  {lines}{hint}") from None
+    return holder
 
 
 def _load_audit_store(cfg: ServiceConfig):

@@ -59,6 +59,8 @@ class ServiceConfig:
     fhir_max_pages: int = 20                      # PACECDS_FHIR_MAX_PAGES: `next` links followed per search
     observation_lookback_days: int = 400          # PACECDS_OBSERVATION_LOOKBACK_DAYS: date window of templates
     rules_dir: str = str(REPO_ROOT / "rules")     # PACECDS_RULES
+    dev: bool = False                             # PACECDS_DEV=1 / serve --dev: skip the release-manifest check
+    rules_reload_s: float = 0                     # PACECDS_RULES_RELOAD_SECONDS: poll rules/ and hot-reload (0=off)
     ruleset: Any = None                           # an already loaded ruleset (tests, embedding)
     audit_store: Any = None                       # an AuditStore (or None: built from config when available)
     audit: bool = True                            # PACECDS_AUDIT=0 disables the audit store (dev only)
@@ -98,6 +100,10 @@ class ServiceConfig:
             env, "PACECDS_OBSERVATION_LOOKBACK_DAYS", cls.observation_lookback_days, int)
         if env.get("PACECDS_RULES"):
             values["rules_dir"] = env["PACECDS_RULES"]
+        if env.get("PACECDS_DEV", "").strip().lower() in ("1", "true", "yes", "on"):
+            values["dev"] = True
+        if env.get("PACECDS_RULES_RELOAD_SECONDS"):
+            values["rules_reload_s"] = _number(env, "PACECDS_RULES_RELOAD_SECONDS", 0.0)
         if env.get("PACECDS_AUDIT", "").strip().lower() in ("0", "false", "off", "no"):
             values["audit"] = False
         values.update(overrides)
@@ -125,6 +131,8 @@ class ServiceConfig:
             if self.production and not url.startswith("https://"):
                 raise ConfigError("PACECDS_PUBLIC_URL must be https in production (CDS Hooks requires TLS)")
             self.public_url = url
+        if self.production and self.dev:
+            raise ConfigError("a development run (--dev / PACECDS_DEV) is not allowed with PACECDS_ENV=production")
         if self.production and not self.auth_enabled:
             raise ConfigError(
                 "PACECDS_ENV=production requires PACECDS_TRUSTED_ISSUERS: refusing to serve patient data "

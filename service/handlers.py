@@ -30,26 +30,41 @@ class ServiceState:
 
     def __init__(self, cfg: ServiceConfig, ruleset, audit_store=None):
         self.cfg = cfg
-        self.ruleset = ruleset
+        # A RulesetHolder (hot reload, engine.serving) or a plain ruleset (tests, embedding).
+        self._ruleset_source = ruleset
         self.audit_store = audit_store
-        self._services_day: dt.date | None = None
+        self._watcher = None
+        self._services_key: tuple | None = None
         self._services: list[ServiceDef] = []
         self._lock = threading.Lock()
         self.input_errors = _input_error_types()
         self.policy = FetchPolicy(timeout_s=cfg.fhir_timeout_s, budget_s=cfg.fhir_budget_s,
                                   max_pages=cfg.fhir_max_pages, production=cfg.production)
 
-    def services(self) -> list[ServiceDef]:
-        # Rebuilt once a day: the observation templates carry a literal look-back start date.
+    @property
+    def ruleset(self):
+        src = self._ruleset_source
+        return src.current if hasattr(src, "current") else src
+
+    def start_watch(self, interval_s: float) -> None:
+        """Hot-reload rules/ (only a tree that loads cleanly replaces the serving one)."""
+        if interval_s > 0 and hasattr(self._ruleset_source, "watch") and self._watcher is None:
+            self._watcher = self._ruleset_source.watch(interval_s)
+
+    def services(self, ruleset=None) -> list[ServiceDef]:
+        # Rebuilt once a day (the observation templates carry a literal look-back start date) and whenever
+        # a new ruleset is serving (its data requirements may differ).
+        ruleset = ruleset or self.ruleset
         today = dt.datetime.now(dt.timezone.utc).date()
+        key = (today, getattr(ruleset, "sha256", id(ruleset)))
         with self._lock:
-            if self._services_day != today:
-                self._services = build_services(self.ruleset, self.cfg.observation_lookback_days, today)
-                self._services_day = today
+            if self._services_key != key:
+                self._services = build_services(ruleset, self.cfg.observation_lookback_days, today)
+                self._services_key = key
             return self._services
 
-    def find(self, service_id: str, hook: str | None = None) -> list[ServiceDef]:
-        return [s for s in self.services() if s.id == service_id and (hook is None or s.hook == hook)]
+    def find(self, service_id: str, ruleset=None) -> list[ServiceDef]:
+        return [s for s in self.services(ruleset) if s.id == service_id]
 
     def usage_requirements(self) -> str:
         if self.cfg.auth_enabled:
@@ -66,7 +81,8 @@ def discovery(state: ServiceState) -> dict:
 
 def invoke(state: ServiceState, service_id: str, body: dict) -> dict:
     started = time.perf_counter()
-    candidates = state.find(service_id)
+    ruleset = state.ruleset  # one snapshot per request: a hot reload never splits a request in two
+    candidates = state.find(service_id, ruleset)
     if not candidates:
         raise ApiError(404, f"Unknown CDS service '{service_id}'; see /cds-services")
     check(body, "request")
@@ -92,7 +108,7 @@ def invoke(state: ServiceState, service_id: str, body: dict) -> dict:
                                    "entry": [{"resource": r} for r in gathered.resources]}},
     }
     try:
-        result = state.ruleset.evaluate(eval_request, hook=hook)
+        result = ruleset.evaluate(eval_request, hook=hook)
     except state.input_errors as e:
         raise ApiError(400, f"Invalid FHIR data: {e}") from None
 
@@ -101,7 +117,7 @@ def invoke(state: ServiceState, service_id: str, body: dict) -> dict:
     if missing:
         response.setdefault("extension", {})[MISSING_DATA_EXTENSION] = missing
     latency_ms = (time.perf_counter() - started) * 1000
-    record_evaluation(state, service, body, result, latency_ms)
+    record_evaluation(state, ruleset, service, body, result, latency_ms)
     log.info("evaluated hookInstance=%s service=%s hook=%s cards=%d fetched=%s missing=%d latency_ms=%.1f",
              body["hookInstance"], service.id, hook, len(response.get("cards", [])),
              ",".join(gathered.fetched) or "-", len(missing), latency_ms)
@@ -124,20 +140,18 @@ def _check_selections(context: dict) -> None:
                            expression=[f"context.selections[{i}]"])
 
 
-def record_evaluation(state: ServiceState, service: ServiceDef, body: dict, result, latency_ms: float) -> None:
+def record_evaluation(state: ServiceState, ruleset, service: ServiceDef, body: dict, result,
+                      latency_ms: float) -> None:
     """Append the decision to the audit store before the cards go out (no tokens, no raw body).
 
-    record_evaluation returns only after its commit, so no card leaves without its record; if the store
-    fails, the request fails (500) rather than returning unaudited cards.
+    The store returns only after its commit, so no card leaves without its record; if the store fails,
+    the request fails (500) rather than returning unaudited cards.
     """
-    store = state.audit_store
-    if store is None:
+    if state.audit_store is None:
         return
-    from engine.audit import build_decision_record
-    record = build_decision_record(result, hook=service.hook, hook_instance=body["hookInstance"],
-                                   service_id=service.id, patient_id=body["context"].get("patientId"),
-                                   latency_ms=latency_ms, key=store.key, ruleset=state.ruleset)
-    store.record_evaluation(record)
+    state.audit_store.record_result(result, hook=service.hook, hook_instance=body["hookInstance"],
+                                    service_id=service.id, patient_id=body["context"].get("patientId"),
+                                    latency_ms=latency_ms, ruleset=ruleset)
 
 
 def feedback(state: ServiceState, service_id: str, body: dict) -> dict:

@@ -1,0 +1,257 @@
+"""Checklist sections E (response body), F (feedback) and G (status codes)."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+
+from service.validation import is_valid
+from tests.service.conftest import (PUBLIC_URL, bearer, fixture, full_prefetch, hb_observation, mint, order_request,
+                                    patient, patient_view_request)
+
+PV = "/cds-services/pacing-review"
+FB = "/cds-services/pacing-review/feedback"
+
+
+def cards_for(client, observations):
+    resp = client.post(PV, json=patient_view_request(full_prefetch(observations=observations)))
+    assert resp.status_code == 200, resp.get_json()
+    return resp.get_json()
+
+
+# --------------------------------------------------------------------------- E: response body
+
+def test_E1_E2_response_schema_and_empty_guidance(client):
+    body = cards_for(client, [hb_observation("hb", 13.4)])
+    assert body == {"cards": []}
+    assert is_valid(body, "response")
+    assert fixture("spec-response-empty-cards.json") == body
+
+
+def test_E1_E4_E5_E6_E8_E9_E15_E19_cards_from_the_bundled_rules_are_conformant(client):
+    body = cards_for(client, [hb_observation("hb", 7.4)])   # severe: the critical variant
+    assert is_valid(body, "response"), list(__import__("service.validation").validation.validator(
+        "response").iter_errors(body))
+    [card] = body["cards"]
+    assert 1 <= len(card["summary"]) <= 139 and "\n" not in card["summary"]
+    assert card["indicator"] == "critical"
+    assert card["source"]["label"]
+    assert re.match(r"^https://[^/\s]+", card["source"]["url"])
+    assert card["detail"].strip()
+    assert re.fullmatch(r"[0-9a-f-]{36}", card["uuid"])
+    assert all(r["display"] and r["code"] and r["system"] for r in card["overrideReasons"])
+    assert all("." in k for k in card["extension"])
+    assert card["extension"]["pacecds.rule"]["id"] == "anemia.low-hemoglobin"
+    assert len(card["extension"]["pacecds.ruleset"]["sha256"]) == 64
+
+
+def test_E9_card_uuids_unique_per_response_and_across_responses(client):
+    seen = set()
+    for _ in range(3):
+        for card in cards_for(client, [hb_observation("hb", 10.0)])["cards"]:
+            assert card["uuid"] not in seen
+            seen.add(card["uuid"])
+    assert len(seen) == 3
+
+
+def test_E_published_defective_examples_fail_our_schema():
+    assert is_valid(fixture("spec-card-response.json"), "response")
+    assert not is_valid(fixture("spec-card-response-autolaunchable.json"), "response")  # no indicator
+    assert not is_valid(fixture("spec-response-systemActions.json"), "response")        # action w/o description
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda c: c.update(summary="x" * 140),                                   # E4
+    lambda c: c.update(indicator="hard-stop"),                               # E5
+    lambda c: c.update(source={}),                                           # E6
+    lambda c: c.update(detail=""),                                           # E8
+    lambda c: c.update(suggestions=[{"label": "Do it"}]),                    # E10 no selectionBehavior
+    lambda c: c.update(overrideReasons=[{"code": "a", "system": "s"}]),      # E15 no display
+    lambda c: c.update(links=[{"label": "l", "url": "https://x.org", "type": "absolute", "appContext": "a"}]),  # E16
+    lambda c: c.update(extension={"nodot": 1}),                              # E19
+    lambda c: c.update(links=[]),                                            # A4
+    lambda c: c.update(uuid=None),                                           # A3
+])
+def test_E_schema_catches_each_card_defect(mutate):
+    card = {"uuid": "4e0a3a1e-3283-4575-ab82-028d55fe2719", "summary": "ok", "indicator": "info",
+            "source": {"label": "pacecds"}}
+    assert is_valid({"cards": [card]}, "response")
+    bad = copy.deepcopy(card)
+    mutate(bad)
+    assert not is_valid({"cards": [bad]}, "response")
+
+
+def test_E13_action_shapes():
+    def ok(action):
+        card = {"summary": "s", "indicator": "info", "source": {"label": "l"}, "selectionBehavior": "any",
+                "suggestions": [{"label": "x", "actions": [action]}]}
+        return is_valid({"cards": [card]}, "response")
+    assert ok(fixture("spec-action-create.json"))
+    assert ok(fixture("spec-action-update.json"))
+    assert ok(fixture("spec-action-delete.json"))
+    assert not ok({"type": "create", "description": "d"})                          # create without resource
+    assert not ok({"type": "delete", "description": "d", "resourceId": "nope"})    # not Type/id
+
+
+def test_E20_each_response_stands_alone_for_one_id_two_hooks(client):
+    a = client.post("/cds-services/sedating-medication-safety", json=order_request("order-select"))
+    b = client.post("/cds-services/sedating-medication-safety", json=order_request("order-sign"))
+    assert a.status_code == b.status_code == 200
+    assert is_valid(a.get_json(), "response") and is_valid(b.get_json(), "response")
+
+
+def test_E_missing_data_named_in_a_namespaced_extension(client):
+    body = client.post(PV, json=patient_view_request({"patient": patient()})).get_json()
+    assert body["cards"] == []
+    assert is_valid(body, "response")
+    assert sorted(body["extension"]["org.pacecds.missing-data"]) == [
+        "conditions (no fhirServer in the request)", "observations (no fhirServer in the request)"]
+
+
+# --------------------------------------------------------------------------- F: feedback
+
+def evaluated_card(client):
+    [card] = cards_for(client, [hb_observation("hb", 10.0)])["cards"]
+    return card
+
+
+def test_F1_F4_spec_feedback_examples_accepted(client):
+    for name in ("spec-feedback-accepted.json", "spec-feedback-overridden-no-reason.json",
+                 "spec-feedback-overridden-with-reason.json"):
+        resp = client.post(FB, json=fixture(name))
+        assert resp.status_code == 200, (name, resp.get_json())
+        assert resp.get_json() == {"recorded": 1, "duplicates": 0}
+
+
+def test_F2_batched_and_duplicate_feedback_is_idempotent(client, audit):
+    card = evaluated_card(client)
+    items = [{"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-26T10:05:31Z",
+              "overrideReason": {"reason": card["overrideReasons"][0], "userComment": "on iron already"}},
+             {"card": "f6b95768-b1c8-40dc-8385-bf3504b82ffb", "outcome": "overridden",
+              "outcomeTimestamp": "2026-11-26T10:06:00Z"}]
+    before = audit.count()
+    assert client.post(FB, json={"feedback": items}).get_json() == {"recorded": 2, "duplicates": 0}
+    assert client.post(FB, json={"feedback": items}).get_json() == {"recorded": 0, "duplicates": 2}
+    assert client.post(FB, json={"feedback": items[:1]}).status_code == 200
+    assert audit.count() == before + 2
+    stats = audit.stats()
+    assert "anemia.low-hemoglobin" in json.dumps(stats)
+
+
+def test_F3_feedback_linked_to_the_card_and_its_rule(client, audit):
+    card = evaluated_card(client)
+    fb = {"feedback": [{"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-26T10:05:31Z",
+                        "acceptedSuggestions": [{"id": "e56e1945-20b3-4393-8503-a1a20fd73152"}]}]}
+    assert client.post(FB, json=fb).status_code == 200
+    assert audit.verify().ok
+
+
+@pytest.mark.parametrize("item", [
+    {"outcome": "accepted", "outcomeTimestamp": "2026-11-26T10:05:31Z", "acceptedSuggestions": [{"id": "a"}]},
+    {"card": "c1", "outcome": "ignored", "outcomeTimestamp": "2026-11-26T10:05:31Z"},
+    {"card": "c1", "outcome": "accepted", "outcomeTimestamp": "2026-11-26T10:05:31Z"},
+    {"card": "c1", "outcome": "overridden", "outcomeTimestamp": "yesterday"},
+    {"card": "c1", "outcome": "overridden"},
+    {"card": "c1", "outcome": "overridden", "outcomeTimestamp": "2026-11-26T10:05:31Z",
+     "acceptedSuggestions": [{"id": "a"}]},
+    {"card": "c1", "outcome": "overridden", "outcomeTimestamp": "2026-11-26T10:05:31Z",
+     "overrideReason": {"reason": {"code": "x"}}},
+])
+def test_F3_invalid_feedback_is_400(client, audit, item):
+    before = audit.count()
+    resp = client.post(FB, json={"feedback": [item]})
+    assert resp.status_code == 400
+    assert resp.get_json()["resourceType"] == "OperationOutcome"
+    assert audit.count() == before
+    assert client.post(FB, json={"feedback": []}).status_code == 400
+    assert client.post(FB, json={"notfeedback": 1}).status_code == 400
+
+
+def test_F1_feedback_for_unknown_service_404_and_get_405(client):
+    assert client.post("/cds-services/nope/feedback", json=fixture("spec-feedback-accepted.json")).status_code == 404
+    assert client.get(FB).status_code == 405
+
+
+def test_F5_feedback_aud_may_be_the_feedback_or_the_service_url(auth_client):
+    fb = fixture("spec-feedback-accepted.json")
+    for aud in (f"{PUBLIC_URL}{FB}", f"{PUBLIC_URL}{PV}"):
+        assert auth_client.post(FB, json=fb, headers=bearer(mint(aud))).status_code == 200
+    assert auth_client.post(FB, json=fb, headers=bearer(mint(f"{PUBLIC_URL}/cds-services"))).status_code == 401
+
+
+def test_F6_feedback_on_an_unknown_card_is_accepted_and_stored_unlinked(client, audit):
+    fb = {"feedback": [{"card": "never-issued", "outcome": "overridden",
+                        "outcomeTimestamp": "2026-11-26T10:05:31Z"}]}
+    assert client.post(FB, json=fb).get_json() == {"recorded": 1, "duplicates": 0}
+    assert audit.verify().ok
+
+
+def test_F_feedback_refused_when_no_store(make_app):
+    app = make_app(audit_store=None, audit=False)
+    resp = app.test_client().post(FB, json=fixture("spec-feedback-accepted.json"))
+    assert resp.status_code == 503
+    assert resp.get_json()["resourceType"] == "OperationOutcome"
+
+
+# --------------------------------------------------------------------------- G: status codes and errors
+
+@pytest.mark.parametrize("body,ctype", [
+    (b"{", "application/json"), (b"[]", "application/json"), (b"", "application/json"),
+    (b'{"a": NaN}', "application/json"), (b"\xff\xfe", "application/json"), (b"[" * 5000 + b"]" * 5000, None),
+    (b"null", "application/json"), (b'"string"', "application/json"),
+])
+def test_G_malformed_bodies_are_400_never_500(client, body, ctype):
+    for path in (PV, FB):
+        resp = client.post(path, data=body, content_type=ctype or "application/json")
+        assert resp.status_code == 400, (path, body[:20], resp.status_code)
+        assert resp.get_json()["resourceType"] == "OperationOutcome"
+        assert "Traceback" not in resp.get_data(as_text=True)
+
+
+def test_G_415_for_non_json_content_type_and_json_variants_accepted(client):
+    body = json.dumps(patient_view_request(full_prefetch()))
+    assert client.post(PV, data=body, content_type="text/plain").status_code == 415
+    for ctype in ("application/json; charset=utf-8", "application/fhir+json", "application/cds-hooks+json"):
+        assert client.post(PV, data=body, content_type=ctype).status_code == 200, ctype
+
+
+def test_G_413_body_too_large_is_configurable(make_app):
+    c = make_app(max_body_bytes=2048).test_client()
+    big = patient_view_request(full_prefetch(observations=[hb_observation(f"o{i}", 13.0) for i in range(30)]))
+    resp = c.post(PV, json=big)
+    assert resp.status_code == 413
+    issue = resp.get_json()["issue"][0]
+    assert issue["code"] == "too-long" and "2048" in issue["diagnostics"]
+    assert c.post(FB, data=b"x" * 4096, content_type="application/json").status_code == 413
+
+
+def test_G_unexpected_failure_is_an_opaque_500_operation_outcome(make_app, caplog):
+    class Broken:
+        name, version, sha256 = "broken", "0", "0" * 64
+
+        def data_requirements(self, hook):
+            return []
+
+        def evaluate(self, *a, **k):
+            raise RuntimeError("secret internal detail tok-CANARY")
+
+    c = make_app(ruleset=Broken()).test_client()
+    resp = c.post(PV, json=patient_view_request({"patient": patient()}))
+    assert resp.status_code == 500
+    text = resp.get_data(as_text=True)
+    assert resp.get_json()["resourceType"] == "OperationOutcome"
+    assert "secret" not in text and "Traceback" not in text
+    assert "tok-CANARY" not in caplog.text  # exception text stays out of the error log
+
+
+def test_G_404_unknown_paths_are_operation_outcomes(client):
+    for path in ("/", "/cds-services/a/b/c", "/nope"):
+        resp = client.get(path)
+        assert resp.status_code == 404 and resp.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_G_healthz_names_the_serving_ruleset(client, bundled_ruleset):
+    body = client.get("/healthz").get_json()
+    assert body["status"] == "ok" and body["ruleset"]["sha256"] == bundled_ruleset.sha256

@@ -1,0 +1,143 @@
+"""`pacecds serve`, configuration from the environment, the release check, and the README's service commands."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main as pacecds
+from server import create_app
+from service.cli import is_loopback
+from service.config import ConfigError, ServiceConfig
+from tests.service.conftest import FIX, ISS, PUBLIC_JWKS, RULES_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_I3_outbound_timeouts_and_limits_are_configurable():
+    cfg = ServiceConfig.from_env({"PACECDS_FHIR_TIMEOUT": "0.5", "PACECDS_FHIR_BUDGET": "1.5",
+                                  "PACECDS_FHIR_MAX_PAGES": "3", "PACECDS_MAX_BODY_BYTES": "1000",
+                                  "PACECDS_CORS_ORIGINS": "https://a.example, https://b.example",
+                                  "PACECDS_JWT_ALGORITHMS": "ES384,ES256"})
+    assert (cfg.fhir_timeout_s, cfg.fhir_budget_s, cfg.fhir_max_pages, cfg.max_body_bytes) == (0.5, 1.5, 3, 1000)
+    assert cfg.cors_origins == ("https://a.example", "https://b.example")
+    assert cfg.jwt_algorithms == ("ES384", "ES256")
+    for bad in ({"PACECDS_FHIR_TIMEOUT": "soon"}, {"PACECDS_FHIR_TIMEOUT": "-1"}, {"PACECDS_ENV": "prod"},
+                {"PACECDS_JWT_ALGORITHMS": "ES384,HS256"}, {"PACECDS_ENV": "production", "PACECDS_DEV": "1"}):
+        with pytest.raises(ConfigError):
+            ServiceConfig.from_env(bad)
+
+
+def test_loopback_detection():
+    assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "example.org"))
+
+
+def test_H2_serve_refuses_a_public_bind_without_trusted_issuers(monkeypatch, capsys):
+    for var in ("PACECDS_TRUSTED_ISSUERS", "PACECDS_ENV"):
+        monkeypatch.delenv(var, raising=False)
+    assert pacecds(["serve", "--dev", "--host", "0.0.0.0", "--port", "18099"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to listen on 0.0.0.0" in err and "PACECDS_TRUSTED_ISSUERS" in err
+
+
+def test_H2_serve_refuses_production_without_issuers(monkeypatch, capsys):
+    monkeypatch.setenv("PACECDS_ENV", "production")
+    monkeypatch.delenv("PACECDS_TRUSTED_ISSUERS", raising=False)
+    assert pacecds(["serve", "--port", "18099"]) == 2
+    assert "requires PACECDS_TRUSTED_ISSUERS" in capsys.readouterr().err
+
+
+def test_release_check_refuses_unreleased_rules_outside_a_development_run(tmp_path, audit):
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    (rules / "ruleset.yaml").write_text("name: pacecds-core\nversion: 0.1.0\n")  # a manifest without hashes
+    with pytest.raises(ConfigError, match="pacecds release"):
+        create_app(ServiceConfig(env="test", rules_dir=str(rules), audit_store=audit))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url, data=None, headers=None, timeout=5):
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture
+def served(tmp_path):
+    """`pacecds serve --dev` as the README runs it (gunicorn, 2 workers), on a free loopback port."""
+    port = _free_port()
+    env = dict(os.environ, PACECDS_VAR_DIR=str(tmp_path / "var"), PACECDS_WORKERS="2")
+    for var in ("PACECDS_TRUSTED_ISSUERS", "PACECDS_ENV", "PACECDS_DATABASE_URL", "PACECDS_PUBLIC_URL"):
+        env.pop(var, None)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--dev", "--port", str(port)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if _get(base + "/healthz", timeout=1)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("server did not start:\n" + (proc.stdout.read() if proc.stdout else ""))
+            time.sleep(0.2)
+        yield base, proc, tmp_path
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_README_serve_and_curl_example_return_cards(served):
+    """The README's commands: serve the bundled rules, then the curl with today's date substituted."""
+    base, proc, tmp = served
+    status, discovery = _get(base + "/cds-services")
+    assert status == 200 and len(discovery["services"]) == 3
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    body = (FIX / "demo-patient-view-request.json").read_text().replace("__TODAY__", today).encode()
+    status, resp = _get(base + "/cds-services/pacing-review", data=body,
+                        headers={"Content-Type": "application/json"})
+    assert status == 200
+    assert [c["extension"]["pacecds.rule"]["id"] for c in resp["cards"]] == ["anemia.low-hemoglobin"]
+    # the decision went to the embedded SQLite default under PACECDS_VAR_DIR
+    assert (tmp / "var" / "pacecds-audit.db").exists()
+    from engine.audit import AuditStore
+    store = AuditStore.from_config(f"sqlite:///{tmp / 'var' / 'pacecds-audit.db'}", migrate=False)
+    try:
+        assert store.count() == 1 and store.verify().ok
+    finally:
+        store.close()
+
+
+def test_serve_with_issuers_rejects_anonymous_calls(tmp_path):
+    issuers = tmp_path / "issuers.json"
+    issuers.write_text(json.dumps({"issuers": [{"iss": ISS, "jwks": PUBLIC_JWKS}]}))
+    app = create_app(ServiceConfig.from_env({"PACECDS_TRUSTED_ISSUERS": str(issuers),
+                                             "PACECDS_PUBLIC_URL": "https://cds.example.org",
+                                             "PACECDS_DEV": "1", "PACECDS_AUDIT": "0"}))
+    assert app.test_client().get("/cds-services").status_code == 401
