@@ -111,20 +111,20 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
 
 
 def _load_ruleset(cfg: ServiceConfig):
-    """A RulesetHolder over cfg.rules_dir: only a tree that loads (and, outside --dev, matches its release
-    manifest) is ever served; a broken edit leaves the serving ruleset in place."""
+    """A RulesetHolder over cfg.rules_dir: only a tree that loads (and, outside a development run, matches its
+    release manifest) is ever served; a broken edit leaves the serving ruleset in place."""
     from engine import RulesetLoadError
+    from engine.governance import check_manifest, enforce_manifest
     from engine.serving import RulesetHolder
 
-    check = None
-    if not cfg.dev:
-        from engine.governance import check_manifest
-        check = check_manifest
+    if cfg.development_run:
+        enforce_manifest(cfg.rules_dir, development=True, log=log)  # problems are logged, not fatal
     try:
-        holder = RulesetHolder(cfg.rules_dir, check=check)
+        holder = RulesetHolder(cfg.rules_dir, check=None if cfg.development_run else check_manifest)
     except RulesetLoadError as e:
         lines = "\n  ".join(getattr(e, "errors", None) or [str(e)])
-        hint = "" if cfg.dev else "\n(release the rules with `pacecds release`, or start a development run with --dev)"
+        hint = "" if cfg.development_run else \
+            "\n(release the rules with `pacecds release`, or start a development run with --dev)"
         raise ConfigError(f"ruleset {cfg.rules_dir} cannot be served:\n  {lines}{hint}") from None
     return holder
 

@@ -5,7 +5,6 @@ knowing about Flask or gunicorn.
 """
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import logging
 import os
@@ -54,10 +53,6 @@ def build_config(args) -> ServiceConfig:
     cfg = ServiceConfig.from_env(**overrides)
     if cfg.dev and not cfg.rules_reload_s:
         cfg.rules_reload_s = 2.0
-    if cfg.replay_db is None:
-        # Several workers must share one jti store, or a token replayed to another worker would pass.
-        var = os.environ.get("PACECDS_VAR_DIR") or "var"
-        cfg.replay_db = os.path.join(var, "pacecds-jti.sqlite")
     return cfg
 
 
@@ -88,7 +83,7 @@ def cmd_serve(args) -> int:
     rs = state.ruleset
     print(f"pacecds serve: {rs.name} {rs.version} (sha256 {rs.sha256[:12]}) on http://{args.host}:{args.port}"
           f"/cds-services with {workers} worker(s) x {threads} thread(s)"
-          f"{' [development run]' if cfg.dev else ''}", file=sys.stderr)
+          f"{' [development run]' if cfg.development_run else ''}", file=sys.stderr)
     run_gunicorn(app, f"{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}",
                  workers, threads, reload_s)
     return 0

@@ -70,6 +70,12 @@ class ServiceConfig:
         return self.env == "production"
 
     @property
+    def development_run(self) -> bool:
+        """Rules need not match a release manifest: asked for (--dev), or local use (no issuers, not production),
+        which can only listen on loopback. Serving real EHRs (issuers configured) or production never is."""
+        return self.dev or (not self.production and not self.auth_enabled)
+
+    @property
     def auth_enabled(self) -> bool:
         return bool(self.trusted_issuers_file or self.trusted_issuers)
 
@@ -107,6 +113,10 @@ class ServiceConfig:
         if env.get("PACECDS_AUDIT", "").strip().lower() in ("0", "false", "off", "no"):
             values["audit"] = False
         values.update(overrides)
+        if "replay_db" not in values and (values.get("trusted_issuers_file") or values.get("trusted_issuers")):
+            # Every worker process must see every jti, or a token replayed to another worker would pass.
+            var = env.get("PACECDS_VAR_DIR") or "var"
+            values["replay_db"] = os.path.join(var, "pacecds-jti.sqlite")
         cfg = cls(**values)
         cfg.check()
         return cfg

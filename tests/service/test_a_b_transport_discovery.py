@@ -6,7 +6,6 @@ import json
 import re
 from urllib.parse import parse_qsl, urlsplit
 
-import pytest
 
 from service.services import build_prefetch
 from service.validation import is_valid

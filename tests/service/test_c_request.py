@@ -1,7 +1,6 @@
 """Checklist section C: request handling of POST /cds-services/{id}."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 

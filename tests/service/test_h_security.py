@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from service.auth import load_trusted_issuers
 from service.config import ConfigError, ServiceConfig
-from tests.service.conftest import (ISS, KID, PUBLIC_JWKS, PUBLIC_URL, bearer, fixture, hb_observation, mint,
-                                    patient, patient_view_request, searchset, service_aud)
+from tests.service.conftest import (ISS, KID, PUBLIC_JWKS, PUBLIC_URL, bearer, fixture, mint,
+                                    patient, patient_view_request, service_aud)
 
 DISCOVERY_AUD = f"{PUBLIC_URL}/cds-services"
 PV = "pacing-review"

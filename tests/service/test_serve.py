@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from engine.cli import main as pacecds
 from server import create_app
 from service.cli import is_loopback
 from service.config import ConfigError, ServiceConfig
-from tests.service.conftest import FIX, ISS, PUBLIC_JWKS, RULES_DIR
+from tests.service.conftest import ISS, PUBLIC_JWKS, RULES_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,8 +62,15 @@ def test_release_check_refuses_unreleased_rules_outside_a_development_run(tmp_pa
     rules = tmp_path / "rules"
     shutil.copytree(RULES_DIR, rules)
     (rules / "ruleset.yaml").write_text("name: pacecds-core\nversion: 0.1.0\n")  # a manifest without hashes
+    serving = dict(env="test", rules_dir=str(rules), audit_store=audit, public_url="https://cds.example.org",
+                   trusted_issuers=[{"iss": ISS, "jwks": PUBLIC_JWKS}])
     with pytest.raises(ConfigError, match="pacecds release"):
-        create_app(ServiceConfig(env="test", rules_dir=str(rules), audit_store=audit))
+        create_app(ServiceConfig(**serving))
+    assert not ServiceConfig(**serving).development_run
+    assert ServiceConfig(**serving, dev=True).development_run
+    assert ServiceConfig(env="test").development_run          # local use: loopback only, no issuers
+    assert not ServiceConfig(env="production", public_url="https://x.org",
+                             trusted_issuers=[{"iss": ISS, "jwks": PUBLIC_JWKS}]).development_run
 
 
 def _free_port() -> int:
@@ -84,12 +90,12 @@ def _get(url, data=None, headers=None, timeout=5):
 
 @pytest.fixture
 def served(tmp_path):
-    """`pacecds serve --dev` as the README runs it (gunicorn, 2 workers), on a free loopback port."""
+    """`pacecds serve` as the README runs it (gunicorn, 2 workers), on a free loopback port."""
     port = _free_port()
     env = dict(os.environ, PACECDS_VAR_DIR=str(tmp_path / "var"), PACECDS_WORKERS="2")
     for var in ("PACECDS_TRUSTED_ISSUERS", "PACECDS_ENV", "PACECDS_DATABASE_URL", "PACECDS_PUBLIC_URL"):
         env.pop(var, None)
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--dev", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--port", str(port)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -114,15 +120,17 @@ def served(tmp_path):
 
 
 def test_README_serve_and_curl_example_return_cards(served):
-    """The README's commands: serve the bundled rules, then the curl with today's date substituted."""
+    """The README's commands: serve the bundled rules, then its curl example gets the anaemia card."""
     base, proc, tmp = served
     status, discovery = _get(base + "/cds-services")
     assert status == 200 and len(discovery["services"]) == 3
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    body = (FIX / "demo-patient-view-request.json").read_text().replace("__TODAY__", today).encode()
-    status, resp = _get(base + "/cds-services/pacing-review", data=body,
-                        headers={"Content-Type": "application/json"})
-    assert status == 200
+    # The README's curl line, run as written (only the port differs).
+    readme = (REPO / "README.md").read_text()
+    [line] = [ln for ln in readme.splitlines() if "curl -s" in ln and "demo-patient-view-request" in ln]
+    assert ":8080/" in line
+    out = subprocess.run(["bash", "-c", line.replace(":8080/", f":{base.rsplit(':', 1)[1]}/")], cwd=REPO,
+                         capture_output=True, text=True, timeout=30)
+    resp = json.loads(out.stdout)
     assert [c["extension"]["pacecds.rule"]["id"] for c in resp["cards"]] == ["anemia.low-hemoglobin"]
     # the decision went to the embedded SQLite default under PACECDS_VAR_DIR
     assert (tmp / "var" / "pacecds-audit.db").exists()
@@ -141,3 +149,9 @@ def test_serve_with_issuers_rejects_anonymous_calls(tmp_path):
                                              "PACECDS_PUBLIC_URL": "https://cds.example.org",
                                              "PACECDS_DEV": "1", "PACECDS_AUDIT": "0"}))
     assert app.test_client().get("/cds-services").status_code == 401
+
+
+def test_H10_jti_store_is_shared_across_workers_by_default(tmp_path):
+    cfg = ServiceConfig.from_env({"PACECDS_TRUSTED_ISSUERS": "/x/issuers.json", "PACECDS_PUBLIC_URL": "https://c.org",
+                                  "PACECDS_VAR_DIR": str(tmp_path)})
+    assert cfg.replay_db == str(tmp_path / "pacecds-jti.sqlite")
