@@ -157,6 +157,8 @@ class AuditStore:
             eng = sa.create_engine(url, **kwargs)
             if schema:
                 with eng.begin() as conn:
+                    # IF NOT EXISTS still races between processes: serialise on the migration lock.
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_ID})
                     conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         store = cls(eng, key=key)
         if migrate:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -249,45 +250,55 @@ def test_verify_names_record_inserted_in_the_middle(store):
 
 # ---- concurrency and durability --------------------------------------------------------
 
-def _writer(url, schema, n, q):
+def _writer(url, schema, n, q, barrier=None):
     try:
         s = AuditStore.from_config(url, schema=schema, key=AUDIT_KEY)
+        if barrier is not None:
+            barrier.wait(60)  # all writers start appending at the same moment
+        t0 = time.monotonic()
         for i in range(n):
             s.record_evaluation(decision(f"{os.getpid()}-{i}"))
+        t1 = time.monotonic()
         s.close()
-        q.put(None)
+        q.put((None, t0, t1))
     except Exception as e:  # report to the parent instead of dying silently
-        q.put(repr(e))
+        q.put((repr(e), 0, 0))
 
 
 def test_concurrent_writers_keep_one_chain(store_url):
     url, schema = store_url
     AuditStore.from_config(url, schema=schema, key=AUDIT_KEY).close()
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # separate processes; fork avoids re-importing the engine
     q = ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(url, schema, 25, q)) for _ in range(4)]
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_writer, args=(url, schema, 25, q, barrier)) for _ in range(4)]
     for p in procs:
         p.start()
-    errors = [q.get(timeout=120) for _ in procs]
+    results = [q.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(60)
-    assert errors == [None] * 4
+    assert [r[0] for r in results] == [None] * 4
+    # the writers really contended: every one was still appending when the last one started
+    assert max(r[1] for r in results) < min(r[2] for r in results)
     s = AuditStore.from_config(url, schema=schema, key=AUDIT_KEY)
     rep = s.verify()
     assert rep.ok, rep.problems
     assert rep.records == 100 and s.head()[0] == 100
+    with s.engine.connect() as conn:
+        hooks = list(conn.execute(sa.select(records.c.hook_instance).order_by(records.c.seq)).scalars())
+    assert len(set(hooks)) == 100
     s.close()
 
 
 def test_concurrent_first_start_migrates_once(store_url):
     """Several workers opening a brand-new database at once all succeed."""
     url, schema = store_url
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # separate processes; fork avoids re-importing the engine
     q = ctx.Queue()
     procs = [ctx.Process(target=_writer, args=(url, schema, 2, q)) for _ in range(3)]
     for p in procs:
         p.start()
-    errors = [q.get(timeout=120) for _ in procs]
+    errors = [q.get(timeout=120)[0] for _ in procs]
     for p in procs:
         p.join(60)
     assert errors == [None] * 3
