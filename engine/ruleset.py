@@ -85,8 +85,10 @@ class _HookProgram:
 # Resource types whose facts pick resources by one coded field, and the fact kinds that do so.
 _CODED_FIELD = {"Observation": "code", "Condition": "code", "MedicationRequest": "medicationCodeableConcept",
                 "MedicationStatement": "medicationCodeableConcept"}
-_CODED_KINDS = {"Observation": {"observation", "daily_series"}, "Condition": {"condition"},
-                "MedicationRequest": {"medication"}, "MedicationStatement": {"medication"}}
+_CODED_KINDS = {"Observation": {"observation", "daily_series", "series_pair"}, "Condition": {"condition"},
+                "MedicationRequest": {"medication", "medication_classes", "opioid_mme"},
+                "MedicationStatement": {"medication", "medication_classes", "opioid_mme"}}
+# (series_pair, medication_classes and opioid_mme carry the union of the codes they read in FactDefinition.codes)
 
 
 class _Needs:
