@@ -50,7 +50,8 @@ def test_readme_walkthrough_rule_validates(tmp_path, capsys):
     (rules / "facts" / "iron.yaml").unlink(missing_ok=True)
     (rules / "anemia" / "iron-deficiency.yaml").unlink(missing_ok=True)
     blocks = [textwrap.dedent(b) for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)]
-    facts, rule = blocks[0], blocks[1]
+    facts = next(b for b in blocks if b.lstrip().startswith("# rules/facts/"))
+    rule = next(b for b in blocks if "id: anemia.iron-deficiency" in b)
     labs = rules / "facts" / "labs.yaml"
     labs.write_text(labs.read_text() + "".join(line + "\n" for line in facts.splitlines()[2:]))
     (rules / "anemia" / "readme-example.yaml").write_text(rule)

@@ -106,8 +106,9 @@ def test_E_missing_data_named_in_a_namespaced_extension(client):
     body = client.post(PV, json=patient_view_request({"patient": patient()})).get_json()
     assert body["cards"] == []
     assert is_valid(body, "response")
-    assert sorted(body["extension"]["org.pacecds.missing-data"]) == [
-        "conditions (no fhirServer in the request)", "observations (no fhirServer in the request)"]
+    service = next(s for s in client.get("/cds-services").get_json()["services"] if s["id"] == "pacing-review")
+    assert sorted(body["extension"]["org.pacecds.missing-data"]) == sorted(
+        f"{key} (no fhirServer in the request)" for key in service["prefetch"] if key != "patient")
 
 
 # --------------------------------------------------------------------------- F: feedback
