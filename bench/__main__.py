@@ -86,12 +86,14 @@ def cmd_http(args) -> int:
 
     conc = [int(c) for c in args.concurrency.split(",")]
     results = run(concurrency=conc, requests=args.requests, duration=args.duration, workers=args.workers,
-                  threads=args.threads, size=args.size, rules=args.rules, port=args.port)
+                  threads=args.threads, size=args.size, rules=args.rules, port=args.port, audit=args.audit,
+                  client=args.client)
     payload = {"machine": machine(), "command": " ".join(["python -m bench"] + sys.argv[1:]), **results}
     path = save("http", payload)
     for row in results["runs"]:
         print(f"c={row['concurrency']:3d} n={row['requests']:6d} ok={row['ok']:6d} err={row['errors']:3d} "
-              f"{row['throughput_rps']:8.1f} req/s  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms")
+              f"{row['throughput_rps']:8.1f} req/s  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
+              f"server CPU {row['server_cpu_ms_per_request']:.2f} ms/req  client CPU {row['client_cpu_s'] / row['seconds']:.0%}")
     print(f"-> {path}")
     return 0 if all(r["errors"] == 0 for r in results["runs"]) else 1
 
@@ -154,6 +156,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (gthread when > 1)")
     p.add_argument("--size", default="standard", choices=("small", "standard", "large"))
     p.add_argument("--port", type=int, default=0, help="0: a free port")
+    p.add_argument("--client", default="aiohttp", choices=("aiohttp",))
+    p.add_argument("--audit", default="off", help="off | sqlite | a database URL (decisions recorded per request)")
     p.set_defaults(func=cmd_http)
 
     p = sub.add_parser("soak", help="many in-process evaluations; RSS at start and end")

@@ -72,6 +72,7 @@ def run_size(ruleset, size: str, iterations: int) -> dict:
     validate_all(orjson.loads(warm_up))
 
     gc.collect()
+    gc.freeze()  # as server.create_app() does once the service is loaded
     floor = [_time(orjson.loads, raw) for _ in range(max(iterations, 200))]
     validate = [_time(validate_all, orjson.loads(body)) for body in fresh[: max(5, iterations // 2)]]
     cold = [_time(evaluate, body) for body in fresh]

@@ -116,6 +116,9 @@ class _Needs:
                 else:
                     self.all_types.add(rtype)
         self.codes = {t: frozenset(k) for t, k in self.codes.items() if t not in self.all_types}
+        # (system, code) as sent -> read by some fact; normalising every coding of every resource was
+        # the largest cost of a warm evaluation. Bounded: cleared when full (codes in use are few).
+        self._memo: dict[tuple, bool] = {}
 
     def __call__(self, resource: dict) -> bool:
         rtype = resource.get("resourceType")
@@ -136,8 +139,15 @@ class _Needs:
             system, code = c.get("system"), c.get("code")
             if not isinstance(system, (str, type(None))) or not isinstance(code, (str, type(None))):
                 return True
-            key = normalize_code(system, code)
-            if key is not None and key in keys:
+            sc = (rtype, system, code)
+            hit = self._memo.get(sc)
+            if hit is None:
+                key = normalize_code(system, code)
+                hit = key is not None and key in keys
+                if len(self._memo) >= 50_000:
+                    self._memo.clear()
+                self._memo[sc] = hit
+            if hit:
                 return True
         return False
 

@@ -8,7 +8,8 @@ import functools
 import json
 from pathlib import Path
 
-from jsonschema import Draft202012Validator
+import orjson
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
 from .config import REPO_ROOT
@@ -18,11 +19,27 @@ SCHEMA_DIR = REPO_ROOT / "schemas" / "cds-hooks"
 MAX_ERRORS = 5
 
 
+def _type_without_repr(validator, types, instance, schema):
+    """jsonschema's `type` keyword, without repr() of the instance in the message.
+
+    Speed: the stock message embeds repr(instance), and every valid prefetch resource first fails the
+    `{"type": "null"}` branch of its anyOf, so each request paid for repr() of its whole prefetch
+    (~1.5 ms of a 2.5 ms check for a 220-resource patient). describe() never shows error messages
+    (they may hold PHI), so only the message text changes, never which errors are found.
+    """
+    types = [types] if isinstance(types, str) else types
+    if not any(validator.is_type(instance, t) for t in types):
+        yield ValidationError(f"value is not of type {', '.join(map(repr, types))}")
+
+
+_Validator = validators.extend(Draft202012Validator, {"type": _type_without_repr})
+
+
 @functools.lru_cache(maxsize=None)
 def validator(name: str) -> Draft202012Validator:
     schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return _Validator(schema)
 
 
 def _reject_constant(token: str):
@@ -33,6 +50,18 @@ def parse_json_body(raw: bytes) -> dict:
     """Strict JSON: UTF-8, an object at the top, no NaN/Infinity, bounded nesting."""
     if not raw or not raw.strip():
         raise ApiError(400, "The request body is empty; a JSON object is required")
+    # Speed: orjson parses a 150 kB request about twice as fast as json. It accepts a subset of what
+    # the strict stdlib parse below accepts (no NaN/Infinity, UTF-8 only, bounded depth), so anything
+    # it refuses is parsed again by the stdlib path, which keeps every error message as it was.
+    # One known difference: an integer beyond 64 bits comes back as a float (never valid FHIR or CDS Hooks).
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if not isinstance(doc, dict):
+            raise ApiError(400, "The request body must be a JSON object")
+        return doc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -76,6 +76,8 @@ def test_unread_but_broken_observation_is_skipped_and_read_one_is_refused(rulese
     {"coding": "718-7"},
     {"coding": [["718-7"]]},
     {"coding": [{"system": 5, "code": "718-7"}]},
+    {"coding": [{"system": ["http://loinc.org"], "code": "718-7"}]},
+    {"coding": [{"system": "http://loinc.org", "code": {"a": 1}}]},
 ])
 def test_malformed_codes_are_validated_not_skipped(ruleset, code):
     bundle = make_bundle("small", patient_id="skip-malformed")
