@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import difflib
 import hashlib
 import json
 import re
@@ -272,19 +273,30 @@ def field_changes(old: Any, new: Any, path: str = "") -> list[Change]:
                 out += field_changes(old[k], new[k], p)
         return out
     if isinstance(old, list) and isinstance(new, list):
-        out = []
-        for i in range(max(len(old), len(new))):
-            p = f"{path}[{i}]"
-            if i >= len(new):
-                out.append(Change(p, _jsonable(old[i]), None, _classify(p)))
-            elif i >= len(old):
-                out.append(Change(p, None, _jsonable(new[i]), _classify(p)))
-            else:
-                out += field_changes(old[i], new[i], p)
-        return out
+        return _list_changes(old, new, path)
     if isinstance(old, bool) != isinstance(new, bool) or old != new:  # 12 == 12.0, but True != 1
         return [Change(path or "(document)", _jsonable(old), _jsonable(new), _classify(path))]
     return []
+
+
+def _list_changes(old: list, new: list, path: str) -> list[Change]:
+    """Align the two lists first, so that one condition or citation inserted at the top reads as one
+    addition, not as every later item changed. Added items carry their new index, removed their old."""
+    a = [json.dumps(_jsonable(x), sort_keys=True) for x in old]
+    b = [json.dumps(_jsonable(x), sort_keys=True) for x in new]
+    out: list[Change] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        if tag == "replace" and i2 - i1 == j2 - j1:
+            for k in range(i2 - i1):  # edited in place: field by field
+                out += field_changes(old[i1 + k], new[j1 + k], f"{path}[{j1 + k}]")
+            continue
+        for k in range(i1, i2):
+            out.append(Change(f"{path}[{k}]", _jsonable(old[k]), None, _classify(f"{path}[{k}]")))
+        for k in range(j1, j2):
+            out.append(Change(f"{path}[{k}]", None, _jsonable(new[k]), _classify(f"{path}[{k}]")))
+    return out
 
 
 def _semver(v: Any) -> tuple:

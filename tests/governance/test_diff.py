@@ -132,3 +132,17 @@ def test_diff_between_git_revisions(tmp_path, monkeypatch, capsys):
     assert "anemia.low-hemoglobin changed without a version bump" in out
     rc, _, err = run(capsys, "diff", "git:nosuchrev", "git:HEAD")
     assert rc == 2 and "nosuchrev" in err
+
+
+def test_inserted_condition_reads_as_one_addition(two):
+    old, new = two
+    p = new / "anemia" / "low-hemoglobin.yaml"
+    edit(p, "version: 1.0.0", "version: 1.1.0")
+    edit(p, "    - {fact: age, gte: 15}\n", "    - {fact: pregnancy, present: false}\n    - {fact: age, gte: 15}\n")
+    edit(p, "{fact: sex, eq: female}", "{fact: sex, eq: male}")
+    rep = diff_trees(old, new)
+    assert rep["ok"]
+    assert rep["rules"]["changed"][0]["changes"] == [
+        {"path": "when.all[0]", "old": None, "new": {"fact": "pregnancy", "present": False}, "kind": "condition"},
+        {"path": "when.all[2].eq", "old": "female", "new": "male", "kind": "threshold"},
+    ]
