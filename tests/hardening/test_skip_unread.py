@@ -85,3 +85,31 @@ def test_malformed_codes_are_validated_not_skipped(ruleset, code):
     obs["code"] = code
     with pytest.raises(InputError, match=obs["id"]):
         ruleset.evaluate(bundle, now=BENCH_NOW)
+
+
+def _fact_inputs(ruleset, doc, hook):
+    from fhir_adapter.resources import pool_request
+
+    data = pool_request(doc, hook=hook)
+    program = ruleset._programs[data.hook or "patient-view"]
+    ruleset._validator.validate(data, program.resource_types, program.needs)
+    return data, program
+
+
+@pytest.mark.parametrize("name", _examples() + ["generated-standard", "generated-small"])
+def test_facts_by_code_equal_plain_derive_facts(ruleset, name):
+    """The per-fact Observation narrowing in evaluate() changes no fact (values, provenance, notes)."""
+    from engine.ruleset import _derive_facts_by_code
+    from fhir_adapter.facts import derive_facts
+
+    if name.startswith("generated-"):
+        doc, now = make_bundle(name.split("-")[1], patient_id=name), BENCH_NOW
+    else:
+        doc, now = json.loads((EXAMPLES / "patients" / f"{name}.json").read_text()), NOW
+    for hook in (None, "order-select", "order-sign"):
+        try:
+            data, program = _fact_inputs(ruleset, copy.deepcopy(doc), hook)
+        except InputError:
+            continue  # e.g. an order hook without draft orders
+        assert _derive_facts_by_code(data, program.definitions, now, program.needs) == \
+            derive_facts(data, program.definitions, now)
