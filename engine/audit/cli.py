@@ -27,7 +27,14 @@ def register_audit_commands(subparsers) -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="machine-readable report")
     v.add_argument("--expect-head", metavar="SHA256",
                    help="a chain-head hash noted earlier: fail unless it is still a record of the chain")
+    v.add_argument("--file", metavar="EXPORT.jsonl",
+                   help="verify an export (from `audit export`) instead of the database")
     v.set_defaults(func=cmd_verify)
+
+    e = sub.add_parser("export", help="write the log as JSON lines that can be verified without the database")
+    e.add_argument("--since", metavar="DATE", type=parse_since, help="from the first record at or after DATE")
+    e.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
+    e.set_defaults(func=cmd_export)
 
     s = sub.add_parser("show", help="the stored decision for a hookInstance, explained")
     s.add_argument("hook_instance", metavar="HOOKINSTANCE")
@@ -60,6 +67,8 @@ def _open(args):
 
 
 def cmd_verify(args) -> int:
+    if getattr(args, "file", None):
+        return _verify_file(args)
     store = _open(args)
     if store is None:
         return 2
@@ -87,6 +96,48 @@ def cmd_verify(args) -> int:
             print(f"FAILED: the expected head {args.expect_head} is no longer in the chain "
                   "(records were rewritten or removed)")
     return 0 if rep.ok and anchor_ok else 1
+
+
+def _verify_file(args) -> int:
+    from .store import verify_export
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            rep = verify_export(f)
+    except OSError as e:
+        print(f"pacecds audit: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(rep.as_dict(), indent=2))
+    elif rep.ok:
+        print(f"OK: {rep.records} exported records chain correctly; last is record {rep.head_seq}, "
+              f"sha256 {rep.head_hash}")
+    else:
+        print(f"FAILED: the export has been altered; first bad record: {rep.first_bad}")
+        for p in rep.problems[1:]:
+            print(f"  also {p}")
+    ok = rep.ok
+    if args.expect_head and ok and rep.head_hash != args.expect_head:
+        print(f"FAILED: the export ends at {rep.head_hash}, not at the expected {args.expect_head}")
+        ok = False
+    return 0 if ok else 1
+
+
+def cmd_export(args) -> int:
+    store = _open(args)
+    if store is None:
+        return 2
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    n = 0
+    try:
+        for item in store.export(since=args.since):
+            out.write(json.dumps(item, ensure_ascii=False, sort_keys=True) + "\n")
+            n += 1
+    finally:
+        store.close()
+        if args.output:
+            out.close()
+    print(f"exported {n} records", file=sys.stderr)
+    return 0
 
 
 def _hash_in_chain(store, h: str) -> bool:

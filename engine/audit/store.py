@@ -20,7 +20,7 @@ import json
 import os
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -404,6 +404,21 @@ class AuditStore:
         return Problem(last_seq, "changed", f"record {seq} does not follow it: its content and hash "
                                             "were rewritten, or it was replaced")
 
+    def export(self, since: str | None = None) -> Iterator[dict]:
+        """Records in chain order as {"seq", "prevHash", "hash", "record"}: enough to re-check every
+        hash without the database (`verify_export`). `since` starts at the first record at or after
+        that time; the chain is continuous from there."""
+        with self.engine.connect() as conn:
+            start = 1
+            if since:
+                first = conn.execute(sa.select(sa.func.min(records.c.seq))
+                                     .where(records.c.recorded_at >= since)).scalar()
+                if first is None:
+                    return
+                start = first
+            for row in self._rows(conn, records.c.seq >= start):
+                yield {"seq": row.seq, "prevHash": row.prev_hash, "hash": row.hash, "record": json.loads(row.body)}
+
     def stats(self, since: str | None = None) -> dict:
         """Per rule: evaluated, fired, shadow-fired, cards, accepted, overridden, override reasons."""
         rules: dict[str, dict] = {}
@@ -475,3 +490,34 @@ class _WriteTxn:
         finally:
             self.conn.close()
         return False
+
+
+def verify_export(lines: Iterable[str | dict]) -> VerifyReport:
+    """Check an export offline: each line's hash over its record, and each line chained to the
+    one before. The first line's prevHash is taken as given (compare it with a head hash you kept)."""
+    problems: list[Problem] = []
+    last_seq: int | None = None
+    last_hash: str | None = None
+    n = 0
+    first_prev = GENESIS_HASH
+    for i, line in enumerate(lines):
+        if isinstance(line, str):
+            if not line.strip():
+                continue
+            try:
+                line = json.loads(line)
+            except ValueError:
+                problems.append(Problem(None, "changed", f"line {i + 1} is not JSON"))
+                continue
+        n += 1
+        seq, prev, h = line.get("seq"), line.get("prevHash"), line.get("hash")
+        if n == 1:
+            first_prev = prev
+        if chain_hash(str(prev), canonical_json(line.get("record"))) != h:
+            problems.append(Problem(seq, "changed", "content does not match its hash"))
+        elif last_hash is not None and prev != last_hash:
+            kind = "deleted" if isinstance(seq, int) and isinstance(last_seq, int) and seq > last_seq + 1 else "changed"
+            problems.append(Problem(seq, kind, f"does not follow record {last_seq}"))
+        last_seq, last_hash = seq, h
+    return VerifyReport(ok=not problems, records=n, head_seq=last_seq or 0, head_hash=last_hash or first_prev,
+                        problems=problems)

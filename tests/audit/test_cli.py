@@ -116,3 +116,24 @@ def test_pacecds_evaluate_audit_then_show_and_verify(tmp_path, monkeypatch, caps
     s = AuditStore.from_config()
     assert s.count() == 1
     s.close()
+
+
+def test_export_verifies_offline_and_catches_edits(log, capsys, tmp_path):
+    out = tmp_path / "log.jsonl"
+    rc, _, err = run(capsys, "audit", "export", "-o", str(out))
+    assert rc == 0 and "exported 4 records" in err
+    head = log.head()[1]
+    rc, text, _ = run(capsys, "audit", "verify", "--file", str(out), "--expect-head", head)
+    assert rc == 0 and text.startswith("OK: 4 exported records")
+    lines = out.read_text().splitlines()
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join([lines[0], lines[1].replace("Consider pacing", "Nothing"), *lines[2:]]) + "\n")
+    rc, text, _ = run(capsys, "audit", "verify", "--file", str(tampered))
+    assert rc == 1 and "first bad record: record 2: changed" in text
+    dropped = tmp_path / "dropped.jsonl"
+    dropped.write_text("\n".join([lines[0], *lines[2:]]) + "\n")
+    rc, text, _ = run(capsys, "audit", "verify", "--file", str(dropped))
+    assert rc == 1 and "record 3: deleted" in text
+    # --since: the tail from a time on, still a continuous chain
+    rc, _, _ = run(capsys, "audit", "export", "--since", "2999-01-01", "-o", str(tmp_path / "none.jsonl"))
+    assert rc == 0 and (tmp_path / "none.jsonl").read_text() == ""
