@@ -25,6 +25,7 @@ log = logging.getLogger("pacecds.auth")
 
 MAX_JWKS_BYTES = 64 * 1024
 JWKS_REFETCH_MIN_INTERVAL_S = 30  # an attacker spraying unknown kids must not turn us into a fetch loop
+JWKS_FAILURE_BACKOFF_S = 10       # a JWKS host that is down is not hammered by every incoming call
 MAX_TOKEN_BYTES = 16 * 1024
 
 
@@ -118,13 +119,19 @@ class JwksCache:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, dict[str, dict]]] = {}
         self._last_miss_refetch: dict[str, float] = {}
+        self._last_failure: dict[str, float] = {}
 
     def key(self, jku: str, kid: str) -> dict | None:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(jku)
         if cached is None or now - cached[0] >= self.ttl_s:
+            with self._lock:
+                if now - self._last_failure.get(jku, -1e9) < JWKS_FAILURE_BACKOFF_S:
+                    return cached[1].get(kid) if cached else None  # recently failed: keep stale keys, no fetch
             keys = self._refresh(jku)
+            if keys is None and cached:
+                return cached[1].get(kid)  # the host is down: stale keys are better than locking every EHR out
             return keys.get(kid) if keys is not None else None
         if kid in cached[1]:
             return cached[1][kid]
@@ -142,6 +149,8 @@ class JwksCache:
             keys = _usable_keys(self._fetch(jku, self.timeout_s))
         except Exception as e:  # network, TLS, JSON: all mean "no key"
             log.warning("jwks fetch failed for allowlisted jku %s: %s", jku, type(e).__name__)
+            with self._lock:
+                self._last_failure[jku] = time.monotonic()
             return None
         with self._lock:
             self._cache[jku] = (time.monotonic(), keys)

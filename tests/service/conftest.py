@@ -196,3 +196,14 @@ def auth_app(make_app, issuers):
 @pytest.fixture
 def auth_client(auth_app):
     return auth_app.test_client()
+
+
+class FixedNowRuleset(SpyRuleset):
+    """The bundled ruleset evaluated at a fixed time, so the dated example patients give their expected cards."""
+
+    def __init__(self, real, now):
+        super().__init__(real)
+        self.now = now
+
+    def evaluate(self, request, now=None, hook=None):
+        return super().evaluate(request, now=self.now, hook=hook)

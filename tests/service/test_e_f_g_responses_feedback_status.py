@@ -258,3 +258,33 @@ def test_G_404_unknown_paths_are_operation_outcomes(client):
 def test_G_healthz_names_the_serving_ruleset(client, bundled_ruleset):
     body = client.get("/healthz").get_json()
     assert body["status"] == "ok" and body["ruleset"]["sha256"] == bundled_ruleset.sha256
+
+
+def test_patient_isolation_under_concurrency(make_app):
+    """16 threads, each its own patient with its own hemoglobin: no card ever shows another patient's value."""
+    import threading
+    from tests.service.conftest import searchset
+
+    app = make_app()
+    errors = []
+
+    def worker(i):
+        c = app.test_client()
+        pid, value = f"iso-{i}", round(8.1 + i * 0.2, 1)
+        pf = {"patient": patient(pid), "observations": searchset([hb_observation(f"hb-{i}", value, pid=pid)]),
+              "conditions": searchset([]), "goals": searchset([])}
+        for _ in range(8):
+            req = patient_view_request(pf)
+            req["context"]["patientId"] = pid
+            body = c.post(PV, json=req).get_json()
+            summaries = [card["summary"] for card in body.get("cards", [])]
+            if not any(f"{value:.1f} g/dL" in s for s in summaries) or \
+                    any(f"{round(8.1 + j * 0.2, 1):.1f} g/dL" in s for s in summaries for j in range(16) if j != i):
+                errors.append((i, summaries))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

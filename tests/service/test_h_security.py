@@ -150,8 +150,9 @@ def test_H7_unknown_kid_rejected(auth_client):
 class JwksHost:
     """A real JWKS endpoint on loopback that counts its requests."""
 
-    def __init__(self, jwks_sequence):
+    def __init__(self, jwks_sequence, status=200):
         self.jwks_sequence = list(jwks_sequence)
+        self.status = status
         self.hits = 0
         host = self
 
@@ -163,7 +164,7 @@ class JwksHost:
                 idx = min(host.hits, len(host.jwks_sequence) - 1)
                 host.hits += 1
                 data = json.dumps(host.jwks_sequence[idx]).encode()
-                self.send_response(200)
+                self.send_response(host.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -182,8 +183,8 @@ class JwksHost:
 def jwks_host():
     hosts = []
 
-    def make(seq):
-        h = JwksHost(seq)
+    def make(seq, status=200):
+        h = JwksHost(seq, status)
         hosts.append(h)
         return h
     yield make
@@ -229,6 +230,14 @@ def test_H7_unknown_kid_refetches_jwks_once(make_app, jwks_host):
     for _ in range(3):
         assert_401_no_detail(call(c, mint(service_aud(PV), headers={"kid": "bogus"})))
     assert host.hits == 2
+
+
+def test_H7_jwks_host_down_is_not_hammered(make_app, jwks_host):
+    host = jwks_host([PUBLIC_JWKS], status=503)
+    c = make_app(public_url=PUBLIC_URL, trusted_issuers=[{"iss": ISS, "jku": host.url}]).test_client()
+    for _ in range(5):
+        assert_401_no_detail(call(c, mint(service_aud(PV))))
+    assert host.hits == 1
 
 
 def test_H8_tenant_allowlist(make_app):
