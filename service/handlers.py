@@ -9,7 +9,7 @@ import time
 from .config import ServiceConfig
 from .errors import ApiError
 from .prefetch import FetchPolicy, gather
-from .services import SUPPORTED_HOOKS, ServiceDef, build_services
+from .services import ServiceDef, build_services
 from .validation import check
 
 log = logging.getLogger("pacecds.service")
