@@ -341,7 +341,7 @@ class AuditStore:
     def verify(self, *, max_problems: int = 100) -> VerifyReport:
         """Walk the chain from the first record; report every break, first one first."""
         problems: list[Problem] = []
-        seen: dict[str, int] = {GENESIS_HASH: 0}   # hash -> seq, to tell insertions from deletions
+        seen = _RecentHashes()   # hash -> seq, to tell insertions from deletions
         n = 0
         last_seq, last_hash = 0, GENESIS_HASH
         with self.engine.connect() as conn:
@@ -352,6 +352,7 @@ class AuditStore:
                     conn.execute(sa.select(chain_head.c.seq, chain_head.c.hash)).one())
                 for row in self._rows(conn):
                     n += 1
+                    seen.conn = conn
                     p = self._check_row(row, last_seq, last_hash, seen, head_seq)
                     if p:
                         problems.append(p)
@@ -373,7 +374,7 @@ class AuditStore:
                             problems=problems)
 
     @staticmethod
-    def _check_row(row, last_seq: int, last_hash: str, seen: dict[str, int], head_seq: int) -> Problem | None:
+    def _check_row(row, last_seq: int, last_hash: str, seen: "_RecentHashes", head_seq: int) -> Problem | None:
         seq = row.seq
         if seq > head_seq or seq <= 0:
             return Problem(seq, "inserted", f"lies outside the chain (the chain head is record {head_seq})")
@@ -392,10 +393,11 @@ class AuditStore:
                 return Problem(seq, "changed", f"sequence number jumps from {last_seq} to {seq} "
                                                "although the hash chain is unbroken")
             return None
-        if row.prev_hash in seen and seen[row.prev_hash] < last_seq:
-            first = seen[row.prev_hash] + 1
+        follows = seen.get(row.prev_hash, before=seq)
+        if follows is not None and follows < last_seq:
+            first = follows + 1
             return Problem(first, "inserted", f"records {first}..{last_seq} are not in the chain: record "
-                                              f"{seq} follows record {seen[row.prev_hash]}")
+                                              f"{seq} follows record {follows}")
         if seq > last_seq + 1:
             return Problem(last_seq + 1, "deleted", f"records {last_seq + 1}..{seq - 1} are missing "
                                                     f"(record {seq} does not follow record {last_seq})")
@@ -490,6 +492,32 @@ class _WriteTxn:
         finally:
             self.conn.close()
         return False
+
+
+class _RecentHashes:
+    """hash -> seq for the records verify has passed, bounded in memory: the most recent ones are
+    kept, older ones are looked up in the database (only needed where the chain is broken)."""
+
+    LIMIT = 100_000
+
+    def __init__(self):
+        self._d: dict[str, int] = {GENESIS_HASH: 0}
+        self.conn = None
+
+    def __setitem__(self, h: str, seq: int) -> None:
+        self._d[h] = seq
+        if len(self._d) > self.LIMIT:
+            self._d.pop(next(iter(self._d)))  # dicts keep insertion order: drop the oldest
+
+    def get(self, h: str, before: int) -> int | None:
+        if h in self._d:
+            return self._d[h]
+        if h == GENESIS_HASH:
+            return 0
+        if self.conn is None:
+            return None
+        return self.conn.execute(sa.select(sa.func.max(records.c.seq))
+                                 .where(records.c.hash == h, records.c.seq < before)).scalar()
 
 
 def verify_export(lines: Iterable[str | dict]) -> VerifyReport:

@@ -375,3 +375,10 @@ def test_retried_hook_instance_is_noted(store):
     seq = store.record_evaluation(second)
     got = store.get("retry-1")
     assert got["seq"] == seq and got["sameHookInstance"] == 1
+
+
+def test_verify_finds_insertions_beyond_its_memory(store, monkeypatch):
+    """Old hashes leave verify's memory; a splice far back is still called an insertion."""
+    from engine.audit import store as store_mod
+    monkeypatch.setattr(store_mod._RecentHashes, "LIMIT", 1)  # forces the database look-up
+    test_verify_names_record_inserted_in_the_middle(store)
