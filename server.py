@@ -98,12 +98,24 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
         authenticate(service_id, feedback=True)
         return json_response(handlers.feedback(state, service_id, json_body()))
 
+    # Decision-support source attributes (ONC HTI-1) of the serving rules: read-only, no patient data, so no JWT
+    # is needed; clinicians and auditors read them to judge a card's basis.
+    @app.get("/rules")
+    def rules():
+        rs = state.ruleset
+        return json_response({"ruleset": _ruleset_info(rs), "rules": [_prune(a) for a in _source_attributes(rs)]})
+
+    @app.get("/rules/<rule_id>")
+    def rule(rule_id: str):
+        for attrs in _source_attributes(state.ruleset):
+            if attrs.get("id") == rule_id:
+                return json_response(_prune(attrs))
+        raise ApiError(404, f"No rule '{rule_id}' in the serving ruleset; the list is at /rules")
+
     @app.get("/healthz")
     def healthz():
-        rs = state.ruleset
         body = {"status": "ok"}
-        info = {k: getattr(rs, k, None) for k in ("name", "version", "sha256")}
-        info = {k: v for k, v in info.items() if v}
+        info = _ruleset_info(state.ruleset)
         if info:
             body["ruleset"] = info
         return json_response(body)
@@ -114,6 +126,26 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
     # in-process evaluation went from ~15 ms to ~3 ms. Objects created later are collected as usual.
     gc.freeze()
     return app
+
+
+def _ruleset_info(rs) -> dict:
+    info = {k: getattr(rs, k, None) for k in ("name", "version", "sha256")}
+    return {k: v for k, v in info.items() if v}
+
+
+def _source_attributes(rs) -> list[dict]:
+    from engine.governance import rule_source_attributes
+    return sorted((rule_source_attributes(r) for r in getattr(rs, "rules", [])), key=lambda a: a.get("id") or "")
+
+
+def _prune(value):
+    """Leave out null and empty members (the same JSON rule as the CDS Hooks endpoints)."""
+    if isinstance(value, dict):
+        out = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [v for v in (_prune(v) for v in value) if v not in (None, "", [], {})]
+    return value
 
 
 def _load_ruleset(cfg: ServiceConfig):

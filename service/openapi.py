@@ -67,6 +67,14 @@ def build() -> dict:
                            "properties": {"severity": {"enum": ["fatal", "error", "warning", "information"]},
                                           "code": {"type": "string"}, "diagnostics": {"type": "string"},
                                           "expression": {"type": "array", "items": {"type": "string"}}}}}}}
+    components["RuleSourceAttributes"] = {
+        "type": "object", "required": ["id", "version", "status", "bibliography", "developer"],
+        "properties": {"id": {"type": "string"}, "version": {"type": "string"}, "status": {"type": "string"},
+                       "title": {"type": "string"}, "hooks": {"type": "array", "items": {"type": "string"}},
+                       "bibliography": {"type": "array", "items": {"type": "object"}},
+                       "developer": {"type": "string"}, "funding": {"type": "string"},
+                       "intended_use": {"type": "string"}, "population": {"type": "string"},
+                       "exclusions": {"type": "array", "items": {"type": "string"}}}}
     components["FeedbackResult"] = {
         "type": "object", "required": ["recorded", "duplicates"],
         "properties": {"recorded": {"type": "integer", "minimum": 0},
@@ -118,6 +126,23 @@ def build() -> dict:
                                           "schema": {"$ref": "#/components/schemas/FeedbackResult"}}}},
                               "503": _oo_response("The audit store is disabled"),
                               **errors}}},
+            "/rules": {"get": {
+                "operationId": "rules", "summary": "Source attributes (ONC HTI-1) of every rule in the serving ruleset",
+                "security": [{}],
+                "responses": {"200": {"description": "The ruleset and its rules",
+                                      "content": {"application/json": {"schema": {
+                                          "type": "object", "required": ["ruleset", "rules"],
+                                          "properties": {"ruleset": {"type": "object"},
+                                                         "rules": {"type": "array",
+                                                                   "items": {"$ref": "#/components/schemas/RuleSourceAttributes"}}}}}}}}}},
+            "/rules/{rule_id}": {"get": {
+                "operationId": "rule", "summary": "Source attributes of one rule",
+                "security": [{}],
+                "parameters": [{"name": "rule_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The rule",
+                                      "content": {"application/json": {"schema": {
+                                          "$ref": "#/components/schemas/RuleSourceAttributes"}}}},
+                              "404": _oo_response("No such rule in the serving ruleset")}}},
         },
         "components": {
             "schemas": components,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 import uuid
@@ -89,10 +90,17 @@ def searchset(resources: list[dict]) -> dict:
 
 
 def full_prefetch(observations=(), conditions=(), medications=()) -> dict:
-    """Every patient-view key of the patient-view discovery entry (and medications), filled."""
-    return {"patient": patient(), "observations": searchset(list(observations)),
-            "conditions": searchset(list(conditions)), "medications": searchset(list(medications)),
-            "goals": searchset([])}  # the pacing rules read Goals
+    """Every key the patient-view discovery entry advertises, filled (empty searchsets where not given), so a
+    test never depends on which resource types the knowledge base happens to read today."""
+    from service.services import build_prefetch
+    given = {"observations": observations, "conditions": conditions, "medications": medications}
+    out = {"patient": patient()}
+    for spec in build_prefetch(bundled().data_requirements("patient-view"), lookback_days=400):
+        if spec.key != "patient":
+            out[spec.key] = searchset(list(given.get(spec.key, ())))
+    if "medications" not in out:
+        out["medications"] = searchset(list(medications))
+    return out
 
 
 def draft_medication_request(mid: str = "draft-oxy-1", pid: str = PATIENT_ID) -> dict:
@@ -149,10 +157,15 @@ class SpyRuleset:
         return self._real.evaluate(request, now=now, hook=hook)
 
 
-@pytest.fixture(scope="session")
-def bundled_ruleset():
+@functools.lru_cache(maxsize=None)
+def bundled():
     # Compiled once per test session: durable-rules registers rulesets by name in one host.
     return load_ruleset(RULES_DIR)
+
+
+@pytest.fixture(scope="session")
+def bundled_ruleset():
+    return bundled()
 
 
 @pytest.fixture

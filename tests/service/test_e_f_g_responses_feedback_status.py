@@ -9,7 +9,7 @@ import pytest
 
 from service.validation import is_valid
 from tests.service.conftest import (PUBLIC_URL, bearer, fixture, full_prefetch, hb_observation, mint, order_request,
-                                    patient, patient_view_request)
+                                    patient, patient_view_request, walk)
 
 PV = "/cds-services/pacing-review"
 FB = "/cds-services/pacing-review/feedback"
@@ -288,3 +288,17 @@ def test_patient_isolation_under_concurrency(make_app):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_rules_source_attributes_served_read_only(auth_client, bundled_ruleset):
+    """HTI-1 source attributes (issue 5) at /rules and /rules/{id}: no PHI, so no JWT needed."""
+    body = auth_client.get("/rules").get_json()
+    assert body["ruleset"]["sha256"] == bundled_ruleset.sha256
+    ids = [r["id"] for r in body["rules"]]
+    assert "anemia.low-hemoglobin" in ids and ids == sorted(ids)
+    for path, value in walk(body):
+        assert value is not None and value not in ("", [], {}), path
+    one = auth_client.get("/rules/anemia.low-hemoglobin").get_json()
+    assert one["version"] == "1.0.0" and one["bibliography"][0]["url"].startswith("https://")
+    assert auth_client.get("/rules/no.such.rule").status_code == 404
+    assert auth_client.post("/rules").status_code == 405

@@ -21,11 +21,13 @@ def test_openapi_document_is_generated_from_the_json_schemas():
     assert OPENAPI.read_text() == openapi.render(), "run: python -m service.openapi > schemas/openapi.yaml"
     doc = yaml.safe_load(OPENAPI.read_text())
     assert doc["openapi"].startswith("3.1")
-    assert set(doc["paths"]) == {"/cds-services", "/cds-services/{service_id}", "/cds-services/{service_id}/feedback"}
+    assert set(doc["paths"]) == {"/cds-services", "/cds-services/{service_id}", "/cds-services/{service_id}/feedback",
+                                 "/rules", "/rules/{rule_id}"}
 
 
 POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
 RUNS = [("GET", "/cds-services", POSITIVE),  # discovery has no input to make invalid
+        ("GET", "/rules/{rule_id}", POSITIVE),
         ("POST", "/cds-services/{service_id}", POSITIVE), ("POST", "/cds-services/{service_id}", NEGATIVE),
         ("POST", "/cds-services/{service_id}/feedback", POSITIVE),
         ("POST", "/cds-services/{service_id}/feedback", NEGATIVE)]
