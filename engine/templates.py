@@ -2,7 +2,7 @@
 
 A placeholder is `{operand}` or `{operand op operand ...:format}` where an operand is a
 number, `fact.attribute`, `fact.unit` or `param.NAME`, op is + - * /, and format is one
-of `.Nf`, `d`, `%`-free Python number specs. Every placeholder has a known longest
+of `.Nf`, `d`, `%`-free Python number specs, or `lines` (a list as Markdown bullets, detail only). Every placeholder has a known longest
 rendering, so the longest possible summary is known when the rules load.
 """
 
@@ -14,11 +14,13 @@ import re
 from fhir_adapter.facts import is_number
 
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_FORMAT = re.compile(r"^(\.\d[fg]|d|\.0%|)$")
+_FORMAT = re.compile(r"^(\.\d[fg]|d|\.0%|lines|)$")
 _OPERAND = re.compile(r"^(?:-?\d+(?:\.\d+)?|[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*|[a-z][a-z0-9_]*)$")
 NUMBER_WIDTH = 12  # longest rendering of a number, and of "not recorded"
 TEXT_WIDTH = 40  # strings (a drug name) are cut to this
 LIST_WIDTH = 80  # lists (several drug names) are cut to this
+LINE_WIDTH = 240  # one item of a list rendered as Markdown bullet lines ({fact.attr:lines}, detail only)
+LINES_WIDTH = 10_000
 MISSING = "not recorded"
 # references that are not facts: the patient's reference and dates ("now.date", "now.in_28_days")
 SPECIAL = re.compile(r"^(patient\.(reference|id)|now\.date|now\.in_\d+_days)$")
@@ -50,6 +52,8 @@ class Placeholder:
 
     def width(self, kinds: dict[str, str]) -> int:
         """Longest rendering; kinds maps a reference to 'number', 'text', 'list' or 'unit:<u>'."""
+        if self.format == "lines":
+            return LINES_WIDTH  # unbounded in practice: a bullet list belongs in the detail, never the summary
         if len(self.operands) == 1:
             kind = kinds.get(self.operands[0], "number")
             if kind == "text":
@@ -129,6 +133,10 @@ class Template:
 def format_value(value, fmt: str = "", escape=None) -> str:
     if value is None:
         return MISSING
+    if fmt == "lines":  # a list as Markdown bullets, one item per line, each item cut on its own
+        items = value if isinstance(value, list) else [value]
+        return "\n".join("- " + (escape(_cut(str(v), LINE_WIDTH)) if escape else _cut(str(v), LINE_WIDTH))
+                         for v in items)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if is_number(value):

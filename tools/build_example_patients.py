@@ -262,11 +262,12 @@ def patients() -> list[Chart]:
     labs_recent(c)
     out.append(c)
 
-    # 3. Data-quality trap: 14 days of steps but all over a month old -> baseline cannot be set (stale).
+    # 3. Data-quality trap: 14 days of steady steps, but they stopped 16 days ago (stale) -> no progress card;
+    #    the baseline has to be re-established.
     c = Chart("pacing-stale-steps", "pt-stale", "female", "1968-11-30", "Moreau", "Claire")
     c.condition(*FIBROMYALGIA_ICD)
-    c.steps(steady(5000, days=range(35, 49)))
-    c.pain(flat(5, range(35, 49)))
+    c.steps(steady(5000, days=range(16, 30)))
+    c.pain(flat(5, range(16, 30)))
     c.goal("Short walks twice a day", status_days_ago=12)
     labs_recent(c)
     out.append(c)
@@ -472,11 +473,12 @@ def patients() -> list[Chart]:
     labs_recent(c)
     out.append(c)
 
-    # 25. 72-year-old: amitriptyline + trazodone + diphenhydramine (3 CNS-active drugs, Beers).
+    # 25. 72-year-old: amitriptyline + trazodone + zolpidem (3 CNS-active drugs, Beers) + diphenhydramine.
     c = Chart("meds-older-adult-cns", "pt-beers", "female", "1954-01-15", "Andersson", "Ingrid")
     c.condition(*KNEE_OA_ICD)
     c.med_request("amitriptyline25", freq=1, period=1, period_unit="d")
     c.med_request("trazodone50", freq=1, period=1, period_unit="d")
+    c.med_statement("zolpidem10", freq=1, period=1, period_unit="d")
     c.med_statement("diphenhydramine25", freq=1, period=1, period_unit="d", prn=True)
     c.goal("Tai chi class weekly", status_days_ago=10)
     labs_recent(c)
