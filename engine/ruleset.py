@@ -225,6 +225,8 @@ class Ruleset:
         out: dict[str, set] = {}
         for definition in self._programs[hook].definitions:
             for rtype in definition.resource_types:
+                if rtype == "Medication":
+                    continue  # read through MedicationRequest/Statement references, never searched by patient
                 codes = out.setdefault(rtype, set())
                 codes |= {f"{s}|{c}" for s, c in definition.codes}
                 if definition.valueset is not None:

@@ -56,9 +56,15 @@ def test_generated_patients_skip_unread_observations(ruleset, validated, size):
 def test_unread_but_broken_observation_is_skipped_and_read_one_is_refused(ruleset):
     bundle = make_bundle("small", patient_id="skip-broken")
     obs = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
-    read_codes = {c.split("|", 1)[1] for req in ruleset.data_requirements("patient-view") for c in req["codes"]}
-    unread = next(o for o in obs if o["code"]["coding"][0]["code"] not in read_codes)  # no fact reads its code
     read = next(o for o in obs if o["code"]["coding"][0]["code"] == "718-7")  # hemoglobin
+    # a heart rate (LOINC 8867-4): an observation no fact of this ruleset reads
+    unread = copy.deepcopy(read)
+    unread.update(id="skip-broken-heart-rate", code={"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                  valueQuantity={"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"})
+    unread.pop("referenceRange", None)
+    read_codes = {c.split("|", 1)[1] for req in ruleset.data_requirements("patient-view") for c in req["codes"]}
+    assert "8867-4" not in read_codes
+    bundle["entry"].append({"resource": unread})
     broken = copy.deepcopy(bundle)
     for entry in broken["entry"]:
         if entry["resource"]["id"] == unread["id"]:
