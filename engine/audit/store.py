@@ -42,11 +42,11 @@ records = sa.Table(
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("recorded_at", sa.String(32), nullable=False),
-    sa.Column("hook_instance", sa.String(128)),
-    sa.Column("hook", sa.String(64)),
-    sa.Column("service_id", sa.String(128)),
+    sa.Column("hook_instance", sa.Text),
+    sa.Column("hook", sa.Text),
+    sa.Column("service_id", sa.Text),
     sa.Column("patient_key", sa.String(64)),
-    sa.Column("card_uuid", sa.String(128)),
+    sa.Column("card_uuid", sa.Text),
     sa.Column("feedback_key", sa.String(64), unique=True),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
@@ -55,10 +55,10 @@ records = sa.Table(
 
 cards = sa.Table(
     "audit_card", metadata,
-    sa.Column("card_uuid", sa.String(128), nullable=False, index=True),
+    sa.Column("card_uuid", sa.Text, nullable=False, index=True),
     sa.Column("seq", sa.BigInteger, nullable=False),  # derived index, no FK: records are the truth
-    sa.Column("rule_id", sa.String(128)),
-    sa.Column("rule_version", sa.String(32)),
+    sa.Column("rule_id", sa.Text),
+    sa.Column("rule_version", sa.Text),
     sa.PrimaryKeyConstraint("card_uuid", "seq"),
 )
 
@@ -176,6 +176,15 @@ class AuditStore:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_ID})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+
+    @staticmethod
+    def head_revision() -> str:
+        """The newest schema revision this pacecds ships."""
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+        cfg = Config()
+        cfg.set_main_option("script_location", _MIGRATIONS)
+        return ScriptDirectory.from_config(cfg).get_current_head()
 
     def schema_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext

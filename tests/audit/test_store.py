@@ -303,7 +303,7 @@ def test_concurrent_first_start_migrates_once(store_url):
         p.join(60)
     assert errors == [None] * 3
     s = AuditStore.from_config(url, schema=schema, key=AUDIT_KEY)
-    assert s.schema_revision() == "0001" and s.verify().ok and s.count() == 6
+    assert s.schema_revision() == AuditStore.head_revision() and s.verify().ok and s.count() == 6
     s.close()
 
 
@@ -364,7 +364,7 @@ def test_default_store_is_sqlite_wal_under_var(tmp_path, monkeypatch):
         with s.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
-        assert s.schema_revision() == "0001"
+        assert s.schema_revision() == AuditStore.head_revision()
     finally:
         s.close()
 
@@ -382,3 +382,18 @@ def test_verify_finds_insertions_beyond_its_memory(store, monkeypatch):
     from engine.audit import store as store_mod
     monkeypatch.setattr(store_mod._RecentHashes, "LIMIT", 1)  # forces the database look-up
     test_verify_names_record_inserted_in_the_middle(store)
+
+
+def test_upgrade_from_first_schema_keeps_the_chain(store_url):
+    url, schema = store_url
+    s = AuditStore.from_config(url, schema=schema, key=AUDIT_KEY, migrate=False)
+    s.migrate("0001")
+    assert s.schema_revision() == "0001"
+    s.record_evaluation(decision("before-upgrade"))
+    s.migrate()
+    assert s.schema_revision() == AuditStore.head_revision() != "0001"
+    long_id = "urn:uuid:" + "x" * 300   # longer than the first schema's VARCHAR(128)
+    s.record_evaluation(decision(long_id))
+    assert s.get(long_id)["hookInstance"] == long_id
+    assert s.get("before-upgrade") is not None and s.verify().ok
+    s.close()
