@@ -35,7 +35,7 @@ def as_request(bundle: dict) -> dict:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"][:60] for c in CASES])
-def test_E_example_patient_cards_through_the_service(case, bundled_ruleset, audit):
+def test_E7_E10_E11_E12_E13_E14_H14_example_patient_cards_through_the_service(case, bundled_ruleset, audit):
     now = dt.datetime.fromisoformat(case["now"].replace("Z", "+00:00"))
     app = create_app(ServiceConfig(env="test", ruleset=FixedNowRuleset(bundled_ruleset, now), audit_store=audit))
     bundle = json.loads((EXAMPLES / case["input"]).read_text())
@@ -72,4 +72,10 @@ def test_E_example_patient_cards_through_the_service(case, bundled_ruleset, audi
                     ref = (res.get("subject") or res.get("for") or {}).get("reference")
                     assert ref == f"Patient/{request['context']['patientId']}"   # for this patient only
     assert len(uuids) == len(set(uuids))
+    for card in body["cards"]:                                                 # E6, E7, H14
+        urls = [card["source"].get("url")] + [link["url"] for link in card.get("links", [])]
+        for url in filter(None, urls):
+            assert url.startswith("https://"), url
+        # source.url names the organisation or evidence, never this patient's context (drill-down is links)
+        assert request["context"]["patientId"] not in (card["source"].get("url") or "")
     assert is_valid(body, "response")

@@ -56,7 +56,7 @@ def test_E9_card_uuids_unique_per_response_and_across_responses(client):
     assert len(seen) == 3
 
 
-def test_E_published_defective_examples_fail_our_schema():
+def test_E3_E5_published_defective_examples_fail_our_schema():
     assert is_valid(fixture("spec-card-response.json"), "response")
     assert not is_valid(fixture("spec-card-response-autolaunchable.json"), "response")  # no indicator
     assert not is_valid(fixture("spec-response-systemActions.json"), "response")        # action w/o description
@@ -69,12 +69,14 @@ def test_E_published_defective_examples_fail_our_schema():
     lambda c: c.update(detail=""),                                           # E8
     lambda c: c.update(suggestions=[{"label": "Do it"}]),                    # E10 no selectionBehavior
     lambda c: c.update(overrideReasons=[{"code": "a", "system": "s"}]),      # E15 no display
+    lambda c: c.update(overrideReasons=[{"display": "d", "system": "s"}]),   # E18 no code
+    lambda c: c.update(source={"label": "l", "topic": {"code": "x"}}),       # E18 topic without system
     lambda c: c.update(links=[{"label": "l", "url": "https://x.org", "type": "absolute", "appContext": "a"}]),  # E16
     lambda c: c.update(extension={"nodot": 1}),                              # E19
     lambda c: c.update(links=[]),                                            # A4
     lambda c: c.update(uuid=None),                                           # A3
 ])
-def test_E_schema_catches_each_card_defect(mutate):
+def test_E4_E5_E6_E8_E10_E15_E16_E18_E19_schema_catches_each_card_defect(mutate):
     card = {"uuid": "4e0a3a1e-3283-4575-ab82-028d55fe2719", "summary": "ok", "indicator": "info",
             "source": {"label": "pacecds"}}
     assert is_valid({"cards": [card]}, "response")
@@ -83,7 +85,7 @@ def test_E_schema_catches_each_card_defect(mutate):
     assert not is_valid({"cards": [bad]}, "response")
 
 
-def test_E13_action_shapes():
+def test_E3_E13_action_shapes():
     def ok(action):
         card = {"summary": "s", "indicator": "info", "source": {"label": "l"}, "selectionBehavior": "any",
                 "suggestions": [{"label": "x", "actions": [action]}]}
@@ -93,6 +95,12 @@ def test_E13_action_shapes():
     assert ok(fixture("spec-action-delete.json"))
     assert not ok({"type": "create", "description": "d"})                          # create without resource
     assert not ok({"type": "delete", "description": "d", "resourceId": "nope"})    # not Type/id
+    # systemActions: same Action shape, non-empty when present
+    base = {"cards": []}
+    assert is_valid({**base, "systemActions": [fixture("spec-action-update.json")]}, "response")
+    assert not is_valid({**base, "systemActions": []}, "response")
+    assert not is_valid({**base, "systemActions": [{"type": "update", "resource": {"resourceType": "X"}}]},
+                        "response")
 
 
 def test_E20_each_response_stands_alone_for_one_id_two_hooks(client):
@@ -102,7 +110,7 @@ def test_E20_each_response_stands_alone_for_one_id_two_hooks(client):
     assert is_valid(a.get_json(), "response") and is_valid(b.get_json(), "response")
 
 
-def test_E_missing_data_named_in_a_namespaced_extension(client):
+def test_E19_D8_missing_data_named_in_a_namespaced_extension(client):
     body = client.post(PV, json=patient_view_request({"patient": patient()})).get_json()
     assert body["cards"] == []
     assert is_valid(body, "response")
@@ -260,7 +268,7 @@ def test_G_healthz_names_the_serving_ruleset(client, bundled_ruleset):
     assert body["status"] == "ok" and body["ruleset"]["sha256"] == bundled_ruleset.sha256
 
 
-def test_patient_isolation_under_concurrency(make_app):
+def test_design_patient_isolation_under_concurrency(make_app):
     """16 threads, each its own patient with its own hemoglobin: no card ever shows another patient's value."""
     import threading
     from tests.service.conftest import searchset

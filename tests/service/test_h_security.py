@@ -298,6 +298,15 @@ def test_H9_rs384_accepted_rs256_only_by_configuration(make_app):
 
 
 def test_H9_es256_needs_configuration_and_hmac_can_never_be_configured(make_app):
+    key = ec.generate_private_key(ec.SECP256R1())
+    pub = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    pub.update({"kid": "p256", "use": "sig"})
+    issuer = {"iss": "https://p256-ehr.example.org", "jwks": {"keys": [pub]}}
+    token = lambda: mint(service_aud(PV), claims={"iss": issuer["iss"]}, key=key, alg="ES256",  # noqa: E731
+                         headers={"kid": "p256"})
+    assert_401_no_detail(call(make_app(public_url=PUBLIC_URL, trusted_issuers=[issuer]).test_client(), token()))
+    app = make_app(public_url=PUBLIC_URL, trusted_issuers=[issuer], jwt_algorithms=("ES384", "ES256"))
+    assert call(app.test_client(), token()).status_code == 200
     with pytest.raises(ConfigError):
         ServiceConfig(env="test", jwt_algorithms=("HS256",)).check()
     with pytest.raises(ConfigError):
