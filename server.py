@@ -124,8 +124,15 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
     # process. Moving them out of the collector's reach means a full collection (triggered every few
     # requests by the thousands of dicts a parsed request holds) no longer re-scans them: p99 of a warm
     # in-process evaluation went from ~15 ms to ~3 ms. Objects created later are collected as usual.
-    gc.freeze()
+    # Once per process: a worker builds one app; a test session that builds many freezes only the first.
+    global _frozen
+    if not _frozen:
+        gc.freeze()
+        _frozen = True
     return app
+
+
+_frozen = False
 
 
 def _ruleset_info(rs) -> dict:

@@ -65,6 +65,8 @@ def pool_request(request, *, hook: str | None = None) -> PatientData:
         if not isinstance(context, dict):
             raise InputError("CDS Hooks request has no 'context' object")
         req_hook = request.get("hook")
+        if req_hook is not None and not isinstance(req_hook, str):
+            raise InputError("CDS Hooks request 'hook' must be a string")
         if hook and req_hook and hook != req_hook:
             raise InputError(f"request hook '{req_hook}' does not match requested hook '{hook}'")
         patient_id = context.get("patientId")
@@ -101,7 +103,7 @@ def pool_request(request, *, hook: str | None = None) -> PatientData:
         if not _known_type(rtype):
             raise InputError(f"{where}: unknown FHIR R4 resourceType '{rtype}'")
         rid = resource.get("id")
-        if rid is not None:
+        if isinstance(rid, str):  # a malformed id is not de-duplicated; validation refuses it if a fact reads it
             if (rtype, rid) in seen:
                 continue  # the same resource from two prefetch keys counts once
             seen.add((rtype, rid))
