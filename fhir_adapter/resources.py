@@ -19,7 +19,19 @@ from pydantic import ValidationError
 
 
 class InputError(ValueError):
-    """Input that cannot be evaluated; str() is a one-line reason naming what is wrong."""
+    """Input that cannot be evaluated; str() is a one-line reason naming what is wrong.
+
+    Reasons quote input (a resourceType, a validator's pattern), so control characters are escaped and
+    the length is bounded: a reason is always one printable line (found by tests/hardening fuzzing).
+    """
+
+    MAX_CHARS = 500
+
+    def __init__(self, reason: str):
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(reason))
+        if len(text) > self.MAX_CHARS:
+            text = text[: self.MAX_CHARS - 3] + "..."
+        super().__init__(text)
 
 
 @dataclass
