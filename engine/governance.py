@@ -11,6 +11,7 @@ import datetime as dt
 import difflib
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -127,6 +128,11 @@ def write_manifest(rules_dir: str | Path, *, name: str | None = None, version: s
                          for rid, (rel, r) in sorted(rules.items())}
     manifest["content_sha256"] = content_digest(hashes)
     manifest["files"] = hashes
+    # A signature stays only while what it signed is unchanged (re-sign after any change).
+    kept = [s for s in old.get("signatures") or [] if isinstance(s, dict)
+            and signed_payload(old) == signed_payload(manifest)]
+    if kept:
+        manifest["signatures"] = kept
     header = ("# Ruleset release manifest, written by `pacecds release` (edit name, version, description and\n"
               "# approvals by hand or with its options; the hashes are checked when the service starts).\n")
     path.write_text(header + yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True, width=110),
@@ -134,11 +140,12 @@ def write_manifest(rules_dir: str | Path, *, name: str | None = None, version: s
     return manifest
 
 
-def check_manifest(rules_dir: str | Path) -> list[str]:
+def check_manifest(rules_dir: str | Path, public_keys: Iterable[str | Path] | None = None) -> list[str]:
     """Problems that make this tree not the release its manifest describes ([] when it is).
 
     The service calls this at start and refuses to serve on problems unless it is a
-    development run."""
+    development run. With trusted release keys (`public_keys`, else the PEM files listed in
+    PACECDS_RELEASE_PUBLIC_KEYS) the manifest must also carry a valid signature by one of them."""
     root = Path(rules_dir)
     path = root / MANIFEST
     if not path.exists():
@@ -180,7 +187,99 @@ def check_manifest(rules_dir: str | Path) -> list[str]:
                                                                    have[1].get("status", "draft")):
                 problems.append(f"{path}: rule {rid} is {have[1]['version']} ({have[1].get('status', 'draft')}) "
                                 f"but the manifest lists {want.get('version')} ({want.get('status')})")
+    if public_keys is None:
+        public_keys = [k for k in os.environ.get(PUBLIC_KEYS_ENV, "").split(",") if k.strip()]
+    public_keys = list(public_keys)
+    if public_keys:
+        problems += [f"{path}: {p}" for p in _signature_problems(manifest, public_keys)]
     return problems
+
+
+# ---- signed releases (as OPA signs its bundles): Ed25519 over the manifest minus its file list ----
+
+PUBLIC_KEYS_ENV = "PACECDS_RELEASE_PUBLIC_KEYS"
+
+
+def signed_payload(manifest: dict) -> bytes:
+    """What a release signature covers: name, version, date, approvals, rules and the content hash
+    (which covers every file), as canonical JSON. Approvals cannot be edited without re-signing."""
+    keys = ("name", "version", "released", "approvals", "rules", "content_sha256")
+    data = {k: _jsonable(manifest.get(k)) for k in keys}
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _key_id(public_key) -> str:
+    from cryptography.hazmat.primitives import serialization
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def generate_release_key(private_path: str | Path) -> tuple[Path, Path]:
+    """A new Ed25519 key pair: PRIVATE (0600) for the release signer, PRIVATE.pub for the service."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    key = Ed25519PrivateKey.generate()
+    priv, pub = Path(private_path), Path(str(private_path) + ".pub")
+    fd = os.open(priv, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    return priv, pub
+
+
+def sign_manifest(rules_dir: str | Path, private_key_path: str | Path, *, signer: str | None = None) -> dict:
+    """Add an Ed25519 signature over `signed_payload` to rules/ruleset.yaml."""
+    import base64
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    path = Path(rules_dir) / MANIFEST
+    manifest = _load_yaml(path)
+    key = serialization.load_pem_private_key(Path(private_key_path).read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{private_key_path}: not an Ed25519 private key")
+    sig = {"keyid": _key_id(key.public_key()), "algorithm": "ed25519",
+           "value": base64.b64encode(key.sign(signed_payload(manifest))).decode()}
+    if signer:
+        sig["signer"] = signer
+    sigs = [s for s in manifest.get("signatures") or [] if s.get("keyid") != sig["keyid"]]
+    manifest["signatures"] = sigs + [sig]
+    text = path.read_text(encoding="utf-8")
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    path.write_text(header + yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True, width=110),
+                    encoding="utf-8")
+    return sig
+
+
+def _signature_problems(manifest: dict, public_keys: list) -> list[str]:
+    import base64
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    trusted = {}
+    for k in public_keys:
+        try:
+            pub = serialization.load_pem_public_key(Path(str(k).strip()).read_bytes())
+            trusted[_key_id(pub)] = pub
+        except (OSError, ValueError) as e:
+            return [f"cannot read trusted release key {k}: {e}"]
+    sigs = [s for s in manifest.get("signatures") or [] if isinstance(s, dict)]
+    if not sigs:
+        return ["the release is not signed (trusted release keys are configured)"]
+    payload = signed_payload(manifest)
+    untrusted = []
+    for s in sigs:
+        pub = trusted.get(s.get("keyid"))
+        if pub is None:
+            untrusted.append(str(s.get("keyid")))
+            continue
+        try:
+            pub.verify(base64.b64decode(s.get("value", "")), payload)
+            return []
+        except (InvalidSignature, ValueError):
+            return [f"the signature by key {s.get('keyid')} does not match the manifest "
+                    "(its name, version, approvals, rules or content changed after signing)"]
+    return [f"no signature by a trusted release key (signed by {', '.join(untrusted)})"]
 
 
 class ReleaseCheckError(Exception):
@@ -692,6 +791,12 @@ def register_governance_commands(subparsers) -> None:
     r.add_argument("--approved-by", action="append", default=[], metavar="NAME",
                    help="add an approval by NAME dated today (repeatable)")
     r.add_argument("--role", help="role of the approver(s), e.g. 'clinical governance chair'")
+    r.add_argument("--sign", metavar="PRIVATE_KEY", help="sign the release with this Ed25519 key (PEM)")
+    r.add_argument("--signer", help="who signs (recorded with the signature)")
+    r.add_argument("--public-key", action="append", default=None, metavar="PEM",
+                   help=f"with --check: require a signature by this key (default: ${PUBLIC_KEYS_ENV})")
+    r.add_argument("--keygen", metavar="PRIVATE_KEY",
+                   help="create an Ed25519 key pair (PRIVATE_KEY and PRIVATE_KEY.pub) and exit")
     r.set_defaults(func=cmd_release)
 
     d = subparsers.add_parser("diff", help="what changed between two rule releases",
@@ -711,12 +816,20 @@ def register_governance_commands(subparsers) -> None:
 
 
 def cmd_release(args) -> int:
+    if args.keygen:
+        try:
+            priv, pub = generate_release_key(args.keygen)
+        except FileExistsError:
+            print(f"pacecds release: {args.keygen} exists; not overwriting a key", file=sys.stderr)
+            return 2
+        print(f"wrote {priv} (keep it secret) and {pub} (give it to the service: {PUBLIC_KEYS_ENV})")
+        return 0
     root = Path(args.rules_dir)
     if not root.is_dir():
         print(f"pacecds release: {root}: not a directory", file=sys.stderr)
         return 2
     if args.check:
-        problems = check_manifest(root)
+        problems = check_manifest(root, public_keys=args.public_key)
         for p in problems:
             print(p)
         if not problems:
@@ -732,6 +845,13 @@ def cmd_release(args) -> int:
           f"{len(m['rules'])} rules, content sha256 {m['content_sha256']}")
     if not m["approvals"]:
         print("warning: the release has no approvals yet (add with --approved-by NAME)", file=sys.stderr)
+    if args.sign:
+        try:
+            sig = sign_manifest(root, args.sign, signer=args.signer)
+        except (OSError, ValueError) as e:
+            print(f"pacecds release: cannot sign: {e}", file=sys.stderr)
+            return 2
+        print(f"signed with key {sig['keyid']}")
     return 0
 
 

@@ -91,3 +91,44 @@ def test_enforce_refuses_unless_development(tree):
     assert "facts/labs.yaml" in str(e.value)
     problems = enforce_manifest(tree, development=True, log=logging.getLogger("t"))
     assert problems and "facts/labs.yaml" in problems[0]
+
+
+def test_signed_release(tree, tmp_path, capsys, monkeypatch):
+    key = tmp_path / "release.key"
+    rc, out, _ = run(capsys, "release", "--keygen", str(key))
+    assert rc == 0 and key.exists() and (tmp_path / "release.key.pub").exists()
+    assert key.stat().st_mode & 0o077 == 0
+    pub = str(tmp_path / "release.key.pub")
+    rc, out, _ = run(capsys, "release", str(tree), "--approved-by", "Dr Chair", "--sign", str(key),
+                     "--signer", "Dr Chair")
+    assert rc == 0 and "signed with key" in out
+    assert check_manifest(tree, public_keys=[pub]) == []
+    monkeypatch.setenv("PACECDS_RELEASE_PUBLIC_KEYS", pub)
+    assert check_manifest(tree) == []            # the service's call: keys from the environment
+    # approvals are signed: adding one by hand breaks the signature
+    m = tree / "ruleset.yaml"
+    text = m.read_text()
+    m.write_text(text.replace("- by: Dr Chair", "- by: Someone Else\n  date: '2026-11-26'\n- by: Dr Chair"))
+    assert any("does not match the manifest" in p for p in check_manifest(tree))
+    m.write_text(text)
+    # another key is not trusted
+    other = tmp_path / "other.key"
+    run(capsys, "release", "--keygen", str(other))
+    assert any("no signature by a trusted release key" in p
+               for p in check_manifest(tree, public_keys=[str(other) + ".pub"]))
+    rc, out, _ = run(capsys, "release", "--check", str(tree), "--public-key", str(other) + ".pub")
+    assert rc == 1
+    # re-releasing unchanged content keeps the signature; a content change drops it
+    write_manifest(tree)
+    assert check_manifest(tree, public_keys=[pub]) == []
+    (tree / "facts" / "labs.yaml").write_text("facts: {}\n")
+    write_manifest(tree)
+    assert any("not signed" in p for p in check_manifest(tree, public_keys=[pub]))
+
+
+def test_unsigned_release_is_refused_when_keys_are_configured(tree, tmp_path, capsys):
+    key = tmp_path / "k"
+    run(capsys, "release", "--keygen", str(key))
+    write_manifest(tree, approvals=[{"by": "Dr Chair", "date": "2026-11-25"}])
+    assert check_manifest(tree) == []
+    assert any("not signed" in p for p in check_manifest(tree, public_keys=[str(key) + ".pub"]))
