@@ -49,6 +49,7 @@ CODES = {
 
 DRUGS = {  # RxNorm clinical drugs; every code is a member of a value set in rules/valuesets
     "oxycodone5": "oxycodone hydrochloride 5 MG Oral Tablet",            # 1049621
+    "oxycodone_apap": "acetaminophen 325 MG / oxycodone hydrochloride 5 MG Oral Tablet",  # 1049221
     "oxycodone10": "oxycodone hydrochloride 10 MG Oral Tablet",          # 1049683
     "morphine15": "morphine sulfate 15 MG Oral Tablet",                  # 892582
     "tramadol50": "tramadol hydrochloride 50 MG Oral Tablet",            # 835603
@@ -65,7 +66,7 @@ DRUGS = {  # RxNorm clinical drugs; every code is a member of a value set in rul
     "diphenhydramine25": "diphenhydramine hydrochloride 25 MG Oral Tablet",  # 1049630
 }
 RXCUI = {
-    "oxycodone5": "1049621", "oxycodone10": "1049683", "morphine15": "892582", "tramadol50": "835603",
+    "oxycodone5": "1049621", "oxycodone_apap": "1049221", "oxycodone10": "1049683", "morphine15": "892582", "tramadol50": "835603",
     "fentanyl25": "245134", "hydrocodone_apap": "857002", "alprazolam05": "308048", "lorazepam1": "197901",
     "gabapentin300": "310431", "pregabalin75": "483450", "cyclobenzaprine10": "828348", "zolpidem10": "854873",
     "amitriptyline25": "856834", "trazodone50": "856377", "diphenhydramine25": "1049630",
@@ -524,6 +525,37 @@ def patients() -> list[Chart]:
     c.med_request("oxycodone5", dose=None, freq=None, text="Take as directed")
     c.goal("Walk 3000 steps a day", status_days_ago=10)
     labs_recent(c)
+    out.append(c)
+
+    # 31. A realistic, complicated chart: several findings at once, mixed code systems and units.
+    #     58-year-old woman, fibromyalgia (SNOMED CT) and knee osteoarthritis (ICD-10-CM); boom-bust steps;
+    #     sleep in minutes; GAD-7 11, PHQ-9 8; Hb 112 g/L, ferritin 22 ug/L, TSH normal with the lab's range;
+    #     oxycodone/acetaminophen 1-2 tablets every 6 h as needed (order), gabapentin and cyclobenzaprine
+    #     (statements), an old stopped lorazepam; goal reviewed 10 days ago.
+    c = Chart("complex-fibromyalgia", "pt-complex", "female", "1968-04-02", "Petrova", "Elena")
+    c.condition(SNOMED, "203082005", "Fibromyalgia")
+    c.condition(*KNEE_OA_ICD)
+    c.condition(SNOMED, "44054006", "Diabetes mellitus type 2", clinical="resolved")  # not active: ignored
+    highs = {14, 12, 10, 8, 6, 4, 2}
+    c.steps({d: (11800 if d in highs else 2900) for d in range(1, 15)}, unit="/d", code="/d")
+    c.pain({d: (6.5 if (d + 1) in highs else 4) for d in range(1, 15)})
+    c.sleep({d: v for d, v in zip(range(1, 15), [370, 355, 380, 360, 345, 390, 365, 350, 375, 360, 340, 385,
+                                                  355, 365])}, unit="min", code="min")
+    c.score("gad7", 11, 12)
+    c.score("phq9", 8, 12)
+    c.lab("hb", 112, "g/L", 15)
+    c.lab("ferritin", 22, "ug/L", 15)
+    c.lab("tsh", 3.9, "m[IU]/L", 15, ref_range=(0.4, 4.0, "m[IU]/L"))
+    r = c.med_request("oxycodone_apap", dose=None, freq=1, period=6, period_unit="h", prn=True)
+    r["dosageInstruction"][0]["timing"]["repeat"]["frequencyMax"] = 1
+    r["dosageInstruction"][0]["doseAndRate"] = [{"doseRange": {
+        "low": {"value": 1, "unit": "tablet", "system": "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm", "code": "TAB"},
+        "high": {"value": 2, "unit": "tablet", "system": "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm", "code": "TAB"}}}]
+    r["dosageInstruction"][0]["text"] = "1-2 tablets every 6 hours as needed for pain"
+    c.med_statement("gabapentin300", freq=3, period=1, period_unit="d")
+    c.med_statement("cyclobenzaprine10", freq=1, period=1, period_unit="d")
+    c.med_request("lorazepam1", status="stopped", freq=1, period=1, period_unit="d", authored_days_ago=400)
+    c.goal("Walk 20 minutes on 5 days a week", status_days_ago=10)
     out.append(c)
 
     return out
