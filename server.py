@@ -65,9 +65,9 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
             auds.insert(0, f"{base}/cds-services/{service_id}/feedback")
         return auds
 
-    def authenticate(service_id: str | None = None, feedback: bool = False) -> None:
+    def authenticate(service_id: str | None = None, feedback: bool = False) -> dict | None:
         if authenticator is None:
-            return
+            return None
         try:
             claims = authenticator.authenticate(request.headers.get("Authorization"),
                                                 audiences(service_id, feedback))
@@ -75,6 +75,7 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
             log.info("401 %s %s: %s", request.method, request.path, e)  # reason for operators, never the token
             raise ApiError(401, "Authentication required", headers={"WWW-Authenticate": "Bearer"}) from None
         log.debug("authenticated iss=%s jti=%s", claims.get("iss"), claims.get("jti"))
+        return claims
 
     def json_body() -> dict:
         mimetype = (request.mimetype or "").lower()
@@ -90,8 +91,11 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
 
     @app.post("/cds-services/<service_id>")
     def invoke(service_id: str):
-        authenticate(service_id)
-        return json_response(handlers.invoke(state, service_id, json_body()))
+        claims = authenticate(service_id)
+        server_allowed = None
+        if claims is not None:
+            server_allowed = lambda url: authenticator.fhir_server_allowed(claims["iss"], url)  # noqa: E731
+        return json_response(handlers.invoke(state, service_id, json_body(), server_allowed))
 
     @app.post("/cds-services/<service_id>/feedback")
     def feedback(service_id: str):

@@ -41,6 +41,7 @@ class TrustedIssuer:
     jwks: dict | None = None
     jkus: tuple[str, ...] = ()
     tenants: tuple[str, ...] = ()
+    fhir_servers: tuple[str, ...] = ()  # when set, the only fhirServer base URLs this client may make us call
 
 
 def load_trusted_issuers(path: str | None = None, data: list[dict] | dict | None = None,
@@ -86,7 +87,14 @@ def load_trusted_issuers(path: str | None = None, data: list[dict] | dict | None
         tenants = entry.get("tenants") or ()
         if isinstance(tenants, str):
             tenants = (tenants,)
-        issuers[iss] = TrustedIssuer(iss=iss, jwks=jwks, jkus=jkus, tenants=tuple(tenants))
+        servers = entry.get("fhir_servers") or ()
+        if isinstance(servers, str):
+            servers = (servers,)
+        for u in servers:
+            if not isinstance(u, str) or not u.startswith(("https://", "http://")):
+                raise ConfigError(f"{at}: fhir_servers entry {u!r} must be an http(s) URL")
+        issuers[iss] = TrustedIssuer(iss=iss, jwks=jwks, jkus=jkus, tenants=tuple(tenants),
+                                     fhir_servers=tuple(u.rstrip("/") for u in servers))
     if not issuers:
         raise ConfigError(f"{where}: the 'issuers' list is empty")
     return issuers
@@ -306,6 +314,14 @@ class Authenticator:
         if not self.replay.add(iss, jti, float(exp) + self.leeway_s):
             raise AuthError("jti replayed")
         return claims
+
+    def fhir_server_allowed(self, iss: str, fhir_server: str) -> bool:
+        """An issuer with a fhir_servers list may only make us call those servers (no SSRF through us)."""
+        allowed = self.issuers[iss].fhir_servers if iss in self.issuers else ()
+        if not allowed:
+            return True
+        url = fhir_server.rstrip("/")
+        return any(url == a or url.startswith(a + "/") for a in allowed)
 
     def _key_for(self, issuer: TrustedIssuer, header: dict, kid: str) -> dict:
         jku = header.get("jku")

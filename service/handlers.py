@@ -79,7 +79,7 @@ def discovery(state: ServiceState) -> dict:
     return {"services": [s.discovery_entry(usage) for s in state.services()]}
 
 
-def invoke(state: ServiceState, service_id: str, body: dict) -> dict:
+def invoke(state: ServiceState, service_id: str, body: dict, server_allowed=None) -> dict:
     started = time.perf_counter()
     ruleset = state.ruleset  # one snapshot per request: a hot reload never splits a request in two
     candidates = state.find(service_id, ruleset)
@@ -96,7 +96,7 @@ def invoke(state: ServiceState, service_id: str, body: dict) -> dict:
     check(context, f"context-{hook}", prefix="context")
     _check_selections(context)
 
-    gathered = gather(body, service.prefetch, state.policy)
+    gathered = gather(body, service.prefetch, state.policy, server_allowed)
 
     # The engine sees the context and the pooled resources, never fhirServer/fhirAuthorization (tokens).
     eval_request = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from .services import PrefetchSpec, UnexpandableTemplate, expand
 log = logging.getLogger("pacecds.prefetch")
 
 MAX_FHIR_RESPONSE_BYTES = 20 * 1024 * 1024
+_PATIENT_REF = re.compile(r"(?:^|/)Patient/([^/?#]+)")
 FETCH_WORKERS = 4
 
 
@@ -84,9 +86,10 @@ class Pool:
         for member in ("subject", "patient"):
             ref = resource.get(member)
             if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-                r = ref["reference"]
-                if r.startswith("Patient/") or "/Patient/" in r:
-                    return r.rsplit("/", 1)[-1] != self.patient_id
+                # "Patient/1", "https://ehr/fhir/Patient/1", "Patient/1/_history/2" all name patient 1
+                m = _PATIENT_REF.search(ref["reference"])
+                if m:
+                    return m.group(1) != self.patient_id
         return False
 
     def has_patient(self) -> bool:
@@ -185,12 +188,14 @@ def next_link(resource) -> str | None:
     return None
 
 
-def _fetch_permission(request: dict, policy: FetchPolicy) -> tuple[bool, str]:
+def _fetch_permission(request: dict, policy: FetchPolicy, server_allowed=None) -> tuple[bool, str]:
     """May we call the client's FHIR server for this request? (yes/no, reason when no)."""
     server = request.get("fhirServer")
     auth = request.get("fhirAuthorization")
     if not server:
         return False, "no fhirServer in the request"
+    if server_allowed is not None and not server_allowed(server):
+        return False, "fhirServer is not one this client is allowed to name"
     if not isinstance(auth, dict) or not auth.get("access_token"):
         return False, "no fhirAuthorization in the request"
     if policy.production and not server.lower().startswith("https://"):
@@ -205,7 +210,7 @@ def _satisfied(spec: PrefetchSpec, pool: Pool) -> bool:
     return pool.has_patient() if spec.resource_type == "Patient" else pool.has_type(spec.resource_type)
 
 
-def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy) -> Gathered:
+def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server_allowed=None) -> Gathered:
     context = request["context"]
     prefetch = request.get("prefetch") or {}
     pool = Pool(str(context.get("patientId")))
@@ -241,7 +246,7 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy) -> Gat
                                 f"reported no data for it (null)", expression=[f"prefetch.{spec.key}"])
 
     unavailable: dict[str, str] = {}
-    allowed, why_not = _fetch_permission(request, policy)
+    allowed, why_not = _fetch_permission(request, policy, server_allowed)
     work: list[tuple[str, str | dict]] = []   # (key, relative url) or (key, first page to continue)
     for spec in needs_fetch:
         if not allowed:

@@ -315,3 +315,30 @@ def test_patient_isolation_prefetched_resources_of_another_patient_are_dropped(c
     assert resp.get_json()["cards"] == []
     ids = {e["resource"]["id"] for e in ruleset.calls[-1]["prefetch"]["resources"]["entry"]}
     assert ids == {PATIENT_ID, "mine"}
+
+
+def test_D7_H8_issuer_limited_to_its_own_fhir_servers(make_app, fhir):
+    """An issuer's fhir_servers list keeps a client from making us call other hosts (no SSRF through us)."""
+    from tests.service.conftest import ISS, PUBLIC_JWKS, PUBLIC_URL, bearer, mint, service_aud
+    elsewhere = "https://ehr.example.org/fhir"
+    app = make_app(public_url=PUBLIC_URL,
+                   trusted_issuers=[{"iss": ISS, "jwks": PUBLIC_JWKS, "fhir_servers": [elsewhere]}])
+    c = app.test_client()
+    req = patient_view_request(None, fhirServer=fhir.base_url, fhirAuthorization=auth())
+    resp = c.post(PV, json=req, headers=bearer(mint(service_aud("pacing-review"))))
+    assert resp.status_code == 412 and fhir.requests == []
+    assert "not one this client is allowed" in resp.get_json()["issue"][0]["diagnostics"]
+    app = make_app(public_url=PUBLIC_URL,
+                   trusted_issuers=[{"iss": ISS, "jwks": PUBLIC_JWKS, "fhir_servers": [fhir.base_url + "/"]}])
+    resp = app.test_client().post(PV, json=req, headers=bearer(mint(service_aud("pacing-review"))))
+    assert resp.status_code == 200 and fhir.requests
+
+
+def test_patient_isolation_versioned_and_absolute_references():
+    from service.prefetch import Pool
+    pool = Pool("p1")
+    for i, ref in enumerate(["Patient/p1", "Patient/p1/_history/3", "https://ehr.example.org/fhir/Patient/p1",
+                             "Patient/p2", "Patient/p2/_history/1", "https://ehr.example.org/fhir/Patient/p2"]):
+        pool.add({"resourceType": "Observation", "id": f"o{i}", "subject": {"reference": ref}})
+    assert [r["id"] for r in pool.resources()] == ["o0", "o1", "o2"]
+    assert pool.dropped_other_patient == 3
