@@ -48,7 +48,14 @@ class YamlError(Exception):
 
 
 def load_yaml(file: str, text: str) -> YamlDocument:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # the reader refuses control characters before any parsing
+        pos = exc.position if isinstance(exc.position, int) else 0
+        line, col = text.count("\n", 0, pos) + 1, pos - (text.rfind("\n", 0, pos) + 1) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character or "\0")
+        raise YamlError(Position(file, line, col), f"invalid YAML: character #x{char:04x} is not allowed "
+                                                   f"({exc.reason})") from None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
