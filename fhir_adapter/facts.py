@@ -76,6 +76,7 @@ class FactDefinition:
     drug_table: dict | None = dataclasses.field(default=None, hash=False, compare=False)
     factor_table: dict | None = dataclasses.field(default=None, hash=False, compare=False)
     inputs: tuple = ()  # series_pair: (activity FactDefinition, symptom FactDefinition)
+    daily_by_code: tuple = ()  # daily_series: ((code, sum|mean|last), ...) overriding `daily` for that code
 
     @property
     def resource_types(self) -> set[str]:
@@ -245,15 +246,20 @@ def _daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[s
     """Days ago (0 = today, up to 27) -> the day's value, and the resources used. Missing days stay missing."""
     rows = _observation_values(definition, data, now, fact)
     today = now.date()
-    per_day: dict[int, list[float]] = {}  # days ago -> readings
+    by_code = dict(definition.daily_by_code)
+    per_day: dict[int, dict[str, list[float]]] = {}  # days ago -> combine mode -> readings
     used = []
     for when, value, obs in rows:
         ago = (today - when.astimezone(dt.timezone.utc).date()).days
         if ago < 28:
-            per_day.setdefault(ago, []).append(value)
+            mode = next((by_code[c["code"]] for c in (obs.get("code") or {}).get("coding") or []
+                         if c.get("code") in by_code), definition.daily)
+            per_day.setdefault(ago, {}).setdefault(mode, []).append(value)
             used.append(_ref(obs))
-    combine = {"sum": sum, "mean": statistics.fmean, "last": lambda v: v[-1]}[definition.daily]
-    return {ago: combine(vals) for ago, vals in per_day.items()}, used
+    combine = {"sum": sum, "mean": statistics.fmean, "last": lambda v: v[-1]}
+    # a day's total ('last') wins over partial counts ('sum') of the same day: nothing is counted twice
+    return {ago: next(combine[m](modes[m]) for m in ("last", "mean", "sum") if m in modes)
+            for ago, modes in per_day.items()}, used
 
 
 def _derive_daily_series(definition, data, now) -> Fact:

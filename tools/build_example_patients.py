@@ -527,6 +527,21 @@ def patients() -> list[Chart]:
     labs_recent(c)
     out.append(c)
 
+    # 32. Steps as partial counts (LOINC 55423-8, morning + afternoon) summed per day to about 6000; on three days
+    #     the phone also sent the day's total (41950-7): the total is used, not added (no double counting).
+    c = Chart("pacing-partial-counts", "pt-partial", "male", "1970-02-11", "Duarte", "Rui")
+    c.condition(*CHRONIC_LBP_ICD)
+    for d, total in steady(6000).items():
+        c.obs("steps_partial", round(total * 0.4), "steps", day(d, 12), category="activity", ucum_code="{steps}")
+        c.obs("steps_partial", total - round(total * 0.4), "steps", day(d, 19), category="activity",
+              ucum_code="{steps}")
+        if d in (2, 5, 9):
+            c.obs("steps", total, "steps/day", day(d, 23), category="activity", ucum_code="{steps}/d")
+    c.pain(flat(3))
+    c.goal("Walk 6000 steps a day", status_days_ago=4)
+    labs_recent(c)
+    out.append(c)
+
     # 31. A realistic, complicated chart: several findings at once, mixed code systems and units.
     #     58-year-old woman, fibromyalgia (SNOMED CT) and knee osteoarthritis (ICD-10-CM); boom-bust steps;
     #     sleep in minutes; GAD-7 11, PHQ-9 8; Hb 112 g/L, ferritin 22 ug/L, TSH normal with the lab's range;

@@ -255,3 +255,19 @@ def test_entered_in_error_symptoms_are_ignored():
     res += [obs(f"e{d}", "72514-3", 10, "{score}", d - 1, status="entered-in-error") for d in highs]
     f = derive_facts(data_of(*res), [PAIR], NOW)["pair"]
     assert f.values["difference"] == 0
+
+
+# --- daily_series: readings combined per code ---------------------------------------------------------------
+
+def test_partial_counts_are_summed_and_a_daily_total_wins_on_the_same_day():
+    steps = FactDefinition(name="steps", kind="daily_series", title="steps", unit="{steps}/d", daily="last",
+                           codes=frozenset({("http://loinc.org", "41950-7"), ("http://loinc.org", "55423-8")}),
+                           conversions=(("{steps}", 1.0),),
+                           daily_by_code=(("41950-7", "last"), ("55423-8", "sum")))
+    res = [obs("a1", "55423-8", 2000, "{steps}", 1), obs("a2", "55423-8", 3000, "{steps}", 1),  # day 1: 5000
+           obs("b1", "55423-8", 2000, "{steps}", 2), obs("b2", "55423-8", 3000, "{steps}", 2),
+           obs("b3", "41950-7", 5200, "{steps}/d", 2)]  # day 2: the total, not 10200
+    f = derive_facts(data_of(*res), [steps], NOW)["steps"]
+    assert f.values["last_value"] == 5000 and f.values["days_recorded"] == 2
+    daily = [5000, 5200]
+    assert f.values["mean_3d"] == sum(daily) / 2
