@@ -275,19 +275,23 @@ class Ruleset:
 
     def explain(self, request: dict, now: dt.datetime | None = None, hook: str | None = None) -> dict:
         """For every rule of the hook, fired or not: each condition, the value it saw and where it came from."""
-        result = self.evaluate(request, now=now, hook=hook)
+        return self.explain_result(self.evaluate(request, now=now, hook=hook))
+
+    def explain_result(self, result: EvaluationResult) -> dict:
+        """The explanation of an evaluation that already ran (no second evaluation), e.g. for the audit log."""
         program = self._programs[result.hook]
         values = program.message(result.facts, self.tree.valuesets)
         fired = {f.rule_id for f in result.fired} | {f.rule_id for f in result.shadow}
-        rules = []
-        for rule in program.rules:
-            rules.append({
+        rules = [
+            {
                 "id": rule.id,
                 "version": rule.version,
                 "status": rule.status,
                 "fired": rule.id in fired,
                 "condition": _explain_node(rule.condition, values, result.facts),
-            })
+            }
+            for rule in program.rules
+        ]
         return {
             "hook": result.hook,
             "patient": result.patient_id,
