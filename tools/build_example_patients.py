@@ -415,6 +415,16 @@ def patients() -> list[Chart]:
     c.goal("Cycle 15 minutes on the exercise bike", status_days_ago=10)
     out.append(c)
 
+    # 17b. Data-quality trap: ferritin reported in pmol/L (molar: no conversion to ng/mL is declared) -> the value
+    #      is not compared (and not guessed); the evaluation notes the unit.
+    c = Chart("iron-wrong-unit", "pt-ironunit", "female", "1986-07-07", "Horvat", "Ana")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.lab("hb", 12.8, "g/dL", 25)
+    c.lab("ferritin", 18, "pmol/L", 25)
+    c.lab("tsh", 2.4, "m[IU]/L", 25)
+    c.goal("Walk 20 minutes a day", status_days_ago=10)
+    out.append(c)
+
     # 18. Chronic pain (ICD-10 M54.50), no hemoglobin or TSH in 12 months (last ones 20 months ago).
     c = Chart("fatigue-workup-due", "pt-workup", "female", "1965-05-25", "Okonkwo", "Ada")
     c.condition(*CHRONIC_LBP_ICD)
