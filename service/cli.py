@@ -117,6 +117,9 @@ def run_gunicorn(app, bind: str, workers: int, threads: int, reload_s: float) ->
         "proc_name": "pacecds",
         "post_fork": post_fork,
         "limit_request_field_size": 16384,  # JWTs with large headers still fit; nothing bigger
+        # gunicorn's control socket defaults to one path per user (~/.gunicorn): two services on a host would
+        # fight over it, and pacecds needs no runtime control beyond signals.
+        "control_socket_disable": True,
     }
 
     class PacecdsApplication(BaseApplication):

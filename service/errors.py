@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import traceback
 
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
@@ -103,7 +105,12 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):
-        # Log the type only at error level; the traceback may hold request data (PHI), so it goes to debug.
-        log.error("unexpected error: %s", type(err).__name__)
+        # At error level: the type and where it happened (no message: it may hold request data, i.e. PHI);
+        # the full traceback only at debug level.
+        where = ""
+        tb = traceback.extract_tb(err.__traceback__)
+        if tb:
+            where = f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno} in {tb[-1].name}"
+        log.error("unexpected error: %s%s", type(err).__name__, where)
         log.debug("unexpected error detail", exc_info=err)
         return error_response(ApiError(500, "Internal error; the request was not processed"))

@@ -95,6 +95,7 @@ def invoke(state: ServiceState, service_id: str, body: dict, server_allowed=None
     context = body["context"]
     check(context, f"context-{hook}", prefix="context")
     _check_selections(context)
+    _check_draft_orders_patient(context)
 
     gathered = gather(body, service.prefetch, state.policy, server_allowed)
 
@@ -137,6 +138,20 @@ def _check_selections(context: dict) -> None:
         if ref not in present:
             raise ApiError(400, f"context.selections[{i}] names an order that is not in context.draftOrders",
                            expression=[f"context.selections[{i}]"])
+
+
+def _check_draft_orders_patient(context: dict) -> None:
+    """Patient isolation for orders: a draft order about another patient is a client error, never evaluated."""
+    from .prefetch import Pool
+    draft = context.get("draftOrders")
+    if not draft:
+        return
+    probe = Pool(str(context["patientId"]))
+    for i, entry in enumerate(draft.get("entry") or []):
+        res = entry.get("resource") or {}
+        if res.get("resourceType") != "Patient" and probe.other_patient(res):
+            raise ApiError(400, f"context.draftOrders.entry[{i}] is about another patient than context.patientId",
+                           expression=[f"context.draftOrders.entry[{i}]"])
 
 
 def record_evaluation(state: ServiceState, ruleset, service: ServiceDef, body: dict, result,

@@ -80,6 +80,10 @@ class Pool:
         key = f"{rtype}/{rid}" if isinstance(rid, str) and rid else f"#{len(self._by_key)}"
         self._by_key.setdefault(key, resource)
 
+    def other_patient(self, resource: dict) -> bool:
+        """True when the resource is about a patient other than this request's."""
+        return self._other_patient(resource)
+
     def _other_patient(self, resource: dict) -> bool:
         if resource["resourceType"] == "Patient":
             return resource.get("id") not in (None, self.patient_id)

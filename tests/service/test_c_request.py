@@ -176,3 +176,12 @@ def test_C9_dstu2_resource_type_is_400(client):
     resp = client.post(ORDERS, json=req)
     assert resp.status_code == 400
     assert "MedicationOrder" in issue(resp)["diagnostics"]
+
+
+def test_C7_draft_orders_about_another_patient_are_400(client):
+    from tests.service.conftest import draft_medication_request
+    req = order_request("order-sign")
+    req["context"]["draftOrders"]["entry"].append({"resource": draft_medication_request("theirs", pid="other")})
+    resp = client.post(ORDERS, json=req)
+    assert resp.status_code == 400
+    assert issue(resp)["expression"] == ["context.draftOrders.entry[1]"]

@@ -255,6 +255,7 @@ def test_G_unexpected_failure_is_an_opaque_500_operation_outcome(make_app, caplo
     assert resp.get_json()["resourceType"] == "OperationOutcome"
     assert "secret" not in text and "Traceback" not in text
     assert "tok-CANARY" not in caplog.text  # exception text stays out of the error log
+    assert "unexpected error: RuntimeError at" in caplog.text  # but operators learn what and where
 
 
 def test_G_404_unknown_paths_are_operation_outcomes(client):
