@@ -1,4 +1,5 @@
-"""Section E on real cards: every example patient of the knowledge base, sent through the service.
+"""Section E on real cards: every example patient of the knowledge base, sent through the service (patient-view,
+order-select and order-sign).
 
 The cases (tests/examples/cases.yaml) say which rules must fire; here the same patients arrive as CDS Hooks
 requests (resources under EHR-chosen key names), and every response is checked for conformance, including the
@@ -21,12 +22,17 @@ from service.validation import is_valid, validator
 from tests.service.conftest import FixedNowRuleset, walk
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-CASES = [c for c in yaml.safe_load((EXAMPLES / "cases.yaml").read_text())["cases"]
-         if c.get("hook", "patient-view") == "patient-view"]
+CASES = yaml.safe_load((EXAMPLES / "cases.yaml").read_text())["cases"]
+SERVICE_FOR = {"patient-view": "pacing-review", "order-select": "sedating-medication-safety",
+               "order-sign": "sedating-medication-safety"}
 
 
-def as_request(bundle: dict) -> dict:
-    resources = [e["resource"] for e in bundle["entry"]]
+def as_request(doc: dict) -> dict:
+    if "hook" in doc:  # already a CDS Hooks request: rename its prefetch keys as another EHR might
+        req = dict(doc, hookInstance=str(uuid.uuid4()))
+        req["prefetch"] = {f"ehr-key-{i}": v for i, v in enumerate((doc.get("prefetch") or {}).values())}
+        return req
+    resources = [e["resource"] for e in doc["entry"]]
     pid = next(r["id"] for r in resources if r["resourceType"] == "Patient")
     # Key names an EHR might choose; the cards must not depend on them.
     prefetch = {f"ehr-key-{i}": r for i, r in enumerate(resources)}
@@ -40,13 +46,20 @@ def test_E7_E10_E11_E12_E13_E14_H14_example_patient_cards_through_the_service(ca
     app = create_app(ServiceConfig(env="test", ruleset=FixedNowRuleset(bundled_ruleset, now), audit_store=audit))
     bundle = json.loads((EXAMPLES / case["input"]).read_text())
     request = as_request(bundle)
-    resp = app.test_client().post("/cds-services/pacing-review", json=request)
+    hook = case.get("hook", "patient-view")
+    assert request["hook"] == hook
+    resp = app.test_client().post(f"/cds-services/{SERVICE_FOR[hook]}", json=request)
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
 
     fired = {c["extension"]["pacecds.rule"]["id"] for c in body["cards"]}
     assert set(case.get("fires", [])) <= fired
     assert not set(case.get("does_not_fire", [])) & fired
+    by_rule = {c["extension"]["pacecds.rule"]["id"]: c for c in body["cards"]}
+    for rule_id, indicator in (case.get("indicators") or {}).items():
+        assert by_rule[rule_id]["indicator"] == indicator
+    for rule_id, text in (case.get("summary_contains") or {}).items():
+        assert text in by_rule[rule_id]["summary"]
 
     errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator("response").iter_errors(body)]
     assert not errors                                                          # E1, E4-E6, E8, E10, E13, E15-E19
