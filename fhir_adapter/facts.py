@@ -205,11 +205,28 @@ def _observation_values(definition: FactDefinition, data: PatientData, now: dt.d
                 continue
         elif obs.get("valueInteger") is not None:
             value = float(obs["valueInteger"])
+        elif (ordinal := _ordinal_value(obs.get("valueCodeableConcept"))) is not None:
+            value = ordinal  # a coded answer that carries its score (questionnaire items such as PHQ-9 item 9)
         else:
             continue
         rows.append((when, value, obs))
     rows.sort(key=lambda r: r[0])
     return rows
+
+
+ORDINAL_EXTENSIONS = ("http://hl7.org/fhir/StructureDefinition/ordinalValue",  # FHIR R4
+                      "http://hl7.org/fhir/StructureDefinition/itemWeight")  # its R5 name
+
+
+def _ordinal_value(codeable: dict | None) -> float | None:
+    """The score a coded answer carries in the standard ordinalValue (itemWeight) extension, if any.
+
+    Only the extension is used, never a guess from the code or its text: an answer without a score gives no value."""
+    for coding in (codeable or {}).get("coding") or []:
+        for ext in coding.get("extension") or []:
+            if ext.get("url") in ORDINAL_EXTENSIONS and is_number(ext.get("valueDecimal")):
+                return float(ext["valueDecimal"])
+    return None
 
 
 def _reference_range(obs: dict, definition: FactDefinition) -> dict:

@@ -271,3 +271,23 @@ def test_partial_counts_are_summed_and_a_daily_total_wins_on_the_same_day():
     assert f.values["last_value"] == 5000 and f.values["days_recorded"] == 2
     daily = [5000, 5200]
     assert f.values["mean_3d"] == sum(daily) / 2
+
+
+def test_coded_answer_with_an_ordinal_value_is_a_score_and_without_one_is_ignored():
+    item9 = FactDefinition(name="item9", kind="observation", title="PHQ-9 item 9", unit="{score}",
+                           codes=frozenset({("http://loinc.org", "44260-8")}))
+
+    def coded(rid, days_ago, ordinal=None):
+        coding = {"system": "http://loinc.org", "code": "LA6569-3", "display": "Several days"}
+        if ordinal is not None:
+            coding["extension"] = [{"url": "http://hl7.org/fhir/StructureDefinition/ordinalValue",
+                                    "valueDecimal": ordinal}]
+        return {"resourceType": "Observation", "id": rid, "status": "final", "subject": {"reference": "Patient/p1"},
+                "code": {"coding": [{"system": "http://loinc.org", "code": "44260-8"}]},
+                "effectiveDateTime": (NOW - dt.timedelta(days=days_ago)).isoformat(),
+                "valueCodeableConcept": {"coding": [coding]}}
+
+    f = derive_facts(data_of(coded("q1", 3, ordinal=1)), [item9], NOW)["item9"]
+    assert f.values["value"] == 1
+    f = derive_facts(data_of(coded("q2", 3)), [item9], NOW)["item9"]
+    assert not f.present  # no score in the record: not guessed from the answer code
