@@ -36,10 +36,19 @@ def register_audit_commands(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
     e.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("show", help="the stored decision for a hookInstance, explained")
-    s.add_argument("hook_instance", metavar="HOOKINSTANCE")
+    s = sub.add_parser("show", help="the stored decision for a hookInstance (or a card uuid), explained")
+    s.add_argument("hook_instance", metavar="HOOKINSTANCE", nargs="?")
+    s.add_argument("--card", metavar="UUID", help="the decision that returned this card")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_show)
+
+    ls = sub.add_parser("list", help="decisions, newest first, for a patient and/or a rule")
+    ls.add_argument("--patient", metavar="ID", help="patient id (matched through the pseudonymous key)")
+    ls.add_argument("--rule", metavar="RULE_ID", help="only decisions where this rule fired (or shadow-fired)")
+    ls.add_argument("--since", metavar="DATE", type=parse_since)
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
 
     st = sub.add_parser("stats", help="per rule: evaluated, fired, accepted, overridden, override reasons")
     st.add_argument("--since", metavar="DATE", type=parse_since,
@@ -151,20 +160,43 @@ def _hash_in_chain(store, h: str) -> bool:
 
 
 def cmd_show(args) -> int:
+    if bool(args.hook_instance) == bool(args.card):
+        print("pacecds audit show: give a HOOKINSTANCE or --card UUID", file=sys.stderr)
+        return 2
     store = _open(args)
     if store is None:
         return 2
     try:
-        rec = store.get(args.hook_instance)
+        rec = store.get(args.hook_instance) if args.hook_instance else store.get_by_card(args.card)
     finally:
         store.close()
     if rec is None:
-        print(f"no decision recorded for hookInstance {args.hook_instance}", file=sys.stderr)
+        what = f"hookInstance {args.hook_instance}" if args.hook_instance else f"card {args.card}"
+        print(f"no decision recorded for {what}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(rec, indent=2, ensure_ascii=False))
     else:
         print(format_decision(rec))
+    return 0
+
+
+def cmd_list(args) -> int:
+    store = _open(args)
+    if store is None:
+        return 2
+    try:
+        found = store.find(patient_id=args.patient, rule_id=args.rule, since=args.since, limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+        return 0
+    for d in found:
+        fired = ", ".join(d["fired"]) or "no rule fired"
+        shadow = f"; shadow: {', '.join(d['shadow'])}" if d["shadow"] else ""
+        print(f"{d['seq']:>8}  {d['time']}  {d['hook']:<13} {d['hookInstance']}  {fired}{shadow}")
+    print(f"{len(found)} decision(s)", file=sys.stderr)
     return 0
 
 

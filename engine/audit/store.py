@@ -322,21 +322,59 @@ class AuditStore:
             row = conn.execute(sa.select(records).where(records.c.hook_instance == hook_instance,
                                                         records.c.kind == "evaluation")
                                .order_by(records.c.seq.desc()).limit(1)).first()
-            if row is None:
+            return self._full(conn, row) if row is not None else None
+
+    def get_by_card(self, card_uuid: str) -> dict | None:
+        """The evaluation record that returned this card (the uuid an EHR logs or shows)."""
+        with self.engine.connect() as conn:
+            seq = conn.execute(sa.select(cards.c.seq).where(cards.c.card_uuid == card_uuid)
+                               .order_by(cards.c.seq.desc()).limit(1)).scalar()
+            if seq is None:
                 return None
-            rec = self._decode(row)
-            # An EHR may retry a hookInstance: say how many other decisions carry it.
-            rec["sameHookInstance"] = conn.execute(
-                sa.select(sa.func.count()).select_from(records).where(
-                    records.c.hook_instance == hook_instance, records.c.kind == "evaluation")).scalar_one() - 1
-            uuids = [c.get("uuid") for c in rec.get("cards") or [] if c.get("uuid")]
-            rec["feedback"] = []
-            if uuids:
-                fb = conn.execute(sa.select(records).where(records.c.kind == "feedback",
-                                                           records.c.card_uuid.in_(uuids))
-                                  .order_by(records.c.seq)).all()
-                rec["feedback"] = [self._decode(r) for r in fb]
-            return rec
+            row = conn.execute(sa.select(records).where(records.c.seq == seq)).first()
+            return self._full(conn, row) if row is not None else None
+
+    def _full(self, conn, row) -> dict:
+        rec = self._decode(row)
+        # An EHR may retry a hookInstance: say how many other decisions carry it.
+        rec["sameHookInstance"] = conn.execute(
+            sa.select(sa.func.count()).select_from(records).where(
+                records.c.hook_instance == row.hook_instance, records.c.kind == "evaluation",
+                records.c.seq != row.seq)).scalar_one()
+        uuids = [c.get("uuid") for c in rec.get("cards") or [] if c.get("uuid")]
+        rec["feedback"] = []
+        if uuids:
+            fb = conn.execute(sa.select(records).where(records.c.kind == "feedback",
+                                                       records.c.card_uuid.in_(uuids))
+                              .order_by(records.c.seq)).all()
+            rec["feedback"] = [self._decode(r) for r in fb]
+        return rec
+
+    def find(self, *, patient_id: str | None = None, rule_id: str | None = None, since: str | None = None,
+             limit: int = 100) -> list[dict]:
+        """Decisions, newest first, for one patient (by their pseudonymous key) and/or one rule
+        (fired, shadow-fired or carded); a summary line each."""
+        from .record import patient_key
+        where = [records.c.kind == "evaluation"]
+        if patient_id is not None:
+            where.append(records.c.patient_key == patient_key(patient_id, self.key))
+        if since:
+            where.append(records.c.recorded_at >= since)
+        out = []
+        with self.engine.connect() as conn:
+            for row in self._rows(conn, *where, order="desc"):
+                rec = json.loads(row.body)
+                fired = [f"{f.get('id')} {f.get('version')}" for f in rec.get("rulesFired") or []]
+                shadow = [f"{f.get('id')} {f.get('version')}" for f in rec.get("shadow") or []]
+                if rule_id and not any(x.split(" ")[0] == rule_id for x in fired + shadow):
+                    continue
+                out.append({"seq": row.seq, "time": rec.get("time"), "hook": rec.get("hook"),
+                            "hookInstance": rec.get("hookInstance"), "serviceId": rec.get("serviceId"),
+                            "patientKey": rec.get("patientKey"), "fired": fired, "shadow": shadow,
+                            "cards": [c.get("uuid") for c in rec.get("cards") or []]})
+                if len(out) >= limit:
+                    break
+        return out
 
     def head(self) -> tuple[int, str]:
         with self.engine.connect() as conn:

@@ -24,6 +24,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 def log(tmp_path, monkeypatch):
     monkeypatch.setenv("PACECDS_VAR_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("PACECDS_DATABASE_URL", f"sqlite:///{tmp_path}/cli.db")
+    monkeypatch.setenv("PACECDS_AUDIT_KEY", AUDIT_KEY.decode())  # the CLI pseudonymises with the same key
     s = AuditStore.from_config(key=AUDIT_KEY)
     recs = [decision(f"cli-{i}") for i in range(3)]
     for r in recs:
@@ -137,3 +138,22 @@ def test_export_verifies_offline_and_catches_edits(log, capsys, tmp_path):
     # --since: the tail from a time on, still a continuous chain
     rc, _, _ = run(capsys, "audit", "export", "--since", "2999-01-01", "-o", str(tmp_path / "none.jsonl"))
     assert rc == 0 and (tmp_path / "none.jsonl").read_text() == ""
+
+
+def test_show_by_card_and_list_by_patient_and_rule(log, capsys):
+    other = decision("cli-other", patient="pat-2")
+    other["rulesFired"] = []
+    log.record_evaluation(other)
+    card = log.get("cli-1")["cards"][0]["uuid"]
+    rc, out, _ = run(capsys, "audit", "show", "--card", card)
+    assert rc == 0 and "hookInstance cli-1" in out
+    rc, _, err = run(capsys, "audit", "show", "--card", "no-such-card")
+    assert rc == 1 and "no decision recorded for card no-such-card" in err
+    rc, _, err = run(capsys, "audit", "show")
+    assert rc == 2
+    rc, out, _ = run(capsys, "audit", "list", "--patient", "pat-2", "--json")
+    assert [d["hookInstance"] for d in json.loads(out)] == ["cli-other"]
+    rc, out, _ = run(capsys, "audit", "list", "--rule", "pacing.boom-bust", "--json")
+    assert [d["hookInstance"] for d in json.loads(out)] == ["cli-2", "cli-1", "cli-0"]   # newest first
+    rc, out, _ = run(capsys, "audit", "list", "--patient", "pat-1", "--limit", "1")
+    assert rc == 0 and "cli-2" in out and "pacing.boom-bust 1.0.0" in out and "cli-1" not in out
