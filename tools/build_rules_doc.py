@@ -153,9 +153,9 @@ def rule_section(rule: dict, facts: dict, vs_titles: dict) -> list[str]:
             note = str(p.get("note", "")).replace("|", "/")
             out.append(f"| `{name}` | {_num(p['value'])} | {p.get('unit', '')} | {note} |")
         out.append("")
-    out += ["**Card:**", "", f"- indicator **{card['indicator']}**; summary: \"{card['summary']}\""]
+    out += ["**Card** (when several variants hold, the last one wins, field by field):", "",
+            f"- indicator **{card['indicator']}**; summary: \"{card['summary']}\""]
     for var in card.get("variants", []):
-        cond = " ".join(line.strip() for line in condition(var["when"], params)).replace("- ", "")
         what = []
         if var.get("indicator"):
             what.append(f"indicator **{var['indicator']}**")
@@ -163,7 +163,8 @@ def rule_section(rule: dict, facts: dict, vs_titles: dict) -> list[str]:
             what.append(f"summary: \"{var['summary']}\"")
         if var.get("detail") and not var.get("summary"):
             what.append("a different detail text")
-        out.append(f"- when {cond}: {'; '.join(what)}")
+        out.append(f"- variant ({'; '.join(what)}) when:")
+        out += ["  " + line for line in condition(var["when"], params, 0)]
     for s in card.get("suggestions", []):
         kinds = sorted({a["resource"]["resourceType"] for a in s.get("actions", [])})
         out.append(f"- suggestion \"{s['label']}\" creates {', '.join(kinds)}")
