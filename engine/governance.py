@@ -686,17 +686,88 @@ def facts_read(node: Any) -> set[str]:
     return out
 
 
-def rule_source_attributes(rule: Any) -> dict:
-    """Source attributes of one rule, from its YAML fields (a loaded Rule or the raw dict)."""
+# Patient fields (fact kind `patient`) and the HTI-1 data elements they are.
+_PATIENT_FIELDS = {"gender": "sex", "sex": "sex", "age": "date_of_birth", "birthDate": "date_of_birth",
+                   "race": "race", "ethnicity": "ethnicity", "language": "language"}
+
+
+def read_fact_definitions(rules_dir: str | Path) -> dict[str, dict]:
+    """{fact name: definition} from rules/facts/*.yaml (empty when there are none)."""
+    out: dict[str, dict] = {}
+    for p in sorted((Path(rules_dir) / "facts").glob("*.y*ml")):
+        try:
+            data = _load_yaml(p)
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("facts"), dict):
+            out.update({str(k): v for k, v in data["facts"].items() if isinstance(v, dict)})
+    return out
+
+
+_FACTS_CACHE: dict[tuple, dict] = {}
+
+
+def _facts_near(rule: Any) -> dict[str, dict]:
+    """Fact definitions of the rules tree an engine Rule was loaded from (found from its file)."""
+    f = getattr(rule, "file", None)
+    if not f:
+        return {}
+    for d in Path(f).resolve().parents:
+        if (d / MANIFEST).exists():
+            key = (str(d), max((p.stat().st_mtime for p in (d / "facts").glob("*.y*ml")), default=0))
+            if key not in _FACTS_CACHE:
+                _FACTS_CACHE[key] = read_fact_definitions(d)
+            return _FACTS_CACHE[key]
+    return {}
+
+
+def _is_assessment(definition: dict) -> bool:
+    """A patient-reported or clinician-scored instrument (pain ratings, PHQ-9, GAD-7, ...)."""
+    if definition.get("unit") == "{score}":
+        return True
+    text = " ".join([str(definition.get("title", ""))] + [str(c.get("display", "")) for c in
+                                                           definition.get("codes") or [] if isinstance(c, dict)])
+    return bool(re.search(r"\[score\]|\bscore\b|questionnaire|\breported\b", text, re.I))
+
+
+def data_elements_used(reads: set[str], facts: dict[str, dict]) -> dict[str, bool]:
+    """Which HTI-1 data elements the facts a rule reads are built on (through derived facts too)."""
+    used = {k: False for k in _HTI1_INPUTS}
+    stack, seen = list(reads), set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        d = facts.get(name)
+        if d is None:  # no definition at hand: judge by the fact's name
+            for k, names in _HTI1_INPUTS.items():
+                if any(name == n or name.startswith(n + "_") for n in names):
+                    used[k] = True
+            continue
+        if d.get("kind") == "patient" and d.get("field") in _PATIENT_FIELDS:
+            used[_PATIENT_FIELDS[d["field"]]] = True
+        if _is_assessment(d):
+            used["health_status_assessments"] = True
+        # derived facts (e.g. series_pair) name the facts they are computed from
+        stack += [v for k, v in d.items() if isinstance(v, str) and v in facts and k not in ("title", "unit")]
+    return used
+
+
+def rule_source_attributes(rule: Any, facts: dict[str, dict] | None = None) -> dict:
+    """Source attributes of one rule, from its YAML fields (a loaded Rule or the raw dict).
+    `facts` (fact definitions) sharpen which data elements it uses; for an engine Rule they are
+    found from the rules tree it was loaded from."""
     src = rule if isinstance(rule, dict) else getattr(rule, "source", None) or {}
+    if facts is None:
+        facts = _facts_near(rule)
     authors = src.get("authors") or []
     developer = src.get("developer")
     if not developer and authors:
         developer = ", ".join(a.get("name", str(a)) if isinstance(a, dict) else str(a) for a in authors)
     approval = src.get("approval") or {}
     reads = facts_read(src.get("when")) | facts_read((src.get("card") or {}).get("variants"))
-    inputs = {k: any(f == name or f.startswith(name + "_") for f in reads for name in names)
-              for k, names in _HTI1_INPUTS.items()}
+    inputs = data_elements_used(reads, facts)
     evidence = []
     for e in src.get("evidence") or []:
         evidence.append(e if isinstance(e, dict) else {"citation": str(e)})
@@ -725,7 +796,8 @@ def rule_source_attributes(rule: Any) -> dict:
 
 
 def ruleset_source_attributes(rules_dir: str | Path) -> list[dict]:
-    return [rule_source_attributes(r) for _, (_, r) in sorted(read_rules(Path(rules_dir)).items())]
+    facts = read_fact_definitions(rules_dir)
+    return [rule_source_attributes(r, facts) for _, (_, r) in sorted(read_rules(Path(rules_dir)).items())]
 
 
 _USE_LABELS = {

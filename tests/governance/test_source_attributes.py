@@ -49,3 +49,31 @@ def test_rules_cli_json_and_markdown(tree, capsys):
     assert [i["id"] for i in json.loads(out)] == ["pacing.boom-bust"]
     rc, _, err = run(capsys, "rules", "--rules", str(tree), "nope")
     assert rc == 1 and "no rule nope" in err
+
+
+def test_data_elements_follow_fact_definitions():
+    facts = {
+        "sex": {"kind": "patient", "field": "gender"},
+        "age": {"kind": "patient", "field": "age"},
+        "pain_daily": {"kind": "daily_series", "unit": "{score}",
+                       "codes": [{"code": "72514-3", "display": "Pain severity - 0-10 verbal numeric rating [Score] - Reported"}]},
+        "daily_steps": {"kind": "daily_series", "unit": "{steps}/d"},
+        "pain_after_active_days": {"kind": "series_pair", "activity": "daily_steps", "symptom": "pain_daily"},
+    }
+    rule = {"id": "r", "version": "1.0.0", "when": {"all": [{"fact": "pain_after_active_days", "gt": 0.5},
+                                                         {"fact": "age", "gte": 18}]}}
+    uses = rule_source_attributes(rule, facts)["uses"]
+    assert uses["health_status_assessments"]          # through the derived fact's symptom series
+    assert uses["date_of_birth"] and not uses["sex"] and not uses["race"]
+    steps_only = {"id": "s", "version": "1.0.0", "when": {"fact": "daily_steps", "gte": 1000}}
+    assert not any(rule_source_attributes(steps_only, facts)["uses"].values())
+
+
+def test_engine_rule_finds_its_fact_definitions(tree):
+    (tree / "facts" / "demographics.yaml").write_text("facts:\n  sex: {kind: patient, field: gender}\n")
+
+    class Rule:
+        source = yaml.safe_load(RULE)
+        file = str(tree / "anemia" / "low-hemoglobin.yaml")
+    uses = rule_source_attributes(Rule())["uses"]
+    assert uses["sex"]
