@@ -472,8 +472,15 @@ def materialise(spec: str, workdir: Path) -> Path:
                              check=True).stdout.strip()
         prefix = subprocess.run(["git", "rev-parse", "--show-prefix"], capture_output=True, text=True,
                                 check=True).stdout.strip()
-        data = subprocess.run(["git", "-C", top, "archive", "--format=tar", rev, "--", prefix + sub],
-                              capture_output=True, check=True).stdout
+        # rules/ relative to where we stand, else relative to the repository's top
+        for path in dict.fromkeys([prefix + sub, sub]):
+            run = subprocess.run(["git", "-C", top, "archive", "--format=tar", rev, "--", path],
+                                 capture_output=True)
+            if run.returncode == 0:
+                data, prefix = run.stdout, path[: -len(sub)]
+                break
+        else:
+            raise subprocess.CalledProcessError(run.returncode, "git archive", stderr=run.stderr)
     except FileNotFoundError:
         raise DiffError("git is not installed")
     except subprocess.CalledProcessError as e:

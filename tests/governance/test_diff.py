@@ -132,6 +132,9 @@ def test_diff_between_git_revisions(tmp_path, monkeypatch, capsys):
     assert "anemia.low-hemoglobin changed without a version bump" in out
     rc, _, err = run(capsys, "diff", "git:nosuchrev", "git:HEAD")
     assert rc == 2 and "nosuchrev" in err
+    monkeypatch.chdir(repo / "rules" / "anemia")   # from inside the tree, rules/ is still found
+    rc, out, _ = run(capsys, "diff", "git:v1", "git:HEAD")
+    assert rc == 1 and "parameters.women_threshold.value: 12.0 -> 11.0" in out
 
 
 def test_inserted_condition_reads_as_one_addition(two):
