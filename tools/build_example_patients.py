@@ -327,6 +327,19 @@ def patients() -> list[Chart]:
     labs_recent(c)
     out.append(c)
 
+    # 8b. Trap: the same swings, but the high pain ratings after the busy days were entered in error (device
+    #     test data); the corrected ratings are flat -> no boom-bust.
+    c = Chart("pacing-boom-bust-entered-in-error", "pt-boomeie", "female", "1976-09-14", "Berg", "Sofia")
+    c.condition(*FIBROMYALGIA_ICD)
+    c.steps({d: (12500 if d in highs else 2500) for d in range(1, 15)})
+    c.pain(flat(4, range(1, 15)))
+    for d in range(1, 15):
+        if (d + 1) in highs:
+            c.obs("pain", 8, "{score}", day(d, 22), status="entered-in-error", ucum_code="{score}")
+    c.goal("Spread housework across the week", status_days_ago=14)
+    labs_recent(c)
+    out.append(c)
+
     # 9. Goal review: the only goal was last reviewed 70 days ago; a second goal was cancelled.
     c = Chart("goal-overdue", "pt-goal", "male", "1961-12-01", "Fischer", "Hans")
     c.condition(*KNEE_OA_ICD)
@@ -354,6 +367,22 @@ def patients() -> list[Chart]:
     c.score("isi", 20, 5, status="entered-in-error")
     c.score("isi", 8, 30)
     c.goal("Keep a regular wake time", status_days_ago=20)
+    labs_recent(c)
+    out.append(c)
+
+    # 11b. Trap: a run of 5-hour nights, but 3-5 weeks ago (stale); nothing recorded in the last 14 nights.
+    c = Chart("sleep-stale-short", "pt-sleepstale", "male", "1969-03-18", "Olsen", "Erik")
+    c.condition(*CHRONIC_LBP_SCT)
+    c.sleep(flat(5.0, range(20, 34)))
+    c.goal("Regular bedtime", status_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    # 11c. Trap: STOP-Bang 6 two years ago (stale), no sleep apnea diagnosis -> no apnea card.
+    c = Chart("apnea-stale-score", "pt-apneastale", "female", "1956-11-05", "Costa", "Ines")
+    c.condition(*KNEE_OA_ICD)
+    c.score("stopbang", 6, 730)
+    c.goal("Walk to the park", status_days_ago=10)
     labs_recent(c)
     out.append(c)
 
@@ -422,6 +451,15 @@ def patients() -> list[Chart]:
     c.lab("hb", 12.8, "g/dL", 25)
     c.lab("ferritin", 18, "pmol/L", 25)
     c.lab("tsh", 2.4, "m[IU]/L", 25)
+    c.goal("Walk 20 minutes a day", status_days_ago=10)
+    out.append(c)
+
+    # 17c. Trap: a TSH of 8.5 was entered in error (wrong patient) and replaced by 2.1 -> no thyroid card.
+    c = Chart("thyroid-entered-in-error", "pt-tsheie", "female", "1973-01-27", "Weber", "Anja")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.lab("hb", 13.2, "g/dL", 20)
+    c.lab("tsh", 8.5, "m[IU]/L", 20, status="entered-in-error")
+    c.lab("tsh", 2.1, "m[IU]/L", 19)
     c.goal("Walk 20 minutes a day", status_days_ago=10)
     out.append(c)
 

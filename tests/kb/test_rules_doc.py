@@ -52,3 +52,13 @@ def test_catalog_rule_is_active_approved_and_cited(ruleset, rule_id):
     assert all(e["url"].startswith("https://") for e in rule.source["evidence"])
     for name, param in (rule.source.get("parameters") or {}).items():
         assert param.get("note"), f"{rule_id}: parameter {name} must say where its value comes from"
+
+
+@pytest.mark.parametrize("rule_id", CATALOG)
+def test_catalog_rule_has_a_firing_case_and_a_data_quality_trap(rule_id):
+    import yaml
+
+    cases = yaml.safe_load((ROOT / "tests" / "examples" / "cases.yaml").read_text())["cases"]
+    assert any(rule_id in c.get("fires", []) for c in cases), f"{rule_id}: no example where it fires"
+    assert any(rule_id in c.get("does_not_fire", []) and "trap" in c["name"] for c in cases), \
+        f"{rule_id}: no data-quality trap (entered-in-error, stopped, stale, wrong unit) where it must not fire"
