@@ -296,6 +296,16 @@ def patients() -> list[Chart]:
     labs_recent(c)
     out.append(c)
 
+    # 5b. Flare recorded by a patient who logs pain but not steps -> flare advice without a step target.
+    c = Chart("pacing-flare-no-steps", "pt-flarenosteps", "male", "1981-08-08", "Said", "Karim")
+    c.condition(*CHRONIC_LBP_ICD)
+    pain = flat(3, range(4, 15))
+    pain.update({1: 6.5, 2: 6, 3: 6})
+    c.pain(pain)
+    c.goal("Walk 15 minutes twice a day", status_days_ago=5)
+    labs_recent(c)
+    out.append(c)
+
     # 6. Severe pain (8/10 yesterday and today's mean >= 8) -> flare, critical wording.
     c = Chart("pacing-severe-pain", "pt-severe", "female", "1983-09-09", "Ivanova", "Mila")
     c.condition(*CHRONIC_LBP_ICD)

@@ -74,3 +74,44 @@ def test_lines_format_is_refused_in_a_summary(tmp_path):
         'summary: "Opioids {opioid.names:lines}"'))
     with pytest.raises(RulesetLoadError, match="summary can reach"):
         load_ruleset(rules)
+
+
+CASES = None
+
+
+def _cases():
+    import yaml
+
+    return yaml.safe_load((ROOT / "tests" / "examples" / "cases.yaml").read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", _cases(), ids=lambda c: c["input"].split("/")[-1] + ":" + c["name"][:40])
+def test_cards_are_conformant_and_suggestions_are_valid_fhir(ruleset, case):
+    from fhir.resources.R4B import get_fhir_model_class
+
+    from engine.cli import parse_now
+
+    doc = json.loads((ROOT / "tests" / "examples" / case["input"]).read_text())
+    result = ruleset.evaluate(doc, now=parse_now(case["now"]), hook=case.get("hook"))
+    for card in result.cards:
+        assert 0 < len(card["summary"]) <= 139, card["summary"]
+        assert "not recorded" not in card["summary"], f"summary shows missing data: {card['summary']}"
+        assert card["indicator"] in ("info", "warning", "critical")
+        assert card["source"]["label"] and card["source"]["url"].startswith("https://")
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion["actions"]:
+                resource = action["resource"]
+                get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+                assert resource["subject"]["reference"] == f"Patient/{result.patient_id}"
+
+
+@pytest.mark.parametrize("case", _cases(), ids=lambda c: c["input"].split("/")[-1] + ":" + c["name"][:40])
+def test_details_never_print_a_missing_value_as_a_number(ruleset, case):
+    """'not recorded' may appear in a detail only as a whole value, never glued to a unit ('not recorded g/dL')."""
+    import re
+
+    from engine.cli import parse_now
+
+    doc = json.loads((ROOT / "tests" / "examples" / case["input"]).read_text())
+    for card in ruleset.evaluate(doc, now=parse_now(case["now"]), hook=case.get("hook")).cards:
+        assert not re.search(r"not recorded ?(steps|g/dL|ng/mL|h\b|MME|/10|mIU)", card.get("detail", "")), card["detail"]
