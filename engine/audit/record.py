@@ -209,25 +209,13 @@ def _replace_patient(obj: Any, pid: str) -> Any:
 
 
 def explain_result(ruleset: Any, result: Any) -> dict | None:
-    """Per-rule, per-condition explanation of an evaluation that already ran.
-
-    Uses the engine's `Ruleset.explain_result(result)` when it has one; otherwise derives it
-    from the engine's compiled program for the hook. Returns None when neither is possible
-    (the record is then stored without an explanation rather than not at all)."""
+    """Per-rule, per-condition explanation of an evaluation that already ran (the engine's
+    `Ruleset.explain_result`). None when the ruleset cannot explain (a test double): the record
+    is then stored without an explanation rather than not at all."""
     fn = getattr(ruleset, "explain_result", None)
+    if not callable(fn):
+        return None
     try:
-        if callable(fn):
-            return fn(result)
-        programs = getattr(ruleset, "_programs", None)
-        if not programs or _get(result, "hook") not in programs:
-            return None
-        from engine.ruleset import _explain_node  # engine internals: guarded, tested in tests/audit
-
-        program = programs[result.hook]
-        values = program.message(result.facts, ruleset.tree.valuesets)
-        fired = {f.rule_id for f in result.fired} | {f.rule_id for f in result.shadow}
-        return {"rules": [{"id": r.id, "version": r.version, "status": r.status, "fired": r.id in fired,
-                           "condition": _explain_node(r.condition, values, result.facts)}
-                          for r in program.rules]}
+        return fn(result)
     except Exception:  # noqa: BLE001 - an explanation must never cost the decision its record
         return None
