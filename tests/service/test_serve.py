@@ -88,35 +88,45 @@ def _get(url, data=None, headers=None, timeout=5):
         return e.code, json.loads(e.read())
 
 
-@pytest.fixture
-def served(tmp_path):
-    """`pacecds serve` as the README runs it (gunicorn, 2 workers), on a free loopback port."""
+def start(tmp_path, extra_env=None, args=()):
+    """`pacecds serve` (gunicorn, 2 workers) on a free loopback port; returns (base URL, process)."""
     port = _free_port()
     env = dict(os.environ, PACECDS_VAR_DIR=str(tmp_path / "var"), PACECDS_WORKERS="2")
     for var in ("PACECDS_TRUSTED_ISSUERS", "PACECDS_ENV", "PACECDS_DATABASE_URL", "PACECDS_PUBLIC_URL"):
         env.pop(var, None)
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--port", str(port)],
+    env.update(extra_env or {})
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--port", str(port), *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if _get(base + "/healthz", timeout=1)[0] == 200:
+                return base, proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            raise AssertionError("server did not start:\n" + (proc.stdout.read() if proc.stdout else ""))
+        time.sleep(0.2)
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _get(base + "/healthz", timeout=1)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("server did not start:\n" + (proc.stdout.read() if proc.stdout else ""))
-            time.sleep(0.2)
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def served(tmp_path):
+    base, proc = start(tmp_path)
+    try:
         yield base, proc, tmp_path
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_README_serve_and_curl_example_return_cards(served):
@@ -155,3 +165,28 @@ def test_H10_jti_store_is_shared_across_workers_by_default(tmp_path):
     cfg = ServiceConfig.from_env({"PACECDS_TRUSTED_ISSUERS": "/x/issuers.json", "PACECDS_PUBLIC_URL": "https://c.org",
                                   "PACECDS_VAR_DIR": str(tmp_path)})
     assert cfg.replay_db == str(tmp_path / "pacecds-jti.sqlite")
+
+
+def test_H3_H10_real_workers_share_the_jti_store_and_check_every_call(tmp_path):
+    """Over HTTP through gunicorn's 2 worker processes: no token -> 401, each token works once whichever
+    worker answers, and the replay is refused by the other worker too."""
+    from tests.service.conftest import mint, patient, patient_view_request
+    issuers = tmp_path / "issuers.json"
+    issuers.write_text(json.dumps({"issuers": [{"iss": ISS, "jwks": PUBLIC_JWKS}]}))
+    public = "https://cds.example.org"
+    base, proc = start(tmp_path, {"PACECDS_TRUSTED_ISSUERS": str(issuers), "PACECDS_PUBLIC_URL": public},
+                       args=("--dev",))
+    try:
+        body = json.dumps(patient_view_request({"patient": patient()})).encode()
+        url = base + "/cds-services/pacing-review"
+        json_ct = {"Content-Type": "application/json"}
+        assert _get(url, data=body, headers=json_ct)[0] == 401
+        for _ in range(6):
+            token = mint(f"{public}/cds-services/pacing-review")
+            auth = {**json_ct, "Authorization": f"Bearer {token}"}
+            assert _get(url, data=body, headers=auth)[0] == 200
+            status, oo = _get(url, data=body, headers=auth)
+            assert status == 401 and oo["issue"][0]["diagnostics"] == "Authentication required"
+        assert (tmp_path / "var" / "pacecds-jti.sqlite").exists()
+    finally:
+        stop(proc)
