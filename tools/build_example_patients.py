@@ -671,6 +671,19 @@ def order_requests() -> dict[str, dict]:
     draft = c.med_request("gabapentin300", freq=3, period=1, period_unit="d", authored_days_ago=0)
     out[c.name] = request(c.name, "order-sign", c, draft)
 
+    c = Chart("order-muscle-relaxant-on-z-drug", "pt-order4", "male", "1979-12-02", "Baker", "Tom")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.med_statement("zolpidem10", freq=1, period=1, period_unit="d")
+    draft = c.med_request("cyclobenzaprine10", freq=3, period=1, period_unit="d", authored_days_ago=0)
+    out[c.name] = request(c.name, "order-select", c, draft)
+
+    c = Chart("order-benzo-on-z-drug-and-opioid", "pt-order5", "female", "1961-05-05", "Evans", "Ruth")
+    c.condition(*FIBROMYALGIA_ICD)
+    c.med_statement("zolpidem10", freq=1, period=1, period_unit="d")
+    c.med_request("tramadol50", freq=3, period=1, period_unit="d")
+    draft = c.med_request("lorazepam1", freq=2, period=1, period_unit="d", authored_days_ago=0)
+    out[c.name] = request(c.name, "order-sign", c, draft)
+
     c = Chart("order-benzo-opioid-stopped", "pt-order3", "female", "1970-10-30", "Scott", "Laura")
     c.condition(*CHRONIC_LBP_SCT)
     c.med_request("oxycodone5", status="stopped", freq=4, period=1, period_unit="d")
