@@ -5,6 +5,7 @@
     python -m bench http    [--concurrency 1,16,64] [--requests 2000] [--duration 20] [--workers 2] [--threads 8]
     python -m bench soak    [--evaluations 100000]
     python -m bench isolation [--threads 64] [--rounds 20]
+    python -m bench http-isolation [--patients 64] [--rounds 10] [--workers 2] [--threads 8]
     python -m bench report  # docs/benchmarks.md tables from bench/results/*.json
 
 Results are written as JSON to bench/results/ (git-ignored); `report` renders the markdown tables.
@@ -124,6 +125,21 @@ def cmd_isolation(args) -> int:
     return 0 if result["ok"] else 1
 
 
+def cmd_http_isolation(args) -> int:
+    from .http import isolation
+
+    result = isolation(patients=args.patients, rounds=args.rounds, workers=args.workers, threads=args.threads,
+                       size=args.size, rules=args.rules)
+    payload = {"machine": machine(), "command": " ".join(["python -m bench"] + sys.argv[1:]), **result}
+    path = save("http_isolation", payload)
+    print(f"{result['patients']} patients x {result['rounds']} rounds over HTTP "
+          f"({result['server']['workers']} workers x {result['server']['threads']} threads): "
+          f"{result['checked']} responses, {len(result['violations'])} violations -> {path}")
+    for v in result["violations"][:10]:
+        print("  " + v)
+    return 0 if result["ok"] else 1
+
+
 def cmd_report(args) -> int:
     from .report import render
 
@@ -170,6 +186,14 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--size", default="small", choices=("small", "standard", "large"))
     p.set_defaults(func=cmd_isolation)
+
+    p = sub.add_parser("http-isolation", help="every patient's request in flight at once through gunicorn threads")
+    p.add_argument("--patients", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--size", default="small", choices=("small", "standard", "large"))
+    p.set_defaults(func=cmd_http_isolation)
 
     p = sub.add_parser("report", help="markdown tables from bench/results/*.json")
     p.set_defaults(func=cmd_report)

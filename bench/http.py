@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-from .generate import make_request
+from .generate import make_request, unique_hemoglobin
 from .inproc import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,12 +137,15 @@ class _Aiohttp:
             timeout=aiohttp.ClientTimeout(total=30), headers={"Content-Type": "application/json"})
 
     async def post(self, body: bytes) -> str:
+        return (await self.exchange(body))[0]
+
+    async def exchange(self, body: bytes) -> tuple[str, bytes]:
+        """(status or transport error name, response body)."""
         try:
             async with self._session.post(SERVICE_PATH, data=body) as r:
-                await r.read()
-                return str(r.status)
+                return str(r.status), await r.read()
         except self._errors as e:
-            return type(e).__name__
+            return type(e).__name__, b""
 
     async def close(self):
         await self._session.close()
@@ -218,3 +221,47 @@ def run(concurrency=(1, 16, 64), requests: int = 3000, duration: float = 20.0, w
         "loadavg_before": os.getloadavg(),
         "runs": runs,
     }
+
+
+async def _isolation_load(url: str, patients: int, rounds: int, size: str) -> dict:
+    """All patients' requests in flight at once, `rounds` times; each response checked against its patient."""
+    import re
+
+    bodies = [orjson.dumps(make_request(size, patient_id=f"iso-{i}", seed=i, hemoglobin=unique_hemoglobin(i)))
+              for i in range(patients)]
+    pattern = re.compile(rb"iso-(\d+)(?![\d])")
+    violations: list[str] = []
+    statuses: dict[str, int] = {}
+    client = _Aiohttp(url, patients)
+
+    async def one(i: int):
+        status, payload = await client.exchange(bodies[i])
+        statuses[status] = statuses.get(status, 0) + 1
+        if status != "200":
+            violations.append(f"iso-{i}: HTTP {status}")
+            return
+        others = {m.group(0).decode() for m in pattern.finditer(payload)} - {f"iso-{i}"}
+        if others:
+            violations.append(f"iso-{i}: response mentions {sorted(others)}")
+        cards = orjson.loads(payload)["cards"]
+        anaemia = [c for c in cards if c.get("extension", {}).get("pacecds.rule", {}).get("id")
+                   == "anemia.low-hemoglobin"]
+        if len(anaemia) != 1 or f"{unique_hemoglobin(i):.1f} g/dL" not in anaemia[0]["summary"]:
+            violations.append(f"iso-{i}: anaemia card missing or not its own: {[c['summary'] for c in anaemia]}")
+
+    try:
+        for _ in range(rounds):
+            await asyncio.gather(*(one(i) for i in range(patients)))
+    finally:
+        await client.close()
+    return {"patients": patients, "rounds": rounds, "checked": sum(statuses.values()), "statuses": statuses,
+            "violations": violations[:100], "ok": not violations and sum(statuses.values()) == patients * rounds}
+
+
+def isolation(patients: int = 64, rounds: int = 10, workers: int = 2, threads: int = 8, size: str = "small",
+              rules: str | None = None) -> dict:
+    """Patient isolation over HTTP: gunicorn with worker threads, every patient's request in flight at once."""
+    with Server(workers=workers, threads=threads, rules=rules) as server:
+        result = asyncio.run(_isolation_load(server.url, patients, rounds, size))
+    result["server"] = {"workers": workers, "threads": threads, "worker_class": "gthread" if threads > 1 else "sync"}
+    return result

@@ -2,6 +2,7 @@
 
     python -m bench soak                      # 100,000 evaluations, RSS growth < 5 %, no error
     python -m bench isolation --threads 64 --rounds 20
+    python -m bench http-isolation            # 64 patients in flight through gunicorn threads
     python -m bench http                      # gunicorn on loopback, concurrency 1, 16, 64
 
 Nothing here asserts a timing: only correctness, memory and error counts.
@@ -81,3 +82,12 @@ def test_http_benchmark_bounded():
     for row in result["runs"]:
         assert row["errors"] == 0, row["statuses"]
         assert row["ok"] == row["requests"] > 0
+
+
+def test_http_isolation_bounded():
+    """Patient isolation through gunicorn worker threads: 16 patients in flight at once, responses checked."""
+    pytest.importorskip("aiohttp")
+    from bench import http
+
+    result = http.isolation(patients=16, rounds=2, workers=2, threads=4, size="small")
+    assert result["violations"] == [] and result["ok"], result
