@@ -34,7 +34,10 @@ def render(results: Path) -> str:
             cells = [f"{r[k]['median_ms']:.2f} / {r[k]['p99_ms']:.2f}" for k in ("floor", "validate", "cold", "warm")]
             out.append(f"| {size} | {r['resources']} | {r['request_bytes'] / 1024:.0f} kB | " + " | ".join(cells)
                        + f" | {r['warm_over_floor']:.1f}x | {r['cold_over_validate']:.2f}x |")
-        out += ["", "Cells are median / p99 in milliseconds.", ""]
+        out += ["", "Cells are median / p99 wall-clock milliseconds. CPU-time medians (less disturbed by other work on "
+                "the machine): " + "; ".join(
+                    f"{size} warm/floor {r['cpu_warm_over_floor']:.1f}x, cold/validate {r['cpu_cold_over_validate']:.2f}x"
+                    for size, r in inproc["sizes"].items() if "cpu_warm_over_floor" in r) + ".", ""]
     http = _load(results, "http")
     if http:
         srv = http["server"]
