@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 import time
 
@@ -110,7 +111,7 @@ def invoke(state: ServiceState, service_id: str, body: dict, server_allowed=None
     try:
         result = ruleset.evaluate(eval_request, hook=hook)
     except state.input_errors as e:
-        raise ApiError(400, f"Invalid FHIR data: {e}") from None
+        raise ApiError(400, f"Invalid FHIR data: {_locate(str(e), gathered.origins)}") from None
 
     response = result.response()
     missing = list(gathered.missing)
@@ -122,6 +123,17 @@ def invoke(state: ServiceState, service_id: str, body: dict, server_allowed=None
              body["hookInstance"], service.id, hook, len(response.get("cards", [])),
              ",".join(gathered.fetched) or "-", len(missing), latency_ms)
     return response
+
+
+_POOLED_ENTRY = re.compile(r"prefetch\['resources'\]\.entry\[(\d+)\]")
+
+
+def _locate(message: str, origins: list[str]) -> str:
+    """Name the place in the caller's own request (or the FHIR fetch), not our internal pooled bundle."""
+    def where(m: re.Match) -> str:
+        i = int(m.group(1))
+        return origins[i] if i < len(origins) else m.group(0)
+    return _POOLED_ENTRY.sub(where, message)
 
 
 def _check_selections(context: dict) -> None:

@@ -48,6 +48,7 @@ class Gathered:
     resources: list[dict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)   # human-readable: "observations (FHIR server timed out)"
     fetched: list[str] = field(default_factory=list)   # keys fetched from fhirServer
+    origins: list[str] = field(default_factory=list)   # where each of `resources` came from
     dropped_other_patient: int = 0
 
 
@@ -57,20 +58,22 @@ class Pool:
     def __init__(self, patient_id: str):
         self.patient_id = patient_id
         self._by_key: dict[str, dict] = {}
+        self._where: dict[str, str] = {}
         self.dropped_other_patient = 0
 
-    def add(self, resource) -> None:
+    def add(self, resource, where: str = "prefetch") -> None:
+        """Pool a resource (a Bundle's entries one by one); `where` says where it came from, for errors."""
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             return
         rtype = resource["resourceType"]
         if rtype == "OperationOutcome":
             return  # an error report is never clinical data
         if rtype == "Bundle":
-            for entry in resource.get("entry") or []:
+            for i, entry in enumerate(resource.get("entry") or []):
                 if isinstance(entry, dict):
                     if (entry.get("search") or {}).get("mode") == "outcome":
                         continue
-                    self.add(entry.get("resource"))
+                    self.add(entry.get("resource"), f"{where}.entry[{i}]")
             return
         if self._other_patient(resource):
             # Patient isolation: a resource about someone else never reaches the rules for this patient.
@@ -78,7 +81,9 @@ class Pool:
             return
         rid = resource.get("id")
         key = f"{rtype}/{rid}" if isinstance(rid, str) and rid else f"#{len(self._by_key)}"
-        self._by_key.setdefault(key, resource)
+        if key not in self._by_key:
+            self._by_key[key] = resource
+            self._where[key] = where
 
     def other_patient(self, resource: dict) -> bool:
         """True when the resource is about a patient other than this request's."""
@@ -104,6 +109,10 @@ class Pool:
 
     def resources(self) -> list[dict]:
         return list(self._by_key.values())
+
+    def origins(self) -> list[str]:
+        """Where each of resources() came from, in the same order (e.g. "prefetch.observations.entry[2]")."""
+        return [self._where[k] for k in self._by_key]
 
 
 class FhirClient:
@@ -225,7 +234,7 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
 
     # Everything the client sent is pooled, whatever it named the keys.
     for key, value in prefetch.items():
-        pool.add(value)
+        pool.add(value, f"prefetch.{key}")
         if key in our_keys and next_link(value):
             incomplete[key] = value
 
@@ -287,8 +296,8 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
                     log.warning("fallback fetch for %s failed: %s", key, type(e).__name__)
                     unavailable[key] = "FHIR fetch failed"
                     continue
-                for page in pages:
-                    pool.add(page)
+                for n, page in enumerate(pages):
+                    pool.add(page, f"{key} fetched from fhirServer (page {n + 1})")
                 if key not in incomplete:
                     out.fetched.append(key)
         finally:
@@ -311,6 +320,7 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
         log.info("prefetch %s unavailable: %s", key, reason)
 
     out.resources = pool.resources()
+    out.origins = pool.origins()
     out.dropped_other_patient = pool.dropped_other_patient
     if out.dropped_other_patient:
         log.warning("dropped %d prefetched resources that belong to another patient", out.dropped_other_patient)

@@ -185,3 +185,15 @@ def test_C7_draft_orders_about_another_patient_are_400(client):
     resp = client.post(ORDERS, json=req)
     assert resp.status_code == 400
     assert issue(resp)["expression"] == ["context.draftOrders.entry[1]"]
+
+
+def test_C9_invalid_fhir_in_prefetch_is_400_naming_the_callers_key_and_entry(client):
+    from tests.service.conftest import hb_observation, searchset
+    bad = hb_observation("hb-bad", 10.0)
+    bad["valueQuantity"]["value"] = "ten"
+    pf = full_prefetch()
+    pf["labResults"] = searchset([hb_observation("hb-ok", 13.0), bad])
+    resp = client.post(PV, json=patient_view_request(pf))
+    assert resp.status_code == 400
+    text = issue(resp)["diagnostics"]
+    assert "prefetch.labResults.entry[1]" in text and "Observation/hb-bad" in text and "valueQuantity" in text
