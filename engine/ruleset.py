@@ -227,6 +227,9 @@ class Ruleset:
             for rtype in definition.resource_types:
                 if rtype == "Medication":
                     continue  # read through MedicationRequest/Statement references, never searched by patient
+                if rtype == "QuestionnaireResponse":
+                    out.setdefault(rtype, set())  # items are matched by linkId: no code search exists
+                    continue
                 codes = out.setdefault(rtype, set())
                 codes |= {f"{s}|{c}" for s, c in definition.codes}
                 if definition.valueset is not None:

@@ -77,12 +77,13 @@ class FactDefinition:
     factor_table: dict | None = dataclasses.field(default=None, hash=False, compare=False)
     inputs: tuple = ()  # series_pair: (activity FactDefinition, symptom FactDefinition)
     daily_by_code: tuple = ()  # daily_series: ((code, sum|mean|last), ...) overriding `daily` for that code
+    questionnaire_items: bool = False  # observation: also read QuestionnaireResponse items named by the code
 
     @property
     def resource_types(self) -> set[str]:
         medication = {"MedicationRequest", "MedicationStatement", "Medication"}
         return {
-            "observation": {"Observation"},
+            "observation": {"Observation", "QuestionnaireResponse"} if self.questionnaire_items else {"Observation"},
             "daily_series": {"Observation"},
             "condition": {"Condition"},
             "medication": medication,
@@ -210,7 +211,53 @@ def _observation_values(definition: FactDefinition, data: PatientData, now: dt.d
         else:
             continue
         rows.append((when, value, obs))
+    if definition.questionnaire_items:
+        rows.extend(_questionnaire_values(definition, data, now, fact))
     rows.sort(key=lambda r: r[0])
+    return rows
+
+
+QR_OK = {"completed", "amended"}
+
+
+def _questionnaire_values(definition, data, now, fact):
+    """(time, value, resource) from QuestionnaireResponse items whose linkId is one of the fact's codes.
+
+    LOINC-coded questionnaires (LOINC forms, LHC-Forms) name each item by its LOINC code ("44261-6" or
+    "/44261-6"); that is the only match made. The answer must be a number, a quantity that converts to the
+    fact's unit, or a coded answer carrying its score in the ordinalValue extension."""
+    wanted = {code for _, code in definition.codes}
+    rows = []
+    for qr in data.of_type("QuestionnaireResponse"):
+        if qr.get("status") not in QR_OK or not _about_patient(qr, data.patient_id):
+            continue
+        when = parse_time(qr.get("authored"))
+        if when is None or when > now:
+            continue
+        if definition.window_days is not None and (now - when).days > definition.window_days:
+            continue
+        stack = list(qr.get("item") or [])
+        while stack:
+            item = stack.pop()
+            stack.extend(item.get("item") or [])
+            for answer in item.get("answer") or []:
+                stack.extend(answer.get("item") or [])
+            link = str(item.get("linkId") or "").rsplit("/", 1)[-1]
+            if link not in wanted or not item.get("answer"):
+                continue
+            answer = item["answer"][0]
+            value = None
+            if is_number(answer.get("valueInteger")) or is_number(answer.get("valueDecimal")):
+                value = float(answer.get("valueInteger", answer.get("valueDecimal")))
+            elif isinstance(answer.get("valueQuantity"), dict) and is_number(answer["valueQuantity"].get("value")):
+                q = answer["valueQuantity"]
+                value = definition.to_unit(float(q["value"]), q.get("code") or q.get("unit"))
+            elif isinstance(answer.get("valueCoding"), dict):
+                value = _ordinal_value({"coding": [answer["valueCoding"]]})
+            if value is None:
+                fact.notes.append(f"{_ref(qr)}: item {item.get('linkId')} has no usable score; not used")
+                continue
+            rows.append((when, value, qr))
     return rows
 
 

@@ -435,6 +435,26 @@ def patients() -> list[Chart]:
     labs_recent(c)
     out.append(c)
 
+    # 15b. PHQ-9 completed on a LOINC-coded form (QuestionnaireResponse, total 16, item 9 "Not at all" with its
+    #      score 0) -> depression screen (warning, not critical). Trap: a GAD-7 form still in progress (14) is ignored.
+    c = Chart("mood-questionnaire-response", "pt-moodqr", "female", "1984-10-19", "Yilmaz", "Derya")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.add({"resourceType": "QuestionnaireResponse", "id": "qr-phq9-pt-moodqr", "status": "completed",
+           "questionnaire": "http://loinc.org/q/44249-1", "subject": c.subject, "authored": iso(day(5, 10)),
+           "item": [
+               {"linkId": "/44260-8", "text": "Thoughts that you would be better off dead, or of hurting yourself",
+                "answer": [{"valueCoding": {
+                    "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/ordinalValue", "valueDecimal": 0}],
+                    "system": LOINC, "code": "LA6568-5", "display": "Not at all"}}]},
+               {"linkId": "/44261-6", "text": "Patient Health Questionnaire 9 item (PHQ-9) total score",
+                "answer": [{"valueInteger": 16}]}]})
+    c.add({"resourceType": "QuestionnaireResponse", "id": "qr-gad7-pt-moodqr", "status": "in-progress",
+           "questionnaire": "http://loinc.org/q/69737-5", "subject": c.subject, "authored": iso(day(5, 10)),
+           "item": [{"linkId": "/70274-6", "text": "GAD-7 total score", "answer": [{"valueInteger": 14}]}]})
+    c.goal("Walk with a friend twice a week", status_days_ago=5)
+    labs_recent(c)
+    out.append(c)
+
     # 16. Low ferritin (12 ug/L) with normal hemoglobin -> iron-deficiency only.
     c = Chart("iron-low-ferritin", "pt-iron", "female", "1988-03-21", "Nguyen", "Linh")
     c.condition(*FIBROMYALGIA_ICD)

@@ -291,3 +291,30 @@ def test_coded_answer_with_an_ordinal_value_is_a_score_and_without_one_is_ignore
     assert f.values["value"] == 1
     f = derive_facts(data_of(coded("q2", 3)), [item9], NOW)["item9"]
     assert not f.present  # no score in the record: not guessed from the answer code
+
+
+def test_questionnaire_response_items_named_by_loinc_code_are_scores():
+    phq9 = FactDefinition(name="phq9", kind="observation", title="PHQ-9", unit="{score}", questionnaire_items=True,
+                          codes=frozenset({("http://loinc.org", "44261-6")}))
+
+    def qr(rid, status, value, days_ago, link="/44261-6", nested=False):
+        item = {"linkId": link, "answer": [{"valueInteger": value}]}
+        items = [{"linkId": "group", "item": [item]}] if nested else [item]
+        return {"resourceType": "QuestionnaireResponse", "id": rid, "status": status,
+                "subject": {"reference": "Patient/p1"},
+                "authored": (NOW - dt.timedelta(days=days_ago)).isoformat(), "item": items}
+
+    f = derive_facts(data_of(qr("a", "completed", 12, 10), qr("b", "amended", 15, 3, nested=True),
+                             qr("c", "in-progress", 27, 1), qr("d", "entered-in-error", 27, 1),
+                             qr("e", "completed", 20, 2, link="/44260-8")), [phq9], NOW)["phq9"]
+    assert f.values["value"] == 15 and f.values["count"] == 2
+    assert f.provenance == ["QuestionnaireResponse/a", "QuestionnaireResponse/b"]
+
+
+def test_questionnaire_responses_are_not_read_unless_the_fact_asks():
+    phq9 = FactDefinition(name="phq9", kind="observation", title="PHQ-9", unit="{score}",
+                          codes=frozenset({("http://loinc.org", "44261-6")}))
+    res = {"resourceType": "QuestionnaireResponse", "id": "a", "status": "completed", "subject": {"reference": "Patient/p1"},
+           "authored": NOW.isoformat(), "item": [{"linkId": "44261-6", "answer": [{"valueInteger": 12}]}]}
+    assert not derive_facts(data_of(res), [phq9], NOW)["phq9"].present
+    assert "QuestionnaireResponse" not in phq9.resource_types
