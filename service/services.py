@@ -26,7 +26,8 @@ _SEARCH = {
     "Procedure": ("patient", None),
     "Encounter": ("patient", None),
     "ServiceRequest": ("patient", "status=active"),
-    "Goal": ("patient", "lifecycle-status=active"),
+    # open goals as the goal facts count them (a Goal created from a card's suggestion starts as 'proposed')
+    "Goal": ("patient", "lifecycle-status=proposed,planned,accepted,active,on-hold"),
 }
 # Search keys by type (what an integrator reads in discovery).
 _KEY = {
