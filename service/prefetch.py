@@ -201,6 +201,25 @@ def next_link(resource) -> str | None:
     return None
 
 
+_SCOPE = re.compile(r"(patient|user|system)/(\*|[A-Za-z]+)\.(read|write|\*|[cruds]+)(\?\S*)?")
+
+
+def scope_allows(scope: str | None, resource_type: str, search: bool) -> bool:
+    """Does a SMART scope string let us read (or search) this type? v1 (`patient/Observation.read`) and
+    v2 (`patient/Observation.rs`) syntaxes. A scope string with no resource scopes at all is not second-guessed
+    (some EHRs send only `launch` or their own words): the FHIR server decides then."""
+    grants = [m for m in (_SCOPE.fullmatch(t) for t in (scope or "").split()) if m]
+    if not grants:
+        return True
+    for m in grants:
+        if m.group(2) not in ("*", resource_type):
+            continue
+        perm = m.group(3)
+        if perm in ("read", "*") or (perm not in ("write",) and ("s" if search else "r") in perm):
+            return True
+    return False
+
+
 def _fetch_permission(request: dict, policy: FetchPolicy, server_allowed=None) -> tuple[bool, str]:
     """May we call the client's FHIR server for this request? (yes/no, reason when no)."""
     server = request.get("fhirServer")
@@ -261,9 +280,13 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
     unavailable: dict[str, str] = {}
     allowed, why_not = _fetch_permission(request, policy, server_allowed)
     work: list[tuple[str, str | dict]] = []   # (key, relative url) or (key, first page to continue)
+    scope = (request.get("fhirAuthorization") or {}).get("scope")
     for spec in needs_fetch:
         if not allowed:
             unavailable[spec.key] = why_not
+            continue
+        if not scope_allows(scope, spec.resource_type, search="?" in spec.template):
+            unavailable[spec.key] = f"the access token's scope does not allow reading {spec.resource_type}"
             continue
         try:
             work.append((spec.key, expand(spec.template, context)))

@@ -19,7 +19,7 @@ TOKEN = "tok-CANARY-123"
 
 def auth(**extra):
     a = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
-         "scope": "patient/Patient.read patient/Observation.read patient/Condition.read", "subject": "pacecds"}
+         "scope": "patient/*.read", "subject": "pacecds"}
     a.update(extra)
     return a
 
@@ -342,3 +342,24 @@ def test_patient_isolation_versioned_and_absolute_references():
         pool.add({"resourceType": "Observation", "id": f"o{i}", "subject": {"reference": ref}})
     assert [r["id"] for r in pool.resources()] == ["o0", "o1", "o2"]
     assert pool.dropped_other_patient == 3
+
+
+def test_D7_C6_scopes_v1_and_v2_decide_what_is_fetched(client, fhir):
+    from service.prefetch import scope_allows
+    assert scope_allows("patient/Observation.read", "Observation", search=True)
+    assert scope_allows("user/Observation.rs", "Observation", search=True)
+    assert scope_allows("patient/*.read", "Condition", search=True)
+    assert scope_allows("system/*.*", "Patient", search=False)
+    assert scope_allows("patient/Observation.rs?category=laboratory", "Observation", search=True)
+    assert not scope_allows("patient/Observation.r", "Observation", search=True)     # read, not search
+    assert not scope_allows("patient/Patient.read patient/Condition.read", "Observation", search=True)
+    assert not scope_allows("patient/Observation.write", "Observation", search=False)
+    assert scope_allows("launch openid fhirUser", "Observation", search=True)       # not second-guessed
+    # only Patient and Condition granted: Observation is named missing without a call
+    req = patient_view_request(None, fhirServer=fhir.base_url,
+                               fhirAuthorization=auth(scope="patient/Patient.rs patient/Condition.rs"))
+    resp = client.post(PV, json=req)
+    assert resp.status_code == 200
+    assert {urlsplit(r["raw"]).path.split("/")[2] for r in fhir.requests} == {"Patient", "Condition"}
+    assert "observations (the access token's scope does not allow reading Observation)" in \
+        resp.get_json()["extension"]["org.pacecds.missing-data"]
