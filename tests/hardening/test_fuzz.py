@@ -197,3 +197,42 @@ def test_http_valid_request_passes(client):
     resp = client.post("/cds-services/pacing-review", data=orjson.dumps(SMALL_REQUEST),
                        content_type="application/json")
     assert resp.status_code == 200, resp.data[:500]
+
+
+# ------------------------------------------------------------------ validation with reused elements
+
+_STANDARD = make_bundle("standard", patient_id="reuse-1")
+_RESOURCES = [e["resource"] for e in _STANDARD["entry"]]
+
+
+def _outcome(validator, resource):
+    try:
+        validator._validate_one(resource, "r")
+        return "ok"
+    except InputError as exc:
+        return str(exc)
+
+
+@pytest.fixture(scope="module")
+def validators():
+    from fhir_adapter.resources import ResourceValidator
+
+    warm = ResourceValidator()
+    for resource in _RESOURCES:  # every code, category, subject ... of the patient is now a reusable part
+        warm._validate_one(resource, "warm-up")
+    plain = ResourceValidator()
+    plain._reusing = lambda model, resource: model.model_validate(resource)  # no reuse at all
+    return warm, plain
+
+
+@FUZZ
+@given(data=st.data(), index=st.integers(0, len(_RESOURCES) - 1))
+def test_validation_reusing_elements_equals_plain_validation(validators, data, index):
+    """Reusing validated elements never changes whether a resource is accepted, nor the error message."""
+    warm, plain = validators
+    resource = _mutate(_RESOURCES[index], data)
+    if not isinstance(resource, dict) or resource.get("resourceType") != _RESOURCES[index]["resourceType"]:
+        return  # pooling refuses a missing or unknown resourceType before validation
+    warm._ok.clear()
+    plain._ok.clear()  # the whole-resource cache must not answer: compare the validation itself
+    assert _outcome(warm, resource) == _outcome(plain, resource)
