@@ -21,7 +21,7 @@ _SEARCH = {
     "Condition": ("patient", "clinical-status=active,recurrence,relapse"),
     "Observation": ("patient", None),
     "MedicationRequest": ("patient", "status=active"),
-    "MedicationStatement": ("patient", "status=active"),
+    "MedicationStatement": ("patient", "status=active,intended"),  # as the medication facts count them
     "AllergyIntolerance": ("patient", "clinical-status=active"),
     "Procedure": ("patient", None),
     "Encounter": ("patient", None),

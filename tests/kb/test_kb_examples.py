@@ -127,3 +127,12 @@ def test_goal_prefetch_asks_for_every_open_goal_status(ruleset):
     goals = next(p.template for p in pv.prefetch if p.resource_type == "Goal")
     statuses = set(goals.split("lifecycle-status=")[1].split("&")[0].split(","))
     assert statuses == GOAL_OPEN
+
+
+def test_medication_statement_prefetch_matches_what_the_facts_count(ruleset):
+    from fhir_adapter.facts import MED_STATEMENT_ACTIVE
+    from service.services import build_services
+
+    pv = next(s for s in build_services(ruleset, 400) if s.hook == "patient-view")
+    template = next(p.template for p in pv.prefetch if p.resource_type == "MedicationStatement")
+    assert set(template.split("status=")[1].split("&")[0].split(",")) == MED_STATEMENT_ACTIVE
