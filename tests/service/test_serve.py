@@ -190,3 +190,22 @@ def test_H3_H10_real_workers_share_the_jti_store_and_check_every_call(tmp_path):
         assert (tmp_path / "var" / "pacecds-jti.sqlite").exists()
     finally:
         stop(proc)
+
+
+def test_dev_hot_reload_swaps_good_rules_and_keeps_serving_on_broken_ones(tmp_path, audit):
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    app = create_app(ServiceConfig(env="test", rules_dir=str(rules), audit_store=audit, dev=True))
+    c = app.test_client()
+    holder = app.extensions["pacecds"]._ruleset_source
+    first = c.get("/healthz").get_json()["ruleset"]["sha256"]
+    rule = rules / "anemia" / "low-hemoglobin.yaml"
+    rule.write_text(rule.read_text().replace("title: Hemoglobin below", "title: Haemoglobin below"))
+    assert holder.reload(force=True)
+    second = c.get("/healthz").get_json()["ruleset"]["sha256"]
+    assert second != first
+    assert c.get("/rules/anemia.low-hemoglobin").get_json()["title"].startswith("Haemoglobin")
+    (rules / "anemia" / "broken.yaml").write_text("id: [unclosed\n")
+    assert not holder.reload(force=True)
+    assert c.get("/healthz").get_json()["ruleset"]["sha256"] == second   # still the last good ruleset
+    assert c.get("/cds-services").status_code == 200
