@@ -435,6 +435,15 @@ def patients() -> list[Chart]:
     labs_recent(c)
     out.append(c)
 
+    # 15a. PHQ-9 total only 7, but item 9 = 2 (more than half the days) -> critical safety card regardless.
+    c = Chart("mood-item9-low-total", "pt-item9", "male", "1992-06-30", "Novak", "Luka")
+    c.condition(*FIBROMYALGIA_ICD)
+    c.score("phq9", 7, 3)
+    c.obs("phq9_item9", 2, None, day(3, 10), integer=True)
+    c.goal("Swim once a week", status_days_ago=3)
+    labs_recent(c)
+    out.append(c)
+
     # 15b. PHQ-9 completed on a LOINC-coded form (QuestionnaireResponse, total 16, item 9 "Not at all" with its
     #      score 0) -> depression screen (warning, not critical). Trap: a GAD-7 form still in progress (14) is ignored.
     c = Chart("mood-questionnaire-response", "pt-moodqr", "female", "1984-10-19", "Yilmaz", "Derya")
