@@ -74,6 +74,7 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
                     mimetype="application/json")
     # Responses carry PHI (cards) or security decisions: no intermediary may cache them.
     resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp

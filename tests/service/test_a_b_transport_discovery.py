@@ -42,6 +42,8 @@ def exchanges(client):
 def test_A1_json_in_and_out_on_every_endpoint_and_error(client):
     for name, resp in exchanges(client):
         assert resp.mimetype == "application/json", name
+        # cards carry PHI: never cached by an intermediary, never sniffed as another type
+        assert resp.headers["Cache-Control"] == "no-store" and resp.headers["X-Content-Type-Options"] == "nosniff"
         json.loads(resp.get_data(as_text=True))
         assert resp.status_code < 500, name
     statuses = {name: resp.status_code for name, resp in exchanges(client)}
