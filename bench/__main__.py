@@ -102,10 +102,10 @@ def cmd_http(args) -> int:
 def cmd_soak(args) -> int:
     from .stress import soak
 
-    result = soak(_ruleset(args.rules), evaluations=args.evaluations, size=args.size,
+    result = soak(_ruleset(args.rules), evaluations=args.evaluations, size=args.size, cold=args.cold,
                   progress=lambda m: print(m, file=sys.stderr))
     payload = {"machine": machine(), "command": " ".join(["python -m bench"] + sys.argv[1:]), **result}
-    path = save("soak", payload)
+    path = save("soak_cold" if args.cold else "soak", payload)
     print(f"{result['evaluations']} evaluations in {result['seconds']:.1f}s, errors {result['errors']}, "
           f"RSS {result['rss_start_mb']:.1f} MB -> {result['rss_end_mb']:.1f} MB "
           f"({result['rss_growth_pct']:+.2f}%) -> {path}")
@@ -178,6 +178,7 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("soak", help="many in-process evaluations; RSS at start and end")
     p.add_argument("--evaluations", type=int, default=100_000)
+    p.add_argument("--cold", action="store_true", help="every evaluation a new patient (caches at their bounds)")
     p.add_argument("--size", default="standard", choices=("small", "standard", "large"))
     p.set_defaults(func=cmd_soak)
 

@@ -58,8 +58,9 @@ def render(results: Path) -> str:
                        f"| ~{capacity:.0f} req/s |")
         out += ["", "Capacity = 2,000 ms of CPU per second / (server + client CPU per request): the throughput "
                 "the same work would reach with both cores to itself.", ""]
-    soak = _load(results, "soak")
-    if soak:
+    for soak in (_load(results, "soak"), _load(results, "soak_cold")):
+        if not soak:
+            continue
         out += [f"### Soak (`{soak['command']}`)", "", f"Machine: {_machine(soak['machine'])}", "",
                 "| evaluations | patients | seconds | RSS start | RSS end | growth | errors |",
                 "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

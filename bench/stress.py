@@ -41,23 +41,39 @@ def _signature(result) -> tuple:
             tuple(f.rule_id for f in result.shadow))
 
 
-def soak(ruleset, evaluations: int = 100_000, size: str = "standard", patients: int = 32, progress=None) -> dict:
-    bodies = [orjson.dumps(make_request(size, patient_id=f"soak-{i}", seed=i, hemoglobin=unique_hemoglobin(i)))
+def soak(ruleset, evaluations: int = 100_000, size: str = "standard", patients: int = 32, progress=None,
+         cold: bool = False, cold_warmup: int = 400) -> dict:
+    """cold=False: rotate over `patients` patients (charts reopened). cold=True: every evaluation a patient
+    never seen before (same values, a new id in every resource), so every cache runs at its bound; the
+    warm-up is then long enough (400 patients) to fill the bounded caches before RSS is first read."""
+    bodies = [orjson.dumps(make_request(size, patient_id=f"soak-{i:06d}", seed=i, hemoglobin=unique_hemoglobin(i)))
               for i in range(patients)]
     expected = [_signature(ruleset.evaluate(orjson.loads(b), now=NOW)) for b in bodies]  # warm-up pass
+
+    def body_for(n: int) -> tuple[bytes, str, int]:
+        i = n % patients
+        if not cold:
+            return bodies[i], f"soak-{i:06d}", i
+        new_id = f"s{n:010d}"  # same length as soak-NNNNNN: a byte replace keeps the JSON valid
+        return bodies[i].replace(f"soak-{i:06d}".encode(), new_id.encode()), new_id, i
+
+    if cold:
+        for n in range(cold_warmup):
+            ruleset.evaluate(orjson.loads(body_for(evaluations + n)[0]), now=NOW)
     gc.collect()
     rss_start = rss_mb()
     errors: list[str] = []
     started = time.perf_counter()
     step = max(1, evaluations // 10)
     for n in range(evaluations):
-        i = n % patients
+        body, pid, i = body_for(n)
         try:
-            got = _signature(ruleset.evaluate(orjson.loads(bodies[i]), now=NOW))
-            if got != expected[i]:
-                errors.append(f"evaluation {n} (soak-{i}): {got} != {expected[i]}")
+            got = _signature(ruleset.evaluate(orjson.loads(body), now=NOW))
+            want = (pid,) + expected[i][1:]
+            if got != want:
+                errors.append(f"evaluation {n} ({pid}): {got} != {want}")
         except Exception as exc:  # noqa: BLE001 - a soak counts every failure
-            errors.append(f"evaluation {n} (soak-{i}): {type(exc).__name__}: {exc}")
+            errors.append(f"evaluation {n} ({pid}): {type(exc).__name__}: {exc}")
         if progress and (n + 1) % step == 0:
             progress(f"{n + 1}/{evaluations} evaluations, RSS {rss_mb():.1f} MB, errors {len(errors)}")
     seconds = time.perf_counter() - started
@@ -65,7 +81,7 @@ def soak(ruleset, evaluations: int = 100_000, size: str = "standard", patients: 
     rss_end = rss_mb()
     growth = (rss_end - rss_start) / rss_start * 100
     return {
-        "evaluations": evaluations, "size": size, "patients": patients, "seconds": seconds,
+        "evaluations": evaluations, "size": size, "patients": "all new" if cold else patients, "seconds": seconds,
         "rss_start_mb": rss_start, "rss_end_mb": rss_end, "rss_growth_pct": growth,
         "errors": len(errors), "first_errors": errors[:10],
         "ok": not errors and growth < 5.0,

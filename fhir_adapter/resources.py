@@ -161,7 +161,7 @@ def _collect(resource: dict, where: str, out: list) -> None:
 class ResourceValidator:
     """Validates resources with fhir.resources, caching results by content hash (bounded LRU)."""
 
-    def __init__(self, max_cached: int = 50_000, max_parts: int = 20_000):
+    def __init__(self, max_cached: int = 50_000, max_parts: int = 5_000):
         self._ok: OrderedDict[bytes, None] = OrderedDict()
         self._max = max_cached
         self._lock = threading.Lock()

@@ -1,6 +1,7 @@
 """Bounded soak, isolation stress and HTTP benchmark runs (seconds). The full runs:
 
     python -m bench soak                      # 100,000 evaluations, RSS growth < 5 %, no error
+    python -m bench soak --cold               # the same, every evaluation a patient never seen before
     python -m bench isolation --threads 64 --rounds 20
     python -m bench http-isolation            # 64 patients in flight through gunicorn threads
     python -m bench http                      # gunicorn on loopback, concurrency 1, 16, 64
@@ -41,6 +42,11 @@ def test_soak_bounded(ruleset):
     assert result["errors"] == 0, result["first_errors"]
     # growth is reported, not asserted here: 300 evaluations are too few for a meaningful percentage
     assert result["rss_end_mb"] > 0
+
+
+def test_soak_bounded_every_patient_new(ruleset):
+    result = stress.soak(ruleset, evaluations=40, size="small", patients=4, cold=True, cold_warmup=10)
+    assert result["errors"] == 0, result["first_errors"]
 
 
 def test_isolation_bounded(ruleset):
