@@ -69,7 +69,8 @@ class Pool:
         if rtype == "OperationOutcome":
             return  # an error report is never clinical data
         if rtype == "Bundle":
-            for i, entry in enumerate(resource.get("entry") or []):
+            entries = resource.get("entry")
+            for i, entry in enumerate(entries if isinstance(entries, list) else []):
                 if isinstance(entry, dict):
                     if (entry.get("search") or {}).get("mode") == "outcome":
                         continue
@@ -195,7 +196,8 @@ class FhirClient:
 def next_link(resource) -> str | None:
     if not isinstance(resource, dict) or resource.get("resourceType") != "Bundle":
         return None
-    for link in resource.get("link") or []:
+    links = resource.get("link")
+    for link in links if isinstance(links, list) else []:
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"]
     return None
