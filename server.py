@@ -17,6 +17,7 @@ from flask_cors import CORS
 
 from service import errors, handlers
 from service.auth import AuthError, Authenticator
+from service.cli import is_loopback
 from service.config import ConfigError, ServiceConfig
 from service.errors import ApiError, json_response
 from service.validation import parse_json_body
@@ -55,6 +56,16 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
         CORS(app, resources={r"/cds-services*": {"origins": list(cfg.cors_origins)}},
              methods=["GET", "POST", "OPTIONS"], allow_headers=["Authorization", "Content-Type"],
              supports_credentials=False, max_age=600, vary_header=True)
+
+    if authenticator is None:
+        @app.before_request
+        def local_callers_only():
+            # Without trusted issuers nobody is authenticated, so only this machine may call, whatever WSGI
+            # server runs the app and whatever address it was bound to.
+            addr = request.remote_addr
+            if addr and not is_loopback(addr):  # no address at all: a unix socket, local by nature
+                raise ApiError(403, "This pacecds service has no trusted issuers configured and only answers "
+                                    "callers on this machine")
 
     def audiences(service_id: str | None, feedback: bool) -> list[str]:
         base = cfg.public_url

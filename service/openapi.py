@@ -81,6 +81,7 @@ def build() -> dict:
                        "duplicates": {"type": "integer", "minimum": 0}}}
     errors = {"400": _oo_response("Malformed JSON, missing or ill-typed members, hook not served, invalid FHIR"),
               "401": _oo_response("Missing or invalid JWT (no detail is given)"),
+              "403": _oo_response("No trusted issuers are configured and the caller is not on this machine"),
               "404": _oo_response("Unknown service id"),
               "413": _oo_response("Request body too large"),
               "415": _oo_response("Content-Type is not JSON")}
@@ -102,7 +103,7 @@ def build() -> dict:
                 "responses": {"200": {"description": "Services",
                                       "content": {"application/json": {
                                           "schema": {"$ref": "#/components/schemas/Discovery"}}}},
-                              "401": errors["401"]}}},
+                              "401": errors["401"], "403": errors["403"]}}},
             "/cds-services/{service_id}": {"post": {
                 "operationId": "invoke", "summary": "Call a service for one hook firing",
                 "parameters": [service_id],
@@ -134,7 +135,8 @@ def build() -> dict:
                                           "type": "object", "required": ["ruleset", "rules"],
                                           "properties": {"ruleset": {"type": "object"},
                                                          "rules": {"type": "array",
-                                                                   "items": {"$ref": "#/components/schemas/RuleSourceAttributes"}}}}}}}}}},
+                                                                   "items": {"$ref": "#/components/schemas/RuleSourceAttributes"}}}}}}},
+                              "403": errors["403"]}}},
             "/rules/{rule_id}": {"get": {
                 "operationId": "rule", "summary": "Source attributes of one rule",
                 "security": [{}],
@@ -142,6 +144,7 @@ def build() -> dict:
                 "responses": {"200": {"description": "The rule",
                                       "content": {"application/json": {"schema": {
                                           "$ref": "#/components/schemas/RuleSourceAttributes"}}}},
+                              "403": errors["403"],
                               "404": _oo_response("No such rule in the serving ruleset")}}},
         },
         "components": {

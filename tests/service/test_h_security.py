@@ -404,6 +404,20 @@ def test_H8_env_file_drives_the_app(audit, ruleset, tmp_path, monkeypatch):
     assert c.get("/cds-services", headers=bearer(mint(DISCOVERY_AUD))).status_code == 200
 
 
+def test_H2_without_issuers_only_local_callers_are_answered(make_app, issuers):
+    local = make_app().test_client()
+    assert local.get("/cds-services", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+    assert local.get("/cds-services", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+    for addr in ("10.1.2.3", "192.0.2.7", "2001:db8::1"):
+        resp = local.post("/cds-services/pacing-review", json=patient_view_request(),
+                          environ_base={"REMOTE_ADDR": addr})
+        assert resp.status_code == 403 and resp.get_json()["resourceType"] == "OperationOutcome"
+    # with issuers, remote callers are judged by their JWT instead
+    remote = make_app(public_url=PUBLIC_URL, trusted_issuers=issuers).test_client()
+    resp = remote.get("/cds-services", headers=bearer(mint(DISCOVERY_AUD)), environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert resp.status_code == 200
+
+
 def test_H2_A2_production_refuses_to_start_without_issuers_or_tls():
     with pytest.raises(ConfigError, match="TRUSTED_ISSUERS"):
         ServiceConfig(env="production", public_url=PUBLIC_URL).check()
