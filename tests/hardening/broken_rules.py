@@ -61,6 +61,6 @@ CORPUS = [
     ("facts-not-mapping", LABS, None, "facts:\n  - hemoglobin\n", "facts"),
     ("valueset-bad-json", "valuesets/cds-pregnancy.json", None, '{"resourceType": "ValueSet", "compose": ', "cds-pregnancy.json"),
     ("valueset-wrong-type", "valuesets/cds-pregnancy.json", None, '{"resourceType": "CodeSystem", "id": "x"}', "ValueSet"),
-    ("manifest-missing-version", MANIFEST, "version: 0.1.0", "", "version"),
+    ("manifest-missing-version", MANIFEST, "version: 1.0.0", "", "version"),
     ("duplicate-rule-id", "anemia/copy.yaml", None, "@" + HB, "duplicate"),
 ]
