@@ -165,7 +165,7 @@ class ResourceValidator:
         self._ok: OrderedDict[bytes, None] = OrderedDict()
         self._max = max_cached
         self._lock = threading.Lock()
-        # (model, member, canonical JSON) -> the validated element(s) of an earlier resource; see _reusing
+        # (model, member, digest of canonical JSON) -> validated element(s) of an earlier resource; see _reusing
         self._parts: dict[tuple, object] = {}
         self._max_parts = max_parts
 
@@ -237,7 +237,9 @@ class ResourceValidator:
             if name is None or not (type(value) is dict or (
                     type(value) is list and value and all(type(v) is dict for v in value))):
                 continue
-            part = (model, key, orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+            # a digest, not the JSON: orjson's output buffers are over-allocated (~2 kB each held in memory)
+            part = (model, key, hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS),
+                                                digest_size=16).digest())
             hit = self._parts.get(part)
             if hit is None:
                 fresh.append((part, name))
