@@ -62,11 +62,12 @@ def render(results: Path) -> str:
         if not soak:
             continue
         out += [f"### Soak (`{soak['command']}`)", "", f"Machine: {_machine(soak['machine'])}", "",
-                "| evaluations | patients | seconds | RSS start | RSS end | growth | errors |",
-                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+                "| evaluations | patients | seconds | RSS start | RSS end | growth | growth, 2nd half | errors |",
+                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
                 f"| {soak['evaluations']:,} | {soak['patients']} ({soak['size']}) | {soak['seconds']:.0f} "
                 f"| {soak['rss_start_mb']:.1f} MB | {soak['rss_end_mb']:.1f} MB | {soak['rss_growth_pct']:+.2f}% "
-                f"| {soak['errors']} |", ""]
+                + (f"| {soak['rss_growth_second_half_pct']:+.2f}% " if soak.get("rss_growth_second_half_pct") is not None
+                   else "| - ") + f"| {soak['errors']} |", ""]
     iso = _load(results, "isolation")
     if iso:
         out += [f"### Isolation (`{iso['command']}`)", "", f"Machine: {_machine(iso['machine'])}", "",

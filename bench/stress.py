@@ -63,6 +63,7 @@ def soak(ruleset, evaluations: int = 100_000, size: str = "standard", patients: 
     gc.collect()
     rss_start = rss_mb()
     errors: list[str] = []
+    samples: list[float] = []  # RSS after each tenth of the run
     started = time.perf_counter()
     step = max(1, evaluations // 10)
     for n in range(evaluations):
@@ -74,15 +75,20 @@ def soak(ruleset, evaluations: int = 100_000, size: str = "standard", patients: 
                 errors.append(f"evaluation {n} ({pid}): {got} != {want}")
         except Exception as exc:  # noqa: BLE001 - a soak counts every failure
             errors.append(f"evaluation {n} ({pid}): {type(exc).__name__}: {exc}")
-        if progress and (n + 1) % step == 0:
-            progress(f"{n + 1}/{evaluations} evaluations, RSS {rss_mb():.1f} MB, errors {len(errors)}")
+        if (n + 1) % step == 0:
+            samples.append(rss_mb())
+            if progress:
+                progress(f"{n + 1}/{evaluations} evaluations, RSS {samples[-1]:.1f} MB, errors {len(errors)}")
     seconds = time.perf_counter() - started
     gc.collect()
     rss_end = rss_mb()
     growth = (rss_end - rss_start) / rss_start * 100
     return {
         "evaluations": evaluations, "size": size, "patients": "all new" if cold else patients, "seconds": seconds,
-        "rss_start_mb": rss_start, "rss_end_mb": rss_end, "rss_growth_pct": growth,
+        "rss_start_mb": rss_start, "rss_end_mb": rss_end, "rss_growth_pct": growth, "rss_samples_mb": samples,
+        # growth over the second half: a leak keeps growing, bounded caches filling do not
+        "rss_growth_second_half_pct": ((rss_end - samples[len(samples) // 2 - 1]) / samples[len(samples) // 2 - 1] * 100
+                                       if len(samples) >= 2 else None),
         "errors": len(errors), "first_errors": errors[:10],
         "ok": not errors and growth < 5.0,
     }
