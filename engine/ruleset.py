@@ -7,14 +7,13 @@ per evaluation -> cards for fired active rules; draft rules run in shadow mode.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fhir_adapter.facts import Fact, derive_facts, is_number
-from fhir_adapter.valuesets import normalize_code
+from fhir_adapter.facts import Fact, is_number
 from fhir_adapter.resources import InputError, ResourceValidator, pool_request
+from fhir_adapter.selection import ResourceSelector, derive_facts_by_code
 
 from . import conditions
 from .cards import build_card, make_lookup
@@ -62,7 +61,7 @@ class _HookProgram:
         self.fact_names = sorted(set().union(*(r.facts for r in self.rules))) if self.rules else []
         self.definitions = [tree.facts[n] for n in self.fact_names]
         self.resource_types = set().union(*(d.resource_types for d in self.definitions)) if self.definitions else set()
-        self.needs = _Needs(self.definitions)
+        self.needs = ResourceSelector(self.definitions)
         self.leaves = {}
         expressions = {}
         for i, rule in enumerate(self.rules):
@@ -81,128 +80,6 @@ class _HookProgram:
         for leaf in self.leaves.values():
             conditions.add_to_message(message, leaf, conditions.leaf_inputs(leaf, facts, valuesets))
         return message
-
-
-# Resource types whose facts pick resources by one coded field, and the fact kinds that do so.
-_CODED_FIELD = {"Observation": "code", "Condition": "code", "MedicationRequest": "medicationCodeableConcept",
-                "MedicationStatement": "medicationCodeableConcept"}
-_CODED_KINDS = {"Observation": {"observation", "daily_series", "series_pair"}, "Condition": {"condition"},
-                "MedicationRequest": {"medication", "medication_classes", "opioid_mme"},
-                "MedicationStatement": {"medication", "medication_classes", "opioid_mme"}}
-# (series_pair, medication_classes and opioid_mme carry the union of the codes they read in FactDefinition.codes)
-
-
-class _Needs:
-    """needed(resource): False only for a resource that no fact of the hook can read.
-
-    Validating with fhir.resources costs ~100 us per Observation and is most of a cold evaluation,
-    while most of a chart (years of vitals, activity, unrelated labs) is data no rule reads. So a
-    resource is skipped before validation when its code matches none of the codes (codes and value
-    sets) of the facts that pick resources of its type by code; `FactDefinition.matches` is this
-    same set test, so no skipped resource can reach a fact. Conservative everywhere else: a fact
-    kind not listed in _CODED_KINDS makes every resource of its types needed, and a malformed or
-    uncoded field (a medicationReference, a component) is validated, so bad input is still refused.
-    """
-
-    def __init__(self, definitions):
-        self._codesets: dict[str, frozenset] = {}
-        self.all_types: set[str] = set()
-        self.codes: dict[str, set] = {}
-        for d in definitions:
-            for rtype in d.resource_types:
-                if d.kind in _CODED_KINDS.get(rtype, ()):
-                    self.codes.setdefault(rtype, set()).update(self.codeset(d))
-                else:
-                    self.all_types.add(rtype)
-        self.codes = {t: frozenset(k) for t, k in self.codes.items() if t not in self.all_types}
-        # (system, code) as sent -> read by some fact; normalising every coding of every resource was
-        # the largest cost of a warm evaluation. Bounded: cleared when full (codes in use are few).
-        self._memo: dict[tuple, bool] = {}
-        self._keys: dict[tuple, tuple | None] = {}
-
-    def key(self, system, code):
-        """normalize_code(system, code), memoised (strings only)."""
-        sc = (system, code)
-        key = self._keys.get(sc, False)
-        if key is False:
-            key = normalize_code(system, code)
-            if len(self._keys) >= 50_000:
-                self._keys.clear()
-            self._keys[sc] = key
-        return key
-
-    def codeset(self, definition) -> frozenset:
-        """Every normalised (system, code) a coded fact matches: its codes, its value set's, its inputs'."""
-        codes = self._codesets.get(definition.name)
-        if codes is None:
-            codes = frozenset(definition.codes)
-            if definition.valueset is not None:
-                codes |= definition.valueset.codes
-            for other in getattr(definition, "inputs", ()):  # series_pair reads two daily series
-                codes |= self.codeset(other)
-            self._codesets[definition.name] = codes
-        return codes
-
-    def __call__(self, resource: dict) -> bool:
-        rtype = resource.get("resourceType")
-        keys = self.codes.get(rtype)
-        if keys is None:
-            return True
-        if rtype == "Observation" and "component" in resource:
-            return True
-        codeable = resource.get(_CODED_FIELD[rtype])
-        if not isinstance(codeable, dict):
-            return True  # absent (e.g. medicationReference) or malformed: let validation decide
-        coding = codeable.get("coding", [])
-        if not isinstance(coding, list):
-            return True
-        for c in coding:
-            if not isinstance(c, dict):
-                return True
-            system, code = c.get("system"), c.get("code")
-            if not isinstance(system, (str, type(None))) or not isinstance(code, (str, type(None))):
-                return True
-            sc = (rtype, system, code)
-            hit = self._memo.get(sc)
-            if hit is None:
-                key = normalize_code(system, code)
-                hit = key is not None and key in keys
-                if len(self._memo) >= 50_000:
-                    self._memo.clear()
-                self._memo[sc] = hit
-            if hit:
-                return True
-        return False
-
-
-def _derive_facts_by_code(data, definitions, now, needs: _Needs) -> dict[str, Fact]:
-    """derive_facts(), with each Observation fact given only the Observations whose code it reads.
-
-    A fact scans every Observation of the pool (status, subject, code, time for each), so a chart of
-    90 days of steps and pain cost each of the ~6 Observation facts ~190 resources: 70% of a warm
-    evaluation. One pass indexes the pool by code; each coded fact then gets a shallow copy of the
-    data holding just its candidates, in their original order, so its result is the same (the
-    others could never match its codes). Kinds not known to pick by code see all data.
-    TODO(facts owner): an index in PatientData used by fhir_adapter/facts.py would make this moot.
-    """
-    observations = data.by_type.get("Observation")
-    if not observations:
-        return derive_facts(data, definitions, now)
-    index: dict[tuple, list[int]] = {}  # normalised (system, code) -> positions in the pool
-    for i, obs in enumerate(observations):
-        for coding in (obs.get("code") or {}).get("coding") or []:  # validated: well-formed
-            key = needs.key(coding.get("system"), coding.get("code"))
-            if key is not None:
-                index.setdefault(key, []).append(i)
-    facts = {}
-    for definition in definitions:
-        view = data
-        if definition.kind in _CODED_KINDS["Observation"]:
-            codes = needs.codeset(definition)
-            hits = sorted({i for key, positions in index.items() if key in codes for i in positions})
-            view = dataclasses.replace(data, by_type={**data.by_type, "Observation": [observations[i] for i in hits]})
-        facts.update(derive_facts(view, [definition], now))
-    return facts
 
 
 class Ruleset:
@@ -246,7 +123,7 @@ class Ruleset:
             now = now.replace(tzinfo=dt.timezone.utc)
         program = self._programs[hook]
         self._validator.validate(data, program.resource_types, program.needs)
-        facts = _derive_facts_by_code(data, program.definitions, now, program.needs)
+        facts = derive_facts_by_code(data, program.definitions, now, program.needs)
         fired_names = set(program.compiled.match(program.message(facts, self.tree.valuesets)))
 
         result = EvaluationResult(hook=hook, patient_id=data.patient_id, ruleset=self.meta, now=now, facts=facts)

@@ -105,7 +105,7 @@ def _fact_inputs(ruleset, doc, hook):
 @pytest.mark.parametrize("name", _examples() + ["generated-standard", "generated-small"])
 def test_facts_by_code_equal_plain_derive_facts(ruleset, name):
     """The per-fact Observation narrowing in evaluate() changes no fact (values, provenance, notes)."""
-    from engine.ruleset import _derive_facts_by_code
+    from fhir_adapter.selection import derive_facts_by_code
     from fhir_adapter.facts import derive_facts
 
     if name.startswith("generated-"):
@@ -117,5 +117,5 @@ def test_facts_by_code_equal_plain_derive_facts(ruleset, name):
             data, program = _fact_inputs(ruleset, copy.deepcopy(doc), hook)
         except InputError:
             continue  # e.g. an order hook without draft orders
-        assert _derive_facts_by_code(data, program.definitions, now, program.needs) == \
+        assert derive_facts_by_code(data, program.definitions, now, program.needs) == \
             derive_facts(data, program.definitions, now)
