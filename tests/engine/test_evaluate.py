@@ -5,19 +5,9 @@ import threading
 import pytest
 
 from engine import InputError
-from tests.conftest import NOW, load_example
+from tests.conftest import NOW, load_example, walk
 
 SUMMARY_LIMIT = 139
-
-
-def walk(value, path="$"):
-    yield path, value
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from walk(v, f"{path}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from walk(v, f"{path}[{i}]")
 
 
 def assert_conformant(card, ruleset):

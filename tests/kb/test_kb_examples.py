@@ -1,7 +1,7 @@
 """The knowledge-base example patients: reproducible, valid, and mutually exclusive pacing advice."""
 
 import datetime as dt
-import importlib.util
+from tests.conftest import load_tool
 import json
 from pathlib import Path
 
@@ -17,10 +17,7 @@ NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("build_example_patients", ROOT / "tools" / "build_example_patients.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("build_example_patients")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """docs/rules.md is generated from the YAML and must match it; the catalog of issue 3 is complete and governed."""
 
-import importlib.util
+from tests.conftest import load_tool
 from pathlib import Path
 
 import pytest
@@ -18,10 +18,7 @@ CATALOG = [
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("build_rules_doc", ROOT / "tools" / "build_rules_doc.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("build_rules_doc")
 
 
 @pytest.fixture(scope="module")

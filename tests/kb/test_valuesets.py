@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+from tests.conftest import load_tool
 import json
 import re
 from pathlib import Path
@@ -41,13 +41,6 @@ COPIED = {
     "sleep-disordered-breathing.json": "ahrq-pain-management-summary",
     "cds-pregnancy.json": "ahrq-pain-management-summary",
 }
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def members(doc: dict) -> list[tuple[str, str, str | None]]:

@@ -54,15 +54,7 @@ def service_aud(service_id: str) -> str:
     return f"{PUBLIC_URL}/cds-services/{service_id}"
 
 
-def walk(value, path="$"):
-    """Yield (path, value) for every node of a JSON document."""
-    yield path, value
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from walk(v, f"{path}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from walk(v, f"{path}[{i}]")
+from tests.conftest import walk  # noqa: E402,F401 - re-exported for the service tests
 
 
 # --------------------------------------------------------------------------- example patients
