@@ -307,7 +307,21 @@ def _derive_observation(definition, data, now) -> Fact:
 
 
 def _daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[str]]:
-    """Days ago (0 = today, up to 27) -> the day's value, and the resources used. Missing days stay missing."""
+    """Days ago (0 = today, up to 27) -> the day's value, and the resources used. Missing days stay missing.
+
+    Computed once per evaluation: a daily series fact and a series_pair reading it share the result
+    (it depends only on the definition's own codes, so any view of the pool gives the same)."""
+    key = ("daily_values", definition.name, now)
+    if key not in data.memo:
+        scratch = Fact(definition.name)
+        daily, used = _compute_daily_values(definition, data, now, scratch)
+        data.memo[key] = (daily, used, scratch.notes)
+    daily, used, notes = data.memo[key]
+    fact.notes.extend(notes)
+    return dict(daily), list(used)
+
+
+def _compute_daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[str]]:
     rows = _observation_values(definition, data, now, fact)
     today = now.date()
     by_code = dict(definition.daily_by_code)

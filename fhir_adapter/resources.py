@@ -46,6 +46,8 @@ class PatientData:
     context: dict = field(default_factory=dict)
     # where each resource came from (by object id), for error messages
     locations: dict[int, str] = field(default_factory=dict, repr=False)
+    # results computed once per evaluation and shared by facts (e.g. a daily series two facts read)
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def of_type(self, resource_type: str) -> list[dict]:
         return self.by_type.get(resource_type, [])
