@@ -11,9 +11,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fhir_adapter.facts import Fact, is_number
+from fhir_adapter.facts import Fact, derive_facts, is_number
 from fhir_adapter.resources import InputError, ResourceValidator, pool_request
-from fhir_adapter.selection import ResourceSelector, derive_facts_by_code
+from fhir_adapter.selection import ResourceSelector
 
 from . import conditions
 from .cards import build_card, make_lookup
@@ -123,7 +123,7 @@ class Ruleset:
             now = now.replace(tzinfo=dt.timezone.utc)
         program = self._programs[hook]
         self._validator.validate(data, program.resource_types, program.needs)
-        facts = derive_facts_by_code(data, program.definitions, now, program.needs)
+        facts = derive_facts(data, program.definitions, now)
         fired_names = set(program.compiled.match(program.message(facts, self.tree.valuesets)))
 
         result = EvaluationResult(hook=hook, patient_id=data.patient_id, ruleset=self.meta, now=now, facts=facts)

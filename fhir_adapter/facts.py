@@ -16,10 +16,11 @@ import datetime as dt
 import math
 import statistics
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 
 from . import ucum
 from .resources import PatientData
-from .valuesets import ValueSet, normalize_code
+from .valuesets import ValueSet, code_key
 
 OBSERVATION_OK = {"final", "amended", "corrected"}
 CONDITION_ACTIVE = {"active", "recurrence", "relapse"}
@@ -94,12 +95,13 @@ class FactDefinition:
             "series_pair": {"Observation"},
         }[self.kind]
 
+    @cached_property
+    def match_keys(self) -> frozenset:
+        """Every normalised (system, code) this fact reads: its own codes and its value set's."""
+        return self.codes | self.valueset.codes if self.valueset is not None else self.codes
+
     def matches(self, codeable: dict | None) -> bool:
-        for coding in (codeable or {}).get("coding") or []:
-            key = normalize_code(coding.get("system"), coding.get("code"))
-            if key and (key in self.codes or (self.valueset is not None and key in self.valueset)):
-                return True
-        return False
+        return not self.match_keys.isdisjoint(coding_keys(codeable))
 
     def to_unit(self, value: float, unit: str | None) -> float | None:
         """Value converted to this fact's unit, or None when the unit cannot be converted."""
@@ -141,6 +143,11 @@ def derive_facts(data: PatientData, definitions, now: dt.datetime) -> dict[str, 
 def parse_time(value) -> dt.datetime | None:
     if not isinstance(value, str) or not value:
         return None
+    return _parse_time(value)
+
+
+@lru_cache(maxsize=65_536)  # a reopened chart repeats its timestamps; datetimes are immutable
+def _parse_time(value: str) -> dt.datetime | None:
     try:
         if len(value) == 4:
             parsed = dt.datetime(int(value), 1, 1)
@@ -172,28 +179,72 @@ def _ref(resource: dict) -> str:
 
 def _about_patient(resource: dict, patient_id: str | None) -> bool:
     """Data about another patient never counts (a mis-assembled prefetch must not leak)."""
+    return _about(patient_id)(resource)
+
+
+def _about(patient_id: str | None):
+    """_about_patient() for one patient, as a test of a resource (the reference strings built once)."""
     if not patient_id:
-        return True
-    subject = resource.get("subject") or resource.get("patient") or {}
-    ref = subject.get("reference") if isinstance(subject, dict) else None
-    if not ref:
-        return True
-    return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}") or ref == patient_id
+        return lambda resource: True
+    local, absolute = f"Patient/{patient_id}", f"/Patient/{patient_id}"
+
+    def about(resource: dict) -> bool:
+        subject = resource.get("subject") or resource.get("patient") or {}
+        ref = subject.get("reference") if isinstance(subject, dict) else None
+        return not ref or ref == local or ref == patient_id or ref.endswith(absolute)
+    return about
 
 
 # -- observations -------------------------------------------------------------------------
 
+@dataclass(slots=True)
+class _Reading:
+    """What every Observation fact needs of one Observation, worked out once per evaluation."""
+
+    resource: dict
+    when: dt.datetime | None
+
+
+def _readings(data: PatientData) -> tuple[list[_Reading], dict[tuple, list[int]]]:
+    """The patient's Observations in pool order, and an index: normalised code -> positions.
+
+    Several facts read the same Observations (the steps series feeds three facts), and a chart holds
+    hundreds of them; the subject check, the codes and the time are the same for every fact."""
+    def compute():
+        readings, index = [], {}
+        about = _about(data.patient_id)
+        for obs in data.of_type("Observation"):
+            if not about(obs):
+                continue
+            for key in coding_keys(obs.get("code")):
+                index.setdefault(key, []).append(len(readings))
+            readings.append(_Reading(obs, _observation_time(obs)))
+        return readings, index
+    return _per_evaluation(data, "readings", compute)
+
+
+def _per_evaluation(data: PatientData, key, compute):
+    """compute() once per evaluation, kept in data.memo; recomputed if the pool was replaced since."""
+    entry = data.memo.get(key)
+    if entry is None or entry[0] is not data.by_type:
+        entry = data.memo[key] = (data.by_type, compute())
+    return entry[1]
+
+
 def _observation_values(definition: FactDefinition, data: PatientData, now: dt.datetime, fact: Fact):
     """(time, value in fact unit, resource) for usable observations, oldest first."""
     allowed = OBSERVATION_OK | ({"preliminary"} if definition.allow_preliminary else set())
+    readings, index = _readings(data)
+    wanted = definition.match_keys
+    if len(index) <= len(wanted):
+        positions = {i for key, found in index.items() if key in wanted for i in found}
+    else:
+        positions = {i for key in wanted for i in index.get(key, ())}
     rows = []
-    for obs in data.of_type("Observation"):
-        if obs.get("status") not in allowed or not _about_patient(obs, data.patient_id):
-            continue
-        if not definition.matches(obs.get("code")):
-            continue
-        when = _observation_time(obs)
-        if when is None or when > now:
+    for i in sorted(positions):  # pool order, as a scan of the pool would give
+        reading = readings[i]
+        obs, when = reading.resource, reading.when
+        if obs.get("status") not in allowed or when is None or when > now:
             continue
         if definition.window_days is not None and (now - when).days > definition.window_days:
             continue
@@ -401,6 +452,17 @@ def _status_code(codeable: dict | None) -> str | None:
     return None
 
 
+def coding_keys(codeable: dict | None) -> frozenset:
+    """The normalised (system, code) of every coding of a CodeableConcept."""
+    codings = (codeable or {}).get("coding") or ()
+    if len(codings) == 1:  # the usual case, without building a set
+        key = code_key(codings[0].get("system"), codings[0].get("code"))
+        return frozenset() if key is None else frozenset((key,))
+    keys = {code_key(c.get("system"), c.get("code")) for c in codings}
+    keys.discard(None)
+    return frozenset(keys)
+
+
 def _codes(codeable: dict | None) -> list[str]:
     return [f"{c.get('system')}|{c.get('code')}" for c in (codeable or {}).get("coding") or [] if c.get("code")]
 
@@ -465,9 +527,26 @@ def active_medications(data: PatientData, scope: str = "active"):
             yield r, medication_concept(r, data)
 
 
+@dataclass(slots=True)
+class _Medication:
+    resource: dict
+    concept: dict | None
+    keys: frozenset  # normalised codes of the concept
+    drug: str  # one key per drug product (see _drug_key)
+
+
+def _medications(data: PatientData, scope: str) -> list[_Medication]:
+    """active_medications() with each drug's codes and product key, once per evaluation and scope
+    (a ruleset has several medication facts, and a class fact asks once per class)."""
+    return _per_evaluation(data, ("medications", scope), lambda: [
+        _Medication(r, concept, coding_keys(concept), _drug_key(concept))
+        for r, concept in active_medications(data, scope)])
+
+
 def _derive_medication(definition, data, now) -> Fact:
     fact = Fact(definition.name)
-    hits = [(r, concept) for r, concept in active_medications(data, definition.scope) if definition.matches(concept)]
+    wanted = definition.match_keys
+    hits = [(m.resource, m.concept) for m in _medications(data, definition.scope) if not m.keys.isdisjoint(wanted)]
     fact.values.update(present=bool(hits), count=len(hits))
     if hits:
         fact.values["codes"] = [c for _, concept in hits for c in _codes(concept)]
@@ -480,25 +559,24 @@ def _derive_medication(definition, data, now) -> Fact:
 def _drug_key(concept: dict | None) -> str:
     """One key per drug product: its RxNorm code when it has one, else its name (for de-duplication)."""
     for coding in (concept or {}).get("coding") or []:
-        key = normalize_code(coding.get("system"), coding.get("code"))
+        key = code_key(coding.get("system"), coding.get("code"))
         if key and key[0] == "http://www.nlm.nih.gov/research/umls/rxnorm":
             return f"rxnorm|{key[1]}"
     return f"name|{_codeable_name(concept).lower()}"
 
 
-def _unique_medications(data: PatientData, scope: str, matches):
-    """(resource, concept) of usable medications that match, one per drug product.
+def _unique_medications(data: PatientData, scope: str, wanted: frozenset):
+    """(resource, concept) of usable medications with a code in `wanted`, one per drug product.
 
     The same drug often appears twice (an order and a reconciled MedicationStatement); it is one drug, so it
     is counted once, preferring the MedicationRequest (it carries the prescriber's dosage)."""
     chosen: dict[str, tuple] = {}
-    for resource, concept in active_medications(data, scope):
-        if not matches(concept):
+    for med in _medications(data, scope):
+        if med.keys.isdisjoint(wanted):
             continue
-        key = _drug_key(concept)
-        if key not in chosen or (chosen[key][0].get("resourceType") != "MedicationRequest"
-                                 and resource.get("resourceType") == "MedicationRequest"):
-            chosen[key] = (resource, concept)
+        if med.drug not in chosen or (chosen[med.drug][0].get("resourceType") != "MedicationRequest"
+                                      and med.resource.get("resourceType") == "MedicationRequest"):
+            chosen[med.drug] = (med.resource, med.concept)
     return list(chosen.values())
 
 
@@ -507,10 +585,7 @@ def _derive_medication_classes(definition, data, now) -> Fact:
     classes_found: list[str] = []
     drugs: dict[str, tuple] = {}
     for label, valueset in definition.classes:
-        def in_class(concept, vs=valueset):
-            return any((key := normalize_code(c.get("system"), c.get("code"))) and key in vs
-                       for c in (concept or {}).get("coding") or [])
-        hits = _unique_medications(data, definition.scope, in_class)
+        hits = _unique_medications(data, definition.scope, valueset.codes)
         if hits:
             classes_found.append(label)
             for resource, concept in hits:
@@ -529,7 +604,7 @@ def _derive_opioid_mme(definition, data, now) -> Fact:
     from . import mme
 
     fact = Fact(definition.name, unit=definition.unit)
-    opioids = _unique_medications(data, definition.scope, definition.matches)
+    opioids = _unique_medications(data, definition.scope, definition.match_keys)
     total, lines, uncomputed = 0.0, [], []
     for resource, concept in opioids:
         result = mme.daily_mme(resource, concept, definition.drug_table or {}, definition.factor_table or {})

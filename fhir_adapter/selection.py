@@ -2,16 +2,12 @@
 
 Most of a chart (years of vitals, activity, unrelated labs) is data no rule reads; validating it
 with fhir.resources would be most of the cost of an evaluation. The engine gives this module the
-fact definitions of a hook; it answers, per resource, whether any of them could read it, and derives
-facts with each Observation fact shown only the Observations whose code it reads.
+fact definitions of a hook; it answers, per resource, whether any of them could read it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-from .facts import Fact, derive_facts
-from .valuesets import normalize_code
+from .valuesets import code_key
 
 # Resource types whose facts pick resources by one coded field, and the fact kinds that do so.
 _CODED_FIELD = {"Observation": "code", "Condition": "code", "MedicationRequest": "medicationCodeableConcept",
@@ -35,43 +31,18 @@ class ResourceSelector:
     """
 
     def __init__(self, definitions):
-        self._codesets: dict[str, frozenset] = {}
         self.all_types: set[str] = set()
         self.codes: dict[str, set] = {}
         for d in definitions:
             for rtype in d.resource_types:
                 if d.kind in _CODED_KINDS.get(rtype, ()):
-                    self.codes.setdefault(rtype, set()).update(self.codeset(d))
+                    self.codes.setdefault(rtype, set()).update(_codeset(d))
                 else:
                     self.all_types.add(rtype)
         self.codes = {t: frozenset(k) for t, k in self.codes.items() if t not in self.all_types}
-        # (system, code) as sent -> read by some fact; normalising every coding of every resource was
+        # (type, system, code) as sent -> read by some fact; normalising every coding of every resource was
         # the largest cost of a warm evaluation. Bounded: cleared when full (codes in use are few).
         self._memo: dict[tuple, bool] = {}
-        self._keys: dict[tuple, tuple | None] = {}
-
-    def key(self, system, code):
-        """normalize_code(system, code), memoised (strings only)."""
-        sc = (system, code)
-        key = self._keys.get(sc, False)
-        if key is False:
-            key = normalize_code(system, code)
-            if len(self._keys) >= 50_000:
-                self._keys.clear()
-            self._keys[sc] = key
-        return key
-
-    def codeset(self, definition) -> frozenset:
-        """Every normalised (system, code) a coded fact matches: its codes, its value set's, its inputs'."""
-        codes = self._codesets.get(definition.name)
-        if codes is None:
-            codes = frozenset(definition.codes)
-            if definition.valueset is not None:
-                codes |= definition.valueset.codes
-            for other in getattr(definition, "inputs", ()):  # series_pair reads two daily series
-                codes |= self.codeset(other)
-            self._codesets[definition.name] = codes
-        return codes
 
     def __call__(self, resource: dict) -> bool:
         rtype = resource.get("resourceType")
@@ -95,7 +66,7 @@ class ResourceSelector:
             sc = (rtype, system, code)
             hit = self._memo.get(sc)
             if hit is None:
-                key = normalize_code(system, code)
+                key = code_key(system, code)
                 hit = key is not None and key in keys
                 if len(self._memo) >= 50_000:
                     self._memo.clear()
@@ -105,30 +76,9 @@ class ResourceSelector:
         return False
 
 
-def derive_facts_by_code(data, definitions, now, needs: ResourceSelector) -> dict[str, Fact]:
-    """derive_facts(), with each Observation fact given only the Observations whose code it reads.
-
-    A fact scans every Observation of the pool (status, subject, code, time for each), so a chart of
-    90 days of steps and pain cost each of the ~6 Observation facts ~190 resources: 70% of a warm
-    evaluation. One pass indexes the pool by code; each coded fact then gets a shallow copy of the
-    data holding just its candidates, in their original order, so its result is the same (the
-    others could never match its codes). Kinds not known to pick by code see all data.
-    """
-    observations = data.by_type.get("Observation")
-    if not observations:
-        return derive_facts(data, definitions, now)
-    index: dict[tuple, list[int]] = {}  # normalised (system, code) -> positions in the pool
-    for i, obs in enumerate(observations):
-        for coding in (obs.get("code") or {}).get("coding") or []:  # validated: well-formed
-            key = needs.key(coding.get("system"), coding.get("code"))
-            if key is not None:
-                index.setdefault(key, []).append(i)
-    facts = {}
-    for definition in definitions:
-        view = data
-        if definition.kind in _CODED_KINDS["Observation"]:
-            codes = needs.codeset(definition)
-            hits = sorted({i for key, positions in index.items() if key in codes for i in positions})
-            view = dataclasses.replace(data, by_type={**data.by_type, "Observation": [observations[i] for i in hits]})
-        facts.update(derive_facts(view, [definition], now))
-    return facts
+def _codeset(definition) -> frozenset:
+    """Every normalised (system, code) a coded fact reads: its own (codes, value set) and its inputs'."""
+    codes = definition.match_keys
+    for other in definition.inputs:  # series_pair reads two daily series
+        codes |= _codeset(other)
+    return codes

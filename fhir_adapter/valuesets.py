@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SYSTEM_ALIASES = {
@@ -23,6 +24,18 @@ def normalize_code(system: str | None, code: str | None) -> tuple[str, str] | No
     if system.startswith("http://hl7.org/fhir/sid/icd-10"):
         code = code.replace(".", "").upper()
     return system, code
+
+
+@lru_cache(maxsize=65_536)
+def _cached_key(system: str, code: str) -> tuple[str, str] | None:
+    return normalize_code(system, code)
+
+
+def code_key(system, code) -> tuple[str, str] | None:
+    """normalize_code() memoised: the codes of a chart repeat (every daily reading of steps has the same one)."""
+    if type(system) is str and type(code) is str:
+        return _cached_key(system, code)
+    return normalize_code(system, code)
 
 
 @dataclass(frozen=True)

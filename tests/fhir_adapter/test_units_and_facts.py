@@ -98,3 +98,21 @@ def test_medication_request_and_statement_both_count():
     fact = derive_facts(data, [definition], NOW)["opioids"]
     assert fact.values["count"] == 2
     assert fact.provenance == ["MedicationRequest/mr1", "MedicationStatement/ms1"]
+
+
+def test_per_evaluation_index_follows_a_replaced_pool():
+    """Facts share one index of the Observations per evaluation; a pool replaced afterwards (as validation
+    does) is indexed anew, never answered from the old one."""
+    data = steps([(d, 4000) for d in range(1, 8)])
+    assert derive_facts(data, [STEPS], NOW)["daily_steps"].values["mean_7d"] == pytest.approx(4000)
+    data.by_type = {**data.by_type, "Observation": data.by_type["Observation"][:3]}
+    fact = derive_facts(data, [STEPS], NOW)["daily_steps"]
+    assert fact.values["days_recorded"] == 3 and len(fact.provenance) == 3
+
+
+def test_observation_about_another_patient_is_not_indexed():
+    data = steps([(1, 4000), (2, 4000)])
+    data.by_type["Observation"][0]["subject"] = {"reference": "https://ehr.example/fhir/Patient/p2"}
+    data.patient_id = "p1"
+    fact = derive_facts(data, [STEPS], NOW)["daily_steps"]
+    assert fact.provenance == ["Observation/s1"]
