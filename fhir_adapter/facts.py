@@ -362,12 +362,11 @@ def _daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[s
 
     Computed once per evaluation: a daily series fact and a series_pair reading it share the result
     (it depends only on the definition's own codes, so any view of the pool gives the same)."""
-    key = ("daily_values", definition.name, now)
-    if key not in data.memo:
+    def compute():
         scratch = Fact(definition.name)
         daily, used = _compute_daily_values(definition, data, now, scratch)
-        data.memo[key] = (daily, used, scratch.notes)
-    daily, used, notes = data.memo[key]
+        return daily, used, scratch.notes
+    daily, used, notes = _per_evaluation(data, ("daily_values", definition.name, now), compute)
     fact.notes.extend(notes)
     return dict(daily), list(used)
 
