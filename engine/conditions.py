@@ -10,6 +10,7 @@ Semantics (the same in the durable-rules compilation and in `explain`):
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field
 
@@ -249,6 +250,8 @@ def add_to_message(message: dict, leaf: Leaf, value) -> None:
     if leaf.op in ("present", "in_valueset"):
         message[leaf.key] = bool(value)
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        value = None  # an overflowed or undefined result is no measurement
     message[f"has__{leaf.key}"] = value is not None
     if value is not None:
         message[leaf.key] = value

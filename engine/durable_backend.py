@@ -14,15 +14,22 @@ durable-rules release changes it):
 - `$ex`/`$nex` (attribute exists) can spin forever on a lone condition: the compiler never
   emits them and tests presence with explicit boolean attributes instead;
 - nested `$or` inside `$and` can corrupt memory (segfault, "free(): invalid pointer"): we
-  pass only flat conjunctions, one durable rule per alternative of a condition in DNF.
+  pass only flat conjunctions, one durable rule per alternative of a condition in DNF;
+- its JSON parser refuses numbers written with an exponent (`1e-05`, `1e+16`: error 204, and the
+  session is then left undeletable), which is how Python's json module writes very small and very
+  large floats; so facts are serialised here, every float in plain decimal notation.
 """
 
 from __future__ import annotations
 
+import decimal
 import itertools
+import math
 import threading
 import uuid
 
+import durable_rules_engine as _native
+import orjson
 from durable import engine as _durable
 
 _names = itertools.count(1)
@@ -57,6 +64,9 @@ class CompiledRules:
         definition[SENTINEL] = {"all": [{"m": {SENTINEL_KEY: True}}], "run": self._action(SENTINEL)}
         self._host = _QuietHost()
         self._host.register_rulesets({self.name: definition})
+        rules = self._host.get_ruleset(self.name)
+        # the stock assert_fact writes the fact with json.dumps (exponents for tiny and huge floats)
+        rules.assert_fact = lambda fact: rules._handle_result(_native.assert_fact(rules._handle, fact_json(fact)), fact)
 
     def _action(self, rule_name: str):
         def run(c):
@@ -79,3 +89,17 @@ class CompiledRules:
             finally:
                 del self._fired[sid]
                 self._host.delete_state(self.name, sid)
+
+
+def fact_json(fact: dict) -> str:
+    """The fact as JSON that durable-rules parses: floats in plain decimal notation, never with an exponent."""
+    return orjson.dumps({k: _plain(v) if type(v) is float else v for k, v in fact.items()}).decode()
+
+
+def _plain(value: float):
+    if not math.isfinite(value):
+        raise ValueError(f"durable-rules cannot compare a non-finite number ({value})")
+    text = repr(value)
+    if "e" in text:  # 1e-05 -> 0.00001, 1e+16 -> 10000000000000000: the same number, exactly
+        text = format(decimal.Decimal(text), "f")
+    return orjson.Fragment(text)

@@ -8,6 +8,7 @@ chart that is opened again costs no second validation.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -179,24 +180,34 @@ class ResourceValidator:
         """
         kept: dict[str, list[dict]] = {}
         for rtype in sorted(types):
-            for resource in data.by_type.get(rtype, []):
-                if needed is not None and not needed(resource):
-                    continue
-                self._validate_one(resource, data.locations.get(id(resource), "input"))
-                kept.setdefault(rtype, []).append(resource)
+            resources = data.by_type.get(rtype)
+            if resources:
+                kept[rtype] = [r for r in resources if needed(r)] if needed is not None else list(resources)
+        self._validate_all([r for resources in kept.values() for r in resources] + data.draft_orders, data)
         # From here on the pool holds only validated resources: facts never see unvalidated data (by
         # construction, not by argument), and each fact scans a handful of candidates instead of the
         # whole chart (a fact's scan is linear in the resources of its type).
-        data.by_type = kept
-        for resource in data.draft_orders:
-            self._validate_one(resource, data.locations.get(id(resource), "context.draftOrders"))
+        data.by_type = {t: r for t, r in kept.items() if r}
+
+    def _validate_all(self, resources: list[dict], data: PatientData) -> None:
+        """Validate each resource not validated before, in order (the first invalid one is the error)."""
+        keys = [content_digest(r) for r in resources]
+        with self._lock:  # one pass over the cache for the whole request
+            seen = self._ok
+            fresh = []
+            for key, resource in zip(keys, resources):
+                if key in seen:
+                    seen.move_to_end(key)
+                else:
+                    fresh.append((key, resource))
+        for key, resource in fresh:
+            self._validate_one(resource, data.locations.get(id(resource), "input"))
+            with self._lock:
+                self._ok[key] = None
+                if len(self._ok) > self._max:
+                    self._ok.popitem(last=False)
 
     def _validate_one(self, resource: dict, where: str) -> None:
-        key = hashlib.blake2b(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
-        with self._lock:
-            if key in self._ok:
-                self._ok.move_to_end(key)
-                return
         rtype = resource.get("resourceType")
         label = f"{where} ({rtype}/{resource.get('id', '?')})"
         try:
@@ -214,10 +225,6 @@ class ResourceValidator:
                 raise InputError(f"{label}: invalid field '{loc or '(resource)'}': {err.get('msg')}") from None
             except Exception as exc:  # fhir.resources raises plain errors for some malformed input
                 raise InputError(f"{label}: invalid resource: {exc}") from None
-        with self._lock:
-            self._ok[key] = None
-            if len(self._ok) > self._max:
-                self._ok.popitem(last=False)
 
     def _reusing(self, model, resource: dict) -> None:
         """model_validate(resource), handing pydantic the already-validated elements of earlier resources.
@@ -240,8 +247,7 @@ class ResourceValidator:
                     type(value) is list and value and all(type(v) is dict for v in value))):
                 continue
             # a digest, not the JSON: orjson's output buffers are over-allocated (~2 kB each held in memory)
-            part = (model, key, hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS),
-                                                digest_size=16).digest())
+            part = (model, key, content_digest(value))
             hit = self._parts.get(part)
             if hit is None:
                 fresh.append((part, name))
@@ -252,6 +258,20 @@ class ResourceValidator:
             self._parts.clear()  # bounded; the elements in use come back within a few resources
         for part, name in fresh:
             self._parts[part] = getattr(instance, name)
+
+
+def content_digest(value) -> bytes:
+    """SHA-256 of a JSON value's serialisation: the key of what was validated before.
+
+    Equal bytes mean equal content (JSON text parses one way), so a hit is always the same resource;
+    the same content with its members in another order merely misses. SHA-256, not a faster
+    non-cryptographic hash, because a collision would let an unvalidated resource through; it is also
+    the fastest hashlib digest here (CPU SHA extensions)."""
+    try:
+        text = orjson.dumps(value)
+    except TypeError:  # an integer beyond 64 bits (the stdlib parser accepts them): the stdlib writes it
+        text = json.dumps(value, separators=(",", ":")).encode()
+    return hashlib.sha256(text).digest()
 
 
 @lru_cache(maxsize=None)

@@ -30,3 +30,15 @@ def test_sessions_are_released_past_the_1024_limit():
     rules = CompiledRules("pin_sessions", {"r": [[{"$lt": {"v": 10}}, {"$gt": {"w": 1}}]]})
     for i in range(1500):  # half partly match and fail: the case that used to crash on delete
         assert rules.match({"v": 5, "w": 2 if i % 2 else 0}) == (["r"] if i % 2 else [])
+
+
+def test_very_small_and_very_large_numbers_compare_exactly():
+    """durable-rules' parser refuses exponents (1e-05, 1e+16); facts reach it in plain decimal notation."""
+    rules = CompiledRules("pin_exponent", {"tiny": [[{"$lt": {"v": 0.001}}, {"$gt": {"v": 0}}]],
+                                           "huge": [[{"$gt": {"v": 1e12}}]]})
+    for value in (1e-05, 1e-7, 5e-324, 2.5e-300):
+        assert rules.match({"v": value}) == ["tiny"], value
+    for value in (1e16, 1.5e300, 12345678901234567890.0):
+        assert rules.match({"v": value}) == ["huge"], value
+    assert rules.match({"v": -1e-05}) == []
+    assert rules.match({"v": 0.5}) == []

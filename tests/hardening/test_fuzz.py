@@ -199,6 +199,27 @@ def test_http_valid_request_passes(client):
     assert resp.status_code == 200, resp.data[:500]
 
 
+@pytest.mark.parametrize("value", ["1e-05", "1e-7", "1e+16", "1.5e300", "1000000000000000000000000000000"])
+def test_http_extreme_numbers_are_evaluated_not_500(client, value):
+    """Found by hand: durable-rules refuses JSON numbers with an exponent, and a value beyond 64 bits broke the
+    validated-resource cache key; each gave a 500. A tiny or huge hemoglobin is data like any other."""
+    request = copy.deepcopy(SMALL_REQUEST)
+    hemoglobin = next(r for r in _all_resources(request) if r.get("resourceType") == "Observation"
+                      and r["code"]["coding"][0]["code"] == "718-7")
+    hemoglobin["valueQuantity"]["value"] = "__VALUE__"
+    body = orjson.dumps(request).replace(b'"__VALUE__"', value.encode())
+    resp = client.post("/cds-services/pacing-review", data=body, content_type="application/json")
+    assert resp.status_code == 200, resp.data[:500]
+    summaries = [c["summary"] for c in resp.get_json()["cards"]]
+    assert any("Hemoglobin" in s for s in summaries) == (float(value) < 12), summaries
+
+
+def _all_resources(request):
+    for value in request["prefetch"].values():
+        for entry in (value.get("entry") or []) if value.get("resourceType") == "Bundle" else [{"resource": value}]:
+            yield entry["resource"]
+
+
 # ------------------------------------------------------------------ validation with reused elements
 
 _STANDARD = make_bundle("standard", patient_id="reuse-1")

@@ -20,13 +20,13 @@ def _examples():
 def validated(monkeypatch):
     """Record every resource the validator looks at (cache hits included)."""
     seen = set()
-    real = ResourceValidator._validate_one
+    real = ResourceValidator._validate_all
 
-    def spy(self, resource, where):
-        seen.add(f"{resource.get('resourceType')}/{resource.get('id', '?')}")
-        return real(self, resource, where)
+    def spy(self, resources, data):
+        seen.update(f"{r.get('resourceType')}/{r.get('id', '?')}" for r in resources)
+        return real(self, resources, data)
 
-    monkeypatch.setattr(ResourceValidator, "_validate_one", spy)
+    monkeypatch.setattr(ResourceValidator, "_validate_all", spy)
     return seen
 
 
