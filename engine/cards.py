@@ -6,6 +6,8 @@ import datetime as dt
 import re
 import uuid
 
+import orjson
+
 from .templates import Template, escape_markdown
 
 OVERRIDE_SYSTEM = "https://pacecds.org/CodeSystem/override-reason"
@@ -44,55 +46,81 @@ def make_lookup(facts: dict, definitions: dict, params: dict, patient_id: str | 
     return lookup
 
 
-def _render_resource(template, lookup):
+class CardMaker:
+    """One rule's card, prepared when the rules load: the fixed parts built and pruned once, every
+    template compiled once; render() fills in what the patient's facts decide."""
+
+    def __init__(self, rule, ruleset_meta: dict):
+        spec = rule.source["card"]
+        evidence = rule.source["evidence"][0]
+        source = spec.get("source") or {"label": evidence["citation"], "url": evidence["url"]}
+        if not str(source.get("url", "")).startswith("https://"):
+            source = {k: v for k, v in source.items() if k != "url"}  # CDS Hooks wants an absolute https URL or none
+        # serialised, and parsed anew for every card: no two responses ever share a mutable object
+        self._fixed = orjson.dumps(prune({
+            "source": source,
+            "links": [{"label": link["label"], "url": link["url"], "type": "absolute"} for link in spec.get("links", [])],
+            "overrideReasons": [
+                {"code": r["code"], "system": r.get("system", OVERRIDE_SYSTEM), "display": r["display"]}
+                for r in spec.get("override_reasons", [])
+            ],
+            "extension": {
+                "pacecds.rule": {"id": rule.id, "version": rule.version},
+                "pacecds.ruleset": ruleset_meta,
+            },
+        }))
+        self._suggestions = [
+            (Template(s["label"]), s.get("recommended"),
+             [(a["type"], Template(a["description"]), _compile_resource(a["resource"])) for a in s.get("actions", [])])
+            for s in spec.get("suggestions") or []
+        ]
+        self._selection_behavior = spec.get("selection_behavior", "at-most-one")
+
+    def render(self, indicator: str, summary: Template, detail: Template | None, lookup,
+               patient_id: str | None) -> dict:
+        card = {"uuid": str(uuid.uuid4()), "summary": " ".join(summary.render(lookup).split()), "indicator": indicator}
+        detail_text = detail.render(lookup, escape=escape_markdown) if detail else None
+        if detail_text:
+            card["detail"] = detail_text
+        card.update(orjson.loads(self._fixed))
+        # suggestions create resources for this patient; without a patient id there is nothing safe to create
+        if self._suggestions and patient_id is not None:
+            suggestions = prune([
+                {
+                    "label": label.render(lookup),
+                    "uuid": str(uuid.uuid4()),
+                    "isRecommended": recommended,
+                    "actions": [
+                        {"type": kind, "description": description.render(lookup),
+                         "resource": _render_resource(resource, lookup)}
+                        for kind, description, resource in actions
+                    ],
+                }
+                for label, recommended, actions in self._suggestions
+            ])
+            if suggestions:
+                card["suggestions"] = suggestions
+                card["selectionBehavior"] = self._selection_behavior
+        return card
+
+
+def _compile_resource(template):
+    """A suggested resource with every string compiled to a Template (a plain string stays a string)."""
     if isinstance(template, str):
-        return Template(template).render_value(lookup)
+        compiled = Template(template)
+        return compiled if compiled.placeholders else template
+    if isinstance(template, dict):
+        return {k: _compile_resource(v) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_compile_resource(v) for v in template]
+    return template
+
+
+def _render_resource(template, lookup):
+    if isinstance(template, Template):
+        return template.render_value(lookup)
     if isinstance(template, dict):
         return {k: _render_resource(v, lookup) for k, v in template.items()}
     if isinstance(template, list):
         return [_render_resource(v, lookup) for v in template]
     return template
-
-
-def build_card(rule, indicator: str, summary: Template, detail: Template | None, lookup, ruleset_meta: dict, patient_id: str | None) -> dict:
-    spec = rule.source["card"]
-    evidence = rule.source["evidence"][0]
-    source = spec.get("source") or {"label": evidence["citation"], "url": evidence["url"]}
-    if not str(source.get("url", "")).startswith("https://"):
-        source = {k: v for k, v in source.items() if k != "url"}  # CDS Hooks wants an absolute https URL or none
-    card = {
-        "uuid": str(uuid.uuid4()),
-        "summary": " ".join(summary.render(lookup).split()),
-        "indicator": indicator,
-        "detail": detail.render(lookup, escape=escape_markdown) if detail else None,
-        "source": source,
-        "links": [{"label": link["label"], "url": link["url"], "type": "absolute"} for link in spec.get("links", [])],
-        "overrideReasons": [
-            {"code": r["code"], "system": r.get("system", OVERRIDE_SYSTEM), "display": r["display"]}
-            for r in spec.get("override_reasons", [])
-        ],
-        "extension": {
-            "pacecds.rule": {"id": rule.id, "version": rule.version},
-            "pacecds.ruleset": ruleset_meta,
-        },
-    }
-    # suggestions create resources for this patient; without a patient id there is nothing safe to create
-    if spec.get("suggestions") and patient_id is not None:
-        card["suggestions"] = [
-            {
-                "label": Template(s["label"]).render(lookup),
-                "uuid": str(uuid.uuid4()),
-                "isRecommended": s.get("recommended"),
-                "actions": [
-                    {
-                        "type": a["type"],
-                        "description": Template(a["description"]).render(lookup),
-                        "resource": _render_resource(a["resource"], lookup),
-                    }
-                    for a in s.get("actions", [])
-                ],
-            }
-            for s in spec["suggestions"]
-        ]
-        card["selectionBehavior"] = spec.get("selection_behavior", "at-most-one")
-    return prune(card)

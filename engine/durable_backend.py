@@ -56,9 +56,13 @@ class CompiledRules:
         self.name = f"{label}_{next(_names)}"
         self._fired: dict[str, list[str]] = {}
         self._lock = threading.Lock()
+        # durable-rules sees each message attribute under a short name, and only the attributes some test
+        # reads: it re-parses the whole fact for every rule that fires, so a smaller fact is a faster match
+        self._aliases: dict[str, str] = {}
         definition = {}
         for rule_name, alternatives in conditions.items():
             for k, tests in enumerate(alternatives):
+                tests = [self._aliased(test) for test in tests]
                 expression = tests[0] if len(tests) == 1 else {"$and": tests}
                 definition[f"{rule_name}#{k}"] = {"all": [{"m": expression}], "run": self._action(rule_name)}
         definition[SENTINEL] = {"all": [{"m": {SENTINEL_KEY: True}}], "run": self._action(SENTINEL)}
@@ -67,6 +71,17 @@ class CompiledRules:
         rules = self._host.get_ruleset(self.name)
         # the stock assert_fact writes the fact with json.dumps (exponents for tiny and huge floats)
         rules.assert_fact = lambda fact: rules._handle_result(_native.assert_fact(rules._handle, fact_json(fact)), fact)
+
+    def _aliased(self, test: dict) -> dict:
+        """{attribute: value} or {"$op": {attribute: value}}, with the attribute's short name."""
+        ((key, value),) = test.items()
+        if key.startswith("$"):
+            ((key, threshold),) = value.items()
+            return {test_op: {self._alias(key): threshold} for test_op in test}
+        return {self._alias(key): value}
+
+    def _alias(self, key: str) -> str:
+        return self._aliases.setdefault(key, f"a{len(self._aliases)}")
 
     def _action(self, rule_name: str):
         def run(c):
@@ -80,7 +95,9 @@ class CompiledRules:
         with self._lock:
             self._fired[sid] = []
             try:
-                self._host.assert_fact(self.name, dict(message, sid=sid, **{SENTINEL_KEY: True}))
+                fact = {alias: message[key] for key, alias in self._aliases.items() if key in message}
+                fact.update(sid=sid, **{SENTINEL_KEY: True})
+                self._host.assert_fact(self.name, fact)
                 fired = set(self._fired[sid])
                 if SENTINEL not in fired:
                     raise RuntimeError("durable-rules did not run the sentinel rule; evaluation is not trustworthy")

@@ -16,7 +16,7 @@ from fhir_adapter.resources import InputError, ResourceValidator, pool_request
 from fhir_adapter.selection import ResourceSelector
 
 from . import conditions
-from .cards import build_card, make_lookup
+from .cards import CardMaker, make_lookup
 from .durable_backend import CompiledRules
 from .loader import LoadedTree, Rule, load_tree
 
@@ -93,6 +93,7 @@ class Ruleset:
         label = f"pacecds_{self.sha256[:12]}"
         self._programs = {hook: _HookProgram(f"{label}_{hook.replace('-', '_')}", tree, hook) for hook in HOOKS}
         self._validator = ResourceValidator()
+        self._cards = {rule.id: CardMaker(rule, self.meta) for rule in self.rules if rule.status == "active"}
 
     def rule(self, rule_id: str) -> Rule | None:
         return next((r for r in self.rules if r.id == rule_id), None)
@@ -143,7 +144,7 @@ class Ruleset:
                 result.shadow.append(fired)
                 continue
             lookup = make_lookup(facts, definitions, rule.params, data.patient_id, now)
-            card = build_card(rule, indicator, summary, detail, lookup, self.meta, data.patient_id)
+            card = self._cards[rule.id].render(indicator, summary, detail, lookup, data.patient_id)
             fired.card_uuid = card["uuid"]
             result.fired.append(fired)
             result.cards.append(card)

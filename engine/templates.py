@@ -45,6 +45,8 @@ class Placeholder:
                 raise TemplateError(f"placeholder {{{text}}}: '{operand}' is not a number, fact.attribute or param.NAME")
         if self.ops and any(o.startswith("now.") for o in self.operands):
             raise TemplateError(f"placeholder {{{text}}}: dates take no arithmetic")
+        # each operand as (number, None) or (None, reference), decided once
+        self._terms = [(float(o), None) if re.match(r"^-?\d", o) else (None, o) for o in self.operands]
 
     @property
     def references(self) -> list[str]:
@@ -65,12 +67,7 @@ class Placeholder:
         return NUMBER_WIDTH
 
     def render(self, lookup) -> object:
-        values = []
-        for operand in self.operands:
-            if re.match(r"^-?\d", operand):
-                values.append(float(operand))
-            else:
-                values.append(lookup(operand))
+        values = [number if ref is None else lookup(ref) for number, ref in self._terms]
         if len(values) == 1 and not is_number(values[0]):
             return values[0]
         if any(not is_number(v) for v in values):

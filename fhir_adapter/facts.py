@@ -105,14 +105,19 @@ class FactDefinition:
 
     def to_unit(self, value: float, unit: str | None) -> float | None:
         """Value converted to this fact's unit, or None when the unit cannot be converted."""
+        factor = self.unit_factor(unit)
+        return None if factor is None else value * factor
+
+    def unit_factor(self, unit: str | None) -> float | None:
+        """What a value in `unit` is multiplied by to be in this fact's unit; None when it does not convert."""
         if self.unit is None:
-            return value
+            return 1.0
         unit = unit if unit is not None else ""
         for alias, factor in self.conversions:
             if unit == alias:
-                return value * factor
+                return factor
         try:
-            return value * ucum.conversion_factor(unit, self.unit)
+            return ucum.conversion_factor(unit, self.unit)
         except ucum.UnitError:
             return None
 
@@ -241,20 +246,23 @@ def _observation_values(definition: FactDefinition, data: PatientData, now: dt.d
     else:
         positions = {i for key in wanted for i in index.get(key, ())}
     rows = []
+    window = definition.window_days
+    factors: dict = {}  # unit as sent -> factor to the fact's unit (a chart uses one or two units per code)
     for i in sorted(positions):  # pool order, as a scan of the pool would give
         reading = readings[i]
         obs, when = reading.resource, reading.when
-        if obs.get("status") not in allowed or when is None or when > now:
+        if when is None or when > now or obs.get("status") not in allowed:
             continue
-        if definition.window_days is not None and (now - when).days > definition.window_days:
+        if window is not None and (now - when).days > window:
             continue
         quantity = obs.get("valueQuantity")
         if quantity is not None and quantity.get("value") is not None:
-            value = definition.to_unit(float(quantity["value"]), quantity.get("code") or quantity.get("unit"))
-            if value is None:
-                fact.notes.append(f"{_ref(obs)}: unit '{quantity.get('code') or quantity.get('unit')}' "
-                                  f"does not convert to {definition.unit}; value not used")
+            unit = quantity.get("code") or quantity.get("unit")
+            factor = factors[unit] if unit in factors else factors.setdefault(unit, definition.unit_factor(unit))
+            if factor is None:
+                fact.notes.append(f"{_ref(obs)}: unit '{unit}' does not convert to {definition.unit}; value not used")
                 continue
+            value = float(quantity["value"]) * factor
         elif obs.get("valueInteger") is not None:
             value = float(obs["valueInteger"])
         elif (ordinal := _ordinal_value(obs.get("valueCodeableConcept"))) is not None:
@@ -377,11 +385,14 @@ def _compute_daily_values(definition, data, now, fact) -> tuple[dict[int, float]
     by_code = dict(definition.daily_by_code)
     per_day: dict[int, dict[str, list[float]]] = {}  # days ago -> combine mode -> readings
     used = []
+    utc = dt.timezone.utc
     for when, value, obs in rows:
-        ago = (today - when.astimezone(dt.timezone.utc).date()).days
+        ago = (today - when.astimezone(utc).date()).days
         if ago < 28:
-            mode = next((by_code[c["code"]] for c in (obs.get("code") or {}).get("coding") or []
-                         if c.get("code") in by_code), definition.daily)
+            mode = definition.daily
+            if by_code:
+                mode = next((by_code[c["code"]] for c in (obs.get("code") or {}).get("coding") or []
+                             if c.get("code") in by_code), mode)
             per_day.setdefault(ago, {}).setdefault(mode, []).append(value)
             used.append(_ref(obs))
     combine = {"sum": sum, "mean": statistics.fmean, "last": lambda v: v[-1]}
