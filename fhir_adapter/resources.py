@@ -45,10 +45,14 @@ class PatientData:
     by_type: dict[str, list[dict]] = field(default_factory=dict)
     draft_orders: list[dict] = field(default_factory=list)
     context: dict = field(default_factory=dict)
-    # where each resource came from (by object id), for error messages
-    locations: dict[int, str] = field(default_factory=dict, repr=False)
+    # where each resource came from (by object id), for error messages: a path, or (Bundle path, entry index)
+    locations: dict[int, str | tuple] = field(default_factory=dict, repr=False)
     # results computed once per evaluation and shared by facts (e.g. a daily series two facts read)
     memo: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def where(self, resource: dict, default: str = "input") -> str:
+        """Where a resource came from in the input, e.g. "prefetch['observations'].entry[3]"."""
+        return _place(self.locations.get(id(resource), default))
 
     def of_type(self, resource_type: str) -> list[dict]:
         return self.by_type.get(resource_type, [])
@@ -71,7 +75,7 @@ def pool_request(request, *, hook: str | None = None) -> PatientData:
     """
     if not isinstance(request, dict):
         raise InputError("input must be a JSON object (a CDS Hooks request or a FHIR Bundle)")
-    entries: list[tuple[str, dict]] = []  # (where, resource)
+    entries: list[tuple[str | tuple, dict]] = []  # (where, resource); see _place
     if request.get("resourceType") == "Bundle":
         _collect(request, "bundle", entries)
         data = PatientData(patient_id=None, hook=hook or "patient-view", hook_instance=None)
@@ -103,7 +107,7 @@ def pool_request(request, *, hook: str | None = None) -> PatientData:
         if draft is not None:
             if not isinstance(draft, dict) or draft.get("resourceType") != "Bundle":
                 raise InputError("context.draftOrders must be a FHIR Bundle")
-            draft_entries: list[tuple[str, dict]] = []
+            draft_entries: list[tuple[str | tuple, dict]] = []
             _collect(draft, "context.draftOrders", draft_entries)
             data.draft_orders = [r for _, r in draft_entries]
             data.locations.update((id(r), w) for w, r in draft_entries)
@@ -116,7 +120,7 @@ def pool_request(request, *, hook: str | None = None) -> PatientData:
         if rtype == "OperationOutcome":
             continue
         if not _known_type(rtype):
-            raise InputError(f"{where}: unknown FHIR R4 resourceType '{rtype}'")
+            raise InputError(f"{_place(where)}: unknown FHIR R4 resourceType '{rtype}'")
         rid = resource.get("id")
         if isinstance(rid, str):  # a malformed id is not de-duplicated; validation refuses it if a fact reads it
             if (rtype, rid) in seen:
@@ -131,6 +135,11 @@ def pool_request(request, *, hook: str | None = None) -> PatientData:
         if patients:
             data.patient_id = patients[0].get("id")
     return data
+
+
+def _place(where: str | tuple) -> str:
+    """A location as text: a path, or (Bundle path, entry index)."""
+    return where if isinstance(where, str) else f"{where[0]}.entry[{where[1]}]"
 
 
 @lru_cache(maxsize=None)
@@ -156,7 +165,10 @@ def _collect(resource: dict, where: str, out: list) -> None:
             inner = entry.get("resource") if isinstance(entry, dict) else None
             if not isinstance(inner, dict):
                 raise InputError(f"{where}.entry[{i}] has no resource")
-            _collect(inner, f"{where}.entry[{i}]", out)
+            if isinstance(inner.get("resourceType"), str) and inner["resourceType"] != "Bundle":
+                out.append(((where, i), inner))  # the place is written out only if an error names it
+            else:
+                _collect(inner, f"{where}.entry[{i}]", out)
         return
     out.append((where, resource))
 
@@ -201,7 +213,7 @@ class ResourceValidator:
                 else:
                     fresh.append((key, resource))
         for key, resource in fresh:
-            self._validate_one(resource, data.locations.get(id(resource), "input"))
+            self._validate_one(resource, data.where(resource))
             with self._lock:
                 self._ok[key] = None
                 if len(self._ok) > self._max:
