@@ -17,7 +17,10 @@ durable-rules release changes it):
   pass only flat conjunctions, one durable rule per alternative of a condition in DNF;
 - its JSON parser refuses numbers written with an exponent (`1e-05`, `1e+16`: error 204, and the
   session is then left undeletable), which is how Python's json module writes very small and very
-  large floats; so facts are serialised here, every float in plain decimal notation.
+  large floats; so facts are serialised here, every float in plain decimal notation;
+- the Host runs each action through Python objects and two JSON round trips (~35 us an action);
+  our actions only note which rule fired, so `_fire` drives the engine's start/complete-action
+  calls itself (the same calls, in the same order, the Host makes).
 """
 
 from __future__ import annotations
@@ -54,58 +57,69 @@ class CompiledRules:
     def __init__(self, label: str, conditions: dict[str, list[list[dict]]]):
         """conditions: rule name -> alternatives, each a flat list of tests that must all hold."""
         self.name = f"{label}_{next(_names)}"
-        self._fired: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         # durable-rules sees each message attribute under a short name, and only the attributes some test
         # reads: it re-parses the whole fact for every rule that fires, so a smaller fact is a faster match
         self._aliases: dict[str, str] = {}
+        self._rule_of: dict[str, str] = {SENTINEL: SENTINEL}  # durable rule -> our rule (one per alternative)
         definition = {}
         for rule_name, alternatives in conditions.items():
             for k, tests in enumerate(alternatives):
                 tests = [self._aliased(test) for test in tests]
                 expression = tests[0] if len(tests) == 1 else {"$and": tests}
-                definition[f"{rule_name}#{k}"] = {"all": [{"m": expression}], "run": self._action(rule_name)}
-        definition[SENTINEL] = {"all": [{"m": {SENTINEL_KEY: True}}], "run": self._action(SENTINEL)}
+                definition[f"{rule_name}#{k}"] = {"all": [{"m": expression}], "run": _never_called}
+                self._rule_of[f"{rule_name}#{k}"] = rule_name
+        definition[SENTINEL] = {"all": [{"m": {SENTINEL_KEY: True}}], "run": _never_called}
         self._host = _QuietHost()
         self._host.register_rulesets({self.name: definition})
-        rules = self._host.get_ruleset(self.name)
-        # the stock assert_fact writes the fact with json.dumps (exponents for tiny and huge floats)
-        rules.assert_fact = lambda fact: rules._handle_result(_native.assert_fact(rules._handle, fact_json(fact)), fact)
+        self._rules = self._host.get_ruleset(self.name)
 
     def _aliased(self, test: dict) -> dict:
         """{attribute: value} or {"$op": {attribute: value}}, with the attribute's short name."""
         ((key, value),) = test.items()
         if key.startswith("$"):
-            ((key, threshold),) = value.items()
-            return {test_op: {self._alias(key): threshold} for test_op in test}
+            ((attribute, threshold),) = value.items()
+            return {key: {self._alias(attribute): threshold}}
         return {self._alias(key): value}
 
     def _alias(self, key: str) -> str:
         return self._aliases.setdefault(key, f"a{len(self._aliases)}")
 
-    def _action(self, rule_name: str):
-        def run(c):
-            self._fired[c.m.sid].append(rule_name)
-
-        return run
-
     def match(self, message: dict) -> list[str]:
         """Names of the rules whose condition holds for this one message."""
         sid = uuid.uuid4().hex
+        fact = {alias: message[key] for key, alias in self._aliases.items() if key in message}
+        fact.update(sid=sid, **{SENTINEL_KEY: True})
+        text = fact_json(fact)
         with self._lock:
-            self._fired[sid] = []
             try:
-                fact = {alias: message[key] for key, alias in self._aliases.items() if key in message}
-                fact.update(sid=sid, **{SENTINEL_KEY: True})
-                self._host.assert_fact(self.name, fact)
-                fired = set(self._fired[sid])
-                if SENTINEL not in fired:
-                    raise RuntimeError("durable-rules did not run the sentinel rule; evaluation is not trustworthy")
-                fired.discard(SENTINEL)
-                return sorted(fired)
+                fired = self._fire(text)
             finally:
-                del self._fired[sid]
                 self._host.delete_state(self.name, sid)
+        if SENTINEL not in fired:
+            raise RuntimeError("durable-rules did not run the sentinel rule; evaluation is not trustworthy")
+        fired.discard(SENTINEL)
+        return sorted(fired)
+
+    def _fire(self, text: str) -> set[str]:
+        """Assert the fact, then take each action the engine starts and complete it at once.
+
+        What durable-rules' Host does, without the per-action Python bookkeeping (a state object and two
+        JSON round trips per action, ~35 us each): our actions only note which rule fired."""
+        rules = self._rules
+        state = rules._handle_result(_native.assert_fact(rules._handle, text), text)
+        fired = set()
+        started = _native.start_action_for_state(rules._handle, state)  # (session state, first action) or None
+        action = started[1] if started else None
+        while action:
+            fired.update(self._rule_of[name] for name in orjson.loads(action))  # {durable rule: its facts}
+            action = _native.complete_and_start_action(rules._handle, state)  # the next action, or None
+        return fired
+
+
+def _never_called(c):
+    """durable-rules wants an action per rule; CompiledRules._fire completes actions without running them."""
+    raise AssertionError("durable-rules ran an action outside CompiledRules._fire")
 
 
 def fact_json(fact: dict) -> str:

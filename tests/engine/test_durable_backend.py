@@ -42,3 +42,10 @@ def test_very_small_and_very_large_numbers_compare_exactly():
         assert rules.match({"v": value}) == ["huge"], value
     assert rules.match({"v": -1e-05}) == []
     assert rules.match({"v": 0.5}) == []
+
+
+def test_a_rule_whose_alternatives_both_match_is_named_once_and_nothing_carries_over():
+    rules = CompiledRules("pin_twice", {"r": [[{"$gt": {"v": 1}}], [{"$gt": {"v": 2}}]], "s": [[{"$lt": {"v": 0}}]]})
+    assert rules.match({"v": 5}) == ["r"]
+    assert rules.match({"v": -1}) == ["s"]  # no action of the previous session is left to run
+    assert rules.match({"v": 0}) == []
