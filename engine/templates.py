@@ -67,9 +67,10 @@ class Placeholder:
         return NUMBER_WIDTH
 
     def render(self, lookup) -> object:
+        if len(self._terms) == 1:  # a lone operand renders as whatever it is (number, text, list, missing)
+            number, ref = self._terms[0]
+            return number if ref is None else lookup(ref)
         values = [number if ref is None else lookup(ref) for number, ref in self._terms]
-        if len(values) == 1 and not is_number(values[0]):
-            return values[0]
         if any(not is_number(v) for v in values):
             return None
         result = values[0]

@@ -176,9 +176,12 @@ def _collect(resource: dict, where: str, out: list) -> None:
 class ResourceValidator:
     """Validates resources with fhir.resources, caching results by content hash (bounded LRU)."""
 
-    def __init__(self, max_cached: int = 50_000, max_parts: int = 5_000):
+    def __init__(self, max_cached: int = 50_000, max_parts: int = 5_000, max_charts: int = 5_000):
         self._ok: OrderedDict[bytes, None] = OrderedDict()
         self._max = max_cached
+        # digests of whole lists of resources validated together (a chart reopened is one lookup, not hundreds)
+        self._ok_lists: OrderedDict[bytes, None] = OrderedDict()
+        self._max_lists = max_charts
         self._lock = threading.Lock()
         # (model, member, digest of canonical JSON) -> validated element(s) of an earlier resource; see _reusing
         self._parts: dict[tuple, object] = {}
@@ -203,6 +206,18 @@ class ResourceValidator:
 
     def _validate_all(self, resources: list[dict], data: PatientData) -> None:
         """Validate each resource not validated before, in order (the first invalid one is the error)."""
+        chart = content_digest(resources)
+        with self._lock:
+            if chart in self._ok_lists:
+                self._ok_lists.move_to_end(chart)
+                return
+        self._validate_each(resources, data)
+        with self._lock:
+            self._ok_lists[chart] = None
+            if len(self._ok_lists) > self._max_lists:
+                self._ok_lists.popitem(last=False)
+
+    def _validate_each(self, resources: list[dict], data: PatientData) -> None:
         keys = [content_digest(r) for r in resources]
         with self._lock:  # one pass over the cache for the whole request
             seen = self._ok

@@ -116,3 +116,29 @@ def test_observation_about_another_patient_is_not_indexed():
     data.patient_id = "p1"
     fact = derive_facts(data, [STEPS], NOW)["daily_steps"]
     assert fact.provenance == ["Observation/s1"]
+
+
+def test_validation_is_remembered_per_chart_and_per_resource(monkeypatch):
+    """A chart seen before costs no validation; a chart with one resource changed validates only that one,
+    and an invalid change is refused even though the rest of the chart is remembered."""
+    from fhir_adapter import InputError, ResourceValidator
+
+    validator = ResourceValidator()
+    validated = []
+    real = ResourceValidator._validate_one
+    monkeypatch.setattr(ResourceValidator, "_validate_one",
+                        lambda self, r, where: (validated.append(r["id"]), real(self, r, where))[1])
+    rows = [(d, 4000) for d in range(1, 6)]
+    validator.validate(steps(rows), {"Patient", "Observation"})
+    assert len(validated) == 6
+    validated.clear()
+    validator.validate(steps(rows), {"Patient", "Observation"})
+    assert validated == []
+    changed = steps(rows)
+    changed.by_type["Observation"][2]["valueQuantity"]["value"] = 4100
+    validator.validate(changed, {"Patient", "Observation"})
+    assert validated == ["s2"]
+    broken = steps(rows)
+    broken.by_type["Observation"][2]["valueQuantity"]["value"] = "many"
+    with pytest.raises(InputError, match="s2"):
+        validator.validate(broken, {"Patient", "Observation"})
