@@ -115,19 +115,23 @@ def pool_request(request, *, hook: str | None = None) -> PatientData:
         raise InputError("input is neither a CDS Hooks request (no 'hook') nor a FHIR Bundle")
 
     seen: set[tuple[str, str]] = set()
+    by_type, locations = data.by_type, data.locations
     for where, resource in entries:
-        rtype = resource.get("resourceType")
+        rtype = resource["resourceType"]  # a string (_collect)
         if rtype == "OperationOutcome":
             continue
-        if not _known_type(rtype):
-            raise InputError(f"{_place(where)}: unknown FHIR R4 resourceType '{rtype}'")
+        pooled = by_type.get(rtype)
+        if pooled is None:
+            if not _known_type(rtype):
+                raise InputError(f"{_place(where)}: unknown FHIR R4 resourceType '{rtype}'")
+            pooled = by_type[rtype] = []
         rid = resource.get("id")
-        if isinstance(rid, str):  # a malformed id is not de-duplicated; validation refuses it if a fact reads it
+        if type(rid) is str:  # a malformed id is not de-duplicated; validation refuses it if a fact reads it
             if (rtype, rid) in seen:
                 continue  # the same resource from two prefetch keys counts once
             seen.add((rtype, rid))
-        data.by_type.setdefault(rtype, []).append(resource)
-        data.locations[id(resource)] = where
+        pooled.append(resource)
+        locations[id(resource)] = where
     if data.patient_id is None:
         patients = data.by_type.get("Patient", [])
         if len(patients) > 1:
@@ -179,9 +183,10 @@ class ResourceValidator:
     def __init__(self, max_cached: int = 50_000, max_parts: int = 5_000, max_charts: int = 5_000):
         self._ok: OrderedDict[bytes, None] = OrderedDict()
         self._max = max_cached
-        # digests of whole lists of resources validated together (a chart reopened is one lookup, not hundreds)
-        self._ok_lists: OrderedDict[bytes, None] = OrderedDict()
-        self._max_lists = max_charts
+        # (selector, digest of a chart) -> which of its resources were needed, all of them validated: a chart
+        # reopened costs one digest, not a selection and a digest per resource
+        self._charts: OrderedDict[tuple, dict[str, bytes]] = OrderedDict()
+        self._max_charts = max_charts
         self._lock = threading.Lock()
         # (model, member, digest of canonical JSON) -> validated element(s) of an earlier resource; see _reusing
         self._parts: dict[tuple, object] = {}
@@ -193,31 +198,30 @@ class ResourceValidator:
         Skipping comes first because fhir.resources validation is the cold path's main cost (~100 us
         per Observation); a patient's record is mostly data that no rule of the hook reads.
         """
-        kept: dict[str, list[dict]] = {}
-        for rtype in sorted(types):
-            resources = data.by_type.get(rtype)
-            if resources:
-                kept[rtype] = [r for r in resources if needed(r)] if needed is not None else list(resources)
-        self._validate_all([r for resources in kept.values() for r in resources] + data.draft_orders, data)
+        candidates = {t: data.by_type[t] for t in sorted(types) if data.by_type.get(t)}
+        chart = (needed, content_digest([candidates, data.draft_orders]))
+        with self._lock:
+            masks = self._charts.get(chart)
+            if masks is not None:
+                self._charts.move_to_end(chart)
+        seen_before = masks is not None
+        if not seen_before:
+            masks = {t: bytes(needed is None or bool(needed(r)) for r in rs) for t, rs in candidates.items()}
+        kept = {t: [r for r, keep in zip(rs, masks[t]) if keep] for t, rs in candidates.items()}
+        kept = {t: rs for t, rs in kept.items() if rs}
+        if not seen_before:
+            self._validate_each([r for rs in kept.values() for r in rs] + data.draft_orders, data)
+            with self._lock:
+                self._charts[chart] = masks
+                if len(self._charts) > self._max_charts:
+                    self._charts.popitem(last=False)
         # From here on the pool holds only validated resources: facts never see unvalidated data (by
         # construction, not by argument), and each fact scans a handful of candidates instead of the
         # whole chart (a fact's scan is linear in the resources of its type).
-        data.by_type = {t: r for t, r in kept.items() if r}
-
-    def _validate_all(self, resources: list[dict], data: PatientData) -> None:
-        """Validate each resource not validated before, in order (the first invalid one is the error)."""
-        chart = content_digest(resources)
-        with self._lock:
-            if chart in self._ok_lists:
-                self._ok_lists.move_to_end(chart)
-                return
-        self._validate_each(resources, data)
-        with self._lock:
-            self._ok_lists[chart] = None
-            if len(self._ok_lists) > self._max_lists:
-                self._ok_lists.popitem(last=False)
+        data.by_type = kept
 
     def _validate_each(self, resources: list[dict], data: PatientData) -> None:
+        """Validate each resource not validated before, in order (the first invalid one is the error)."""
         keys = [content_digest(r) for r in resources]
         with self._lock:  # one pass over the cache for the whole request
             seen = self._ok

@@ -17,16 +17,17 @@ def _examples():
 
 
 @pytest.fixture
-def validated(monkeypatch):
-    """Record every resource the validator looks at (cache hits included)."""
+def validated(monkeypatch, ruleset):
+    """Record every resource the validator looks at; the ruleset gets a validator that remembers nothing yet."""
     seen = set()
-    real = ResourceValidator._validate_all
+    real = ResourceValidator._validate_each
 
     def spy(self, resources, data):
         seen.update(f"{r.get('resourceType')}/{r.get('id', '?')}" for r in resources)
         return real(self, resources, data)
 
-    monkeypatch.setattr(ResourceValidator, "_validate_all", spy)
+    monkeypatch.setattr(ResourceValidator, "_validate_each", spy)
+    monkeypatch.setattr(ruleset, "_validator", ResourceValidator())
     return seen
 
 
