@@ -48,8 +48,13 @@ class Gathered:
     resources: list[dict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)   # human-readable: "observations (FHIR server timed out)"
     fetched: list[str] = field(default_factory=list)   # keys fetched from fhirServer
-    origins: list[str] = field(default_factory=list)   # where each of `resources` came from
     dropped_other_patient: int = 0
+    pool: Pool | None = None
+
+    @property
+    def origins(self) -> list[str]:
+        """Where each of `resources` came from (written out only when an error needs it)."""
+        return self.pool.origins() if self.pool is not None else []
 
 
 class Pool:
@@ -60,9 +65,10 @@ class Pool:
         self._by_key: dict[str, dict] = {}
         self._where: dict[str, str] = {}
         self._types: set[str] = set()
+        self._named: dict[str, str | None] = {}
         self.dropped_other_patient = 0
 
-    def add(self, resource, where: str = "prefetch") -> None:
+    def add(self, resource, where: str | tuple = "prefetch") -> None:
         """Pool a resource (a Bundle's entries one by one); `where` says where it came from, for errors."""
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             return
@@ -75,7 +81,7 @@ class Pool:
                 if isinstance(entry, dict):
                     if (entry.get("search") or {}).get("mode") == "outcome":
                         continue
-                    self.add(entry.get("resource"), f"{where}.entry[{i}]")
+                    self.add(entry.get("resource"), (where, i))  # written out only if asked (origins)
             return
         if self._other_patient(resource):
             # Patient isolation: a resource about someone else never reaches the rules for this patient.
@@ -99,11 +105,18 @@ class Pool:
         for member in ("subject", "patient"):
             ref = resource.get(member)
             if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-                # "Patient/1", "https://ehr/fhir/Patient/1", "Patient/1/_history/2" all name patient 1
-                m = _PATIENT_REF.search(ref["reference"])
-                if m:
-                    return m.group(1) != self.patient_id
+                named = self._patient_named(ref["reference"])
+                if named is not None:
+                    return named != self.patient_id
         return False
+
+    def _patient_named(self, reference: str) -> str | None:
+        """The patient id a reference names, if any ("Patient/1", "https://ehr/fhir/Patient/1",
+        "Patient/1/_history/2" all name patient 1); memoised, as a chart repeats one reference."""
+        if reference not in self._named:
+            m = _PATIENT_REF.search(reference)
+            self._named[reference] = m.group(1) if m else None
+        return self._named[reference]
 
     def has_patient(self) -> bool:
         return f"Patient/{self.patient_id}" in self._by_key
@@ -116,7 +129,13 @@ class Pool:
 
     def origins(self) -> list[str]:
         """Where each of resources() came from, in the same order (e.g. "prefetch.observations.entry[2]")."""
-        return [self._where[k] for k in self._by_key]
+        return [w if isinstance(w, str) else _entry_path(w) for w in (self._where[k] for k in self._by_key)]
+
+
+def _entry_path(where: tuple) -> str:
+    """(place of a Bundle, entry index) -> "prefetch.observations.entry[2]" (nested Bundles nest)."""
+    place, i = where
+    return f"{place if isinstance(place, str) else _entry_path(place)}.entry[{i}]"
 
 
 class FhirClient:
@@ -348,7 +367,7 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
         log.info("prefetch %s unavailable: %s", key, reason)
 
     out.resources = pool.resources()
-    out.origins = pool.origins()
+    out.pool = pool
     out.dropped_other_patient = pool.dropped_other_patient
     if out.dropped_other_patient:
         log.warning("dropped %d prefetched resources that belong to another patient", out.dropped_other_patient)
