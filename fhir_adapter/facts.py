@@ -217,13 +217,23 @@ def _readings(data: PatientData) -> tuple[list[_Reading], dict[tuple, list[int]]
     hundreds of them; the subject check, the codes and the time are the same for every fact."""
     def compute():
         readings, index = [], {}
+        by_code: dict[tuple, list[int]] = {}  # (system, code) as sent, for the usual single coding
         about = _about(data.patient_id)
         for obs in data.of_type("Observation"):
             if not about(obs):
                 continue
-            for key in coding_keys(obs.get("code")):
-                index.setdefault(key, []).append(len(readings))
-            readings.append(_Reading(obs, _observation_time(obs)))
+            codings = (obs.get("code") or {}).get("coding") or ()
+            if len(codings) == 1 and type(codings[0].get("system")) is str and type(codings[0].get("code")) is str:
+                by_code.setdefault((codings[0]["system"], codings[0]["code"]), []).append(len(readings))
+            else:
+                for key in coding_keys(obs.get("code")):
+                    index.setdefault(key, []).append(len(readings))
+            when = obs.get("effectiveDateTime")
+            when = _parse_time(when) if type(when) is str and when else _observation_time(obs)
+            readings.append(_Reading(obs, when))
+        for (system, code), positions in by_code.items():  # normalised once per distinct code
+            for key in _one_key(system, code):
+                index.setdefault(key, []).extend(positions)
         return readings, index
     return _per_evaluation(data, "readings", compute)
 
@@ -381,13 +391,12 @@ def _daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[s
 
 def _compute_daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[str]]:
     rows = _observation_values(definition, data, now, fact)
-    today = now.date()
+    today = now.date().toordinal()
     by_code = dict(definition.daily_by_code)
     per_day: dict[int, dict[str, list[float]]] = {}  # days ago -> combine mode -> readings
     used = []
-    utc = dt.timezone.utc
     for when, value, obs in rows:
-        ago = (today - when.astimezone(utc).date()).days
+        ago = today - _utc_day(when)
         if ago < 28:
             mode = definition.daily
             if by_code:
@@ -399,6 +408,12 @@ def _compute_daily_values(definition, data, now, fact) -> tuple[dict[int, float]
     # a day's total ('last') wins over partial counts ('sum') of the same day: nothing is counted twice
     return {ago: next(combine[m](modes[m]) for m in ("last", "mean", "sum") if m in modes)
             for ago, modes in per_day.items()}, used
+
+
+@lru_cache(maxsize=65_536)  # the times of a chart repeat (parse_time gives the same objects)
+def _utc_day(when: dt.datetime) -> int:
+    """The UTC calendar day of a time, as a proleptic Gregorian ordinal."""
+    return when.astimezone(dt.timezone.utc).toordinal()
 
 
 def _derive_daily_series(definition, data, now) -> Fact:
