@@ -2,7 +2,8 @@
 
     python -m bench generate SIZE [--patient ID] [--seed N] [--bundle] > patient.json
     python -m bench inproc  [--sizes small,standard,large] [--scale 1.0]
-    python -m bench http    [--concurrency 1,16,64] [--requests 2000] [--duration 20] [--workers 2] [--threads 8]
+    python -m bench http    [--concurrency 1,16,64] [--requests 2000] [--duration 20] [--workers 2] [--threads 1]
+                            [--worker-class gthread|sync]
     python -m bench soak    [--evaluations 100000]
     python -m bench isolation [--threads 64] [--rounds 20]
     python -m bench http-isolation [--patients 64] [--rounds 10] [--workers 2] [--threads 8]
@@ -88,7 +89,7 @@ def cmd_http(args) -> int:
     conc = [int(c) for c in args.concurrency.split(",")]
     results = run(concurrency=conc, requests=args.requests, duration=args.duration, workers=args.workers,
                   threads=args.threads, size=args.size, rules=args.rules, port=args.port, audit=args.audit,
-                  client=args.client)
+                  client=args.client, worker_class=args.worker_class)
     payload = {"machine": machine(), "command": " ".join(["python -m bench"] + sys.argv[1:]), **results}
     path = save("http", payload)
     for row in results["runs"]:
@@ -169,7 +170,9 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=3000, help="request cap per concurrency level")
     p.add_argument("--duration", type=float, default=20.0, help="time cap (s) per concurrency level")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (gthread when > 1)")
+    p.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
+    p.add_argument("--worker-class", default="gthread", choices=("gthread", "sync"),
+                   help="gthread (as `pacecds serve`; connections kept open) or sync (a connection per request)")
     p.add_argument("--size", default="standard", choices=("small", "standard", "large"))
     p.add_argument("--port", type=int, default=0, help="0: a free port")
     p.add_argument("--client", default="aiohttp", choices=("aiohttp",))

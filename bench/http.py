@@ -43,7 +43,7 @@ class Server:
     """gunicorn serving server:create_app() on 127.0.0.1; stopped (its process group only) on exit."""
 
     def __init__(self, port: int = 0, workers: int = 2, threads: int = 1, rules: str | None = None,
-                 audit: str = "off"):
+                 audit: str = "off", worker_class: str = "gthread"):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._tmp = tempfile.TemporaryDirectory(prefix="pacecds-bench-")
@@ -60,8 +60,11 @@ class Server:
             env["PACECDS_DATABASE_URL"] = audit
         cmd = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{self.port}",
                "--timeout", "60", "--log-level", "warning"]
-        if threads > 1:
-            cmd += ["-k", "gthread", "--threads", str(threads)]
+        if worker_class == "gthread":  # what `pacecds serve` runs: keeps connections open between requests
+            cmd += ["-k", "gthread", "--threads", str(threads), "--keep-alive", "5"]
+        elif threads > 1:
+            raise ValueError("the sync worker has no threads; use --worker-class gthread")
+        self.worker_class = worker_class
         cmd.append("server:create_app()")
         self._log = open(Path(self._tmp.name) / "gunicorn.log", "wb")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log,
@@ -203,10 +206,11 @@ async def load(url: str, make_body, concurrency: int, requests: int, duration: f
 
 def run(concurrency=(1, 16, 64), requests: int = 3000, duration: float = 20.0, workers: int = 2, threads: int = 1,
         size: str = "standard", rules: str | None = None, port: int = 0, audit: str = "off",
-        client: str = "aiohttp") -> dict:
+        client: str = "aiohttp", worker_class: str = "gthread") -> dict:
     make_body = body_factory(size)
     runs = []
-    with Server(port=port, workers=workers, threads=threads, rules=rules, audit=audit) as server:
+    with Server(port=port, workers=workers, threads=threads, rules=rules, audit=audit,
+                worker_class=worker_class) as server:
         for c in concurrency:
             cpu = server.cpu_seconds()
             row = asyncio.run(load(server.url, make_body, c, requests, duration, client))
@@ -214,7 +218,7 @@ def run(concurrency=(1, 16, 64), requests: int = 3000, duration: float = 20.0, w
             row["server_cpu_ms_per_request"] = (server.cpu_seconds() - cpu) * 1000 / max(1, row["requests"])
             runs.append(row)
     return {
-        "server": {"workers": workers, "threads": threads, "worker_class": "gthread" if threads > 1 else "sync",
+        "server": {"workers": workers, "threads": threads, "worker_class": worker_class,
                    "audit": audit if audit in ("off", "sqlite") else "database"},
         "size": size,
         "request_bytes": len(make_body()),
