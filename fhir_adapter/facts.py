@@ -202,40 +202,33 @@ def _about(patient_id: str | None):
 
 # -- observations -------------------------------------------------------------------------
 
-@dataclass(slots=True)
-class _Reading:
-    """What every Observation fact needs of one Observation, worked out once per evaluation."""
-
-    resource: dict
-    when: dt.datetime | None
-
-
-def _readings(data: PatientData) -> tuple[list[_Reading], dict[tuple, list[int]]]:
-    """The patient's Observations in pool order, and an index: normalised code -> positions.
+def _readings(data: PatientData) -> tuple[list, dict[tuple, list[int]]]:
+    """The time of each Observation in the pool (by position), and an index: normalised code -> the
+    positions of the Observations about this patient that carry it.
 
     Several facts read the same Observations (the steps series feeds three facts), and a chart holds
-    hundreds of them; the subject check, the codes and the time are the same for every fact."""
+    hundreds of them; the subject check, the codes and the time are the same for every fact, and for
+    every evaluation of the same validated chart (data.chart: content-addressed, see ResourceValidator)."""
     def compute():
-        readings, index = [], {}
+        times, index = [], {}
         by_code: dict[tuple, list[int]] = {}  # (system, code) as sent, for the usual single coding
         about = _about(data.patient_id)
-        for obs in data.of_type("Observation"):
+        for i, obs in enumerate(data.of_type("Observation")):
+            when = obs.get("effectiveDateTime")
+            times.append(_parse_time(when) if type(when) is str and when else _observation_time(obs))
             if not about(obs):
                 continue
             codings = (obs.get("code") or {}).get("coding") or ()
             if len(codings) == 1 and type(codings[0].get("system")) is str and type(codings[0].get("code")) is str:
-                by_code.setdefault((codings[0]["system"], codings[0]["code"]), []).append(len(readings))
+                by_code.setdefault((codings[0]["system"], codings[0]["code"]), []).append(i)
             else:
                 for key in coding_keys(obs.get("code")):
-                    index.setdefault(key, []).append(len(readings))
-            when = obs.get("effectiveDateTime")
-            when = _parse_time(when) if type(when) is str and when else _observation_time(obs)
-            readings.append(_Reading(obs, when))
+                    index.setdefault(key, []).append(i)
         for (system, code), positions in by_code.items():  # normalised once per distinct code
             for key in _one_key(system, code):
                 index.setdefault(key, []).extend(positions)
-        return readings, index
-    return _per_evaluation(data, "readings", compute)
+        return times, index
+    return _per_chart(data, ("readings", data.patient_id), compute)
 
 
 def _per_evaluation(data: PatientData, key, compute):
@@ -246,24 +239,38 @@ def _per_evaluation(data: PatientData, key, compute):
     return entry[1]
 
 
+def _per_chart(data: PatientData, key, compute):
+    """compute() once per validated chart content (a reopened chart reuses it), else once per evaluation.
+
+    Only for results that depend on nothing but the pool's resources, their order and the key (never on
+    "now"), and that are not changed after: they are shared by every evaluation of the same chart."""
+    if data.chart is None or data.chart_pool is not data.by_type:
+        return _per_evaluation(data, key, compute)
+    found = data.chart.get(key)
+    if found is None:
+        found = data.chart[key] = compute()
+    return found
+
+
 def _observation_values(definition: FactDefinition, data: PatientData, now: dt.datetime, fact: Fact):
     """(time, value in fact unit, resource) for usable observations, oldest first."""
     allowed = OBSERVATION_OK | ({"preliminary"} if definition.allow_preliminary else set())
-    readings, index = _readings(data)
+    times, index = _readings(data)
+    observations = data.of_type("Observation")
     wanted = definition.match_keys
     if len(index) <= len(wanted):
         positions = {i for key, found in index.items() if key in wanted for i in found}
     else:
         positions = {i for key in wanted for i in index.get(key, ())}
     rows = []
-    window = definition.window_days
+    # (now - when).days > window_days, as one comparison: older than window_days + 1 whole days
+    too_old = now - dt.timedelta(days=definition.window_days + 1) if definition.window_days is not None else None
     factors: dict = {}  # unit as sent -> factor to the fact's unit (a chart uses one or two units per code)
     for i in sorted(positions):  # pool order, as a scan of the pool would give
-        reading = readings[i]
-        obs, when = reading.resource, reading.when
+        obs, when = observations[i], times[i]
         if when is None or when > now or obs.get("status") not in allowed:
             continue
-        if window is not None and (now - when).days > window:
+        if too_old is not None and when <= too_old:
             continue
         quantity = obs.get("valueQuantity")
         if quantity is not None and quantity.get("value") is not None:

@@ -49,6 +49,10 @@ class PatientData:
     locations: dict[int, str | tuple] = field(default_factory=dict, repr=False)
     # results computed once per evaluation and shared by facts (e.g. a daily series two facts read)
     memo: dict = field(default_factory=dict, repr=False, compare=False)
+    # results that depend only on the validated resources, shared by every evaluation of the same content:
+    # set by ResourceValidator.validate together with the pool it produced (chart_pool)
+    chart: dict | None = field(default=None, repr=False, compare=False)
+    chart_pool: dict | None = field(default=None, repr=False, compare=False)
 
     def where(self, resource: dict, default: str = "input") -> str:
         """Where a resource came from in the input, e.g. "prefetch['observations'].entry[3]"."""
@@ -180,12 +184,13 @@ def _collect(resource: dict, where: str, out: list) -> None:
 class ResourceValidator:
     """Validates resources with fhir.resources, caching results by content hash (bounded LRU)."""
 
-    def __init__(self, max_cached: int = 50_000, max_parts: int = 5_000, max_charts: int = 5_000):
+    def __init__(self, max_cached: int = 50_000, max_parts: int = 5_000, max_charts: int = 2_000):
         self._ok: OrderedDict[bytes, None] = OrderedDict()
         self._max = max_cached
-        # (selector, digest of a chart) -> which of its resources were needed, all of them validated: a chart
-        # reopened costs one digest, not a selection and a digest per resource
-        self._charts: OrderedDict[tuple, dict[str, bytes]] = OrderedDict()
+        # (selector, digest of a chart) -> (which of its resources were needed, all of them validated; what facts
+        # derived from them and share, PatientData.chart): a chart reopened costs one digest, not a selection
+        # and a digest per resource
+        self._charts: OrderedDict[tuple, tuple[dict[str, bytes], dict]] = OrderedDict()
         self._max_charts = max_charts
         self._lock = threading.Lock()
         # (model, member, digest of canonical JSON) -> validated element(s) of an earlier resource; see _reusing
@@ -201,20 +206,23 @@ class ResourceValidator:
         candidates = {t: data.by_type[t] for t in sorted(types) if data.by_type.get(t)}
         chart = (needed, content_digest([candidates, data.draft_orders]))
         with self._lock:
-            masks = self._charts.get(chart)
-            if masks is not None:
+            entry = self._charts.get(chart)
+            if entry is not None:
                 self._charts.move_to_end(chart)
-        seen_before = masks is not None
-        if not seen_before:
+        if entry is None:
             masks = {t: bytes(needed is None or bool(needed(r)) for r in rs) for t, rs in candidates.items()}
+        else:
+            masks, derived = entry
         kept = {t: [r for r, keep in zip(rs, masks[t]) if keep] for t, rs in candidates.items()}
         kept = {t: rs for t, rs in kept.items() if rs}
-        if not seen_before:
+        if entry is None:
             self._validate_each([r for rs in kept.values() for r in rs] + data.draft_orders, data)
+            derived = {}
             with self._lock:
-                self._charts[chart] = masks
+                self._charts[chart] = (masks, derived)
                 if len(self._charts) > self._max_charts:
                     self._charts.popitem(last=False)
+        data.chart, data.chart_pool = derived, kept
         # From here on the pool holds only validated resources: facts never see unvalidated data (by
         # construction, not by argument), and each fact scans a handful of candidates instead of the
         # whole chart (a fact's scan is linear in the resources of its type).

@@ -170,3 +170,23 @@ def test_sixteen_threads_never_mix_patients(ruleset):
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_a_reopened_chart_gives_the_same_facts_and_never_another_patients(ruleset):
+    """What facts derive from a validated chart is shared by evaluations of the same content; the patient in
+    context is part of what is shared, so the same prefetch under another patient id reads none of it."""
+    from bench.generate import NOW as BENCH_NOW
+    from bench.generate import make_request
+
+    request = make_request("small", patient_id="reopen-1", hemoglobin=9.1)
+    first = ruleset.evaluate(copy.deepcopy(request), now=BENCH_NOW)
+    again = ruleset.evaluate(copy.deepcopy(request), now=BENCH_NOW)
+    assert first.facts == again.facts
+    assert first.facts["hemoglobin"].values["value"] == pytest.approx(9.1)
+    assert [c["summary"] for c in first.cards] == [c["summary"] for c in again.cards]
+
+    other = copy.deepcopy(request)
+    other["context"]["patientId"] = "reopen-2"  # a mis-assembled request: the data is about reopen-1
+    result = ruleset.evaluate(other, now=BENCH_NOW)
+    assert not result.facts["hemoglobin"].present
+    assert not any(ref.startswith("Observation/") for f in result.facts.values() for ref in f.provenance)
