@@ -252,8 +252,9 @@ def _per_chart(data: PatientData, key, compute):
     return found
 
 
-def _observation_values(definition: FactDefinition, data: PatientData, now: dt.datetime, fact: Fact):
-    """(time, value in fact unit, resource) for usable observations, oldest first."""
+def _observation_values(definition: FactDefinition, data: PatientData, now: dt.datetime, fact: Fact,
+                        since: dt.datetime | None = None):
+    """(time, value in fact unit, resource) for usable observations (none before `since`), oldest first."""
     allowed = OBSERVATION_OK | ({"preliminary"} if definition.allow_preliminary else set())
     times, index = _readings(data)
     observations = data.of_type("Observation")
@@ -270,7 +271,7 @@ def _observation_values(definition: FactDefinition, data: PatientData, now: dt.d
         obs, when = observations[i], times[i]
         if when is None or when > now or obs.get("status") not in allowed:
             continue
-        if too_old is not None and when <= too_old:
+        if (too_old is not None and when <= too_old) or (since is not None and when < since):
             continue
         quantity = obs.get("valueQuantity")
         if quantity is not None and quantity.get("value") is not None:
@@ -383,7 +384,7 @@ def _derive_observation(definition, data, now) -> Fact:
 
 
 def _daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[str]]:
-    """Days ago (0 = today, up to 27) -> the day's value, and the resources used. Missing days stay missing.
+    """Days ago (0 = today, up to SERIES_DAYS - 1) -> the day's value, and the resources used. Missing days stay missing.
 
     Computed once per evaluation: a daily series fact and a series_pair reading it share the result
     (it depends only on the definition's own codes, so any view of the pool gives the same)."""
@@ -396,15 +397,19 @@ def _daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[s
     return dict(daily), list(used)
 
 
+SERIES_DAYS = 28  # a daily series holds today and the 27 days before (windows end yesterday)
+
+
 def _compute_daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[str]]:
-    rows = _observation_values(definition, data, now, fact)
+    # a reading from before the series' days is never used (nor noted): 2 days' margin for time zones
+    rows = _observation_values(definition, data, now, fact, since=now - dt.timedelta(days=SERIES_DAYS + 2))
     today = now.date().toordinal()
     by_code = dict(definition.daily_by_code)
     per_day: dict[int, dict[str, list[float]]] = {}  # days ago -> combine mode -> readings
     used = []
     for when, value, obs in rows:
         ago = today - _utc_day(when)
-        if ago < 28:
+        if ago < SERIES_DAYS:
             mode = definition.daily
             if by_code:
                 mode = next((by_code[c["code"]] for c in (obs.get("code") or {}).get("coding") or []
