@@ -143,6 +143,10 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
     global _frozen
     if not _frozen:
         gc.freeze()
+        # A standard request parses into ~20,000 objects, nearly all freed by reference counting when it ends;
+        # at the default young-generation threshold (700) the collector ran ~30 times per request for nothing.
+        # Measured in-process: ~4% fewer instructions per request (callgrind).
+        gc.set_threshold(50_000, 20, 100)
         _frozen = True
     return app
 

@@ -3,7 +3,7 @@
     python -m bench generate SIZE [--patient ID] [--seed N] [--bundle] > patient.json
     python -m bench inproc  [--sizes small,standard,large] [--scale 1.0]
     python -m bench http    [--concurrency 1,16,64] [--requests 2000] [--duration 20] [--workers 2] [--threads 1]
-                            [--worker-class gthread|sync]
+                            [--worker-class gthread|sync] [--floor]
     python -m bench soak    [--evaluations 100000]
     python -m bench isolation [--threads 64] [--rounds 20]
     python -m bench http-isolation [--patients 64] [--rounds 10] [--workers 2] [--threads 8]
@@ -89,9 +89,9 @@ def cmd_http(args) -> int:
     conc = [int(c) for c in args.concurrency.split(",")]
     results = run(concurrency=conc, requests=args.requests, duration=args.duration, workers=args.workers,
                   threads=args.threads, size=args.size, rules=args.rules, port=args.port, audit=args.audit,
-                  client=args.client, worker_class=args.worker_class)
+                  client=args.client, worker_class=args.worker_class, floor=args.floor)
     payload = {"machine": machine(), "command": " ".join(["python -m bench"] + sys.argv[1:]), **results}
-    path = save("http", payload)
+    path = save("http_floor" if args.floor else "http", payload)
     for row in results["runs"]:
         print(f"c={row['concurrency']:3d} n={row['requests']:6d} ok={row['ok']:6d} err={row['errors']:3d} "
               f"{row['throughput_rps']:8.1f} req/s  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
@@ -173,6 +173,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
     p.add_argument("--worker-class", default="gthread", choices=("gthread", "sync"),
                    help="gthread (as `pacecds serve`; connections kept open) or sync (a connection per request)")
+    p.add_argument("--floor", action="store_true",
+                   help="serve a do-nothing app (read and parse the body) under the same gunicorn: the HTTP floor")
     p.add_argument("--size", default="standard", choices=("small", "standard", "large"))
     p.add_argument("--port", type=int, default=0, help="0: a free port")
     p.add_argument("--client", default="aiohttp", choices=("aiohttp",))

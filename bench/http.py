@@ -43,7 +43,7 @@ class Server:
     """gunicorn serving server:create_app() on 127.0.0.1; stopped (its process group only) on exit."""
 
     def __init__(self, port: int = 0, workers: int = 2, threads: int = 1, rules: str | None = None,
-                 audit: str = "off", worker_class: str = "gthread"):
+                 audit: str = "off", worker_class: str = "gthread", app: str = "server:create_app()"):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._tmp = tempfile.TemporaryDirectory(prefix="pacecds-bench-")
@@ -65,7 +65,7 @@ class Server:
         elif threads > 1:
             raise ValueError("the sync worker has no threads; use --worker-class gthread")
         self.worker_class = worker_class
-        cmd.append("server:create_app()")
+        cmd.append(app)
         self._log = open(Path(self._tmp.name) / "gunicorn.log", "wb")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log,
                                      start_new_session=True)
@@ -206,11 +206,13 @@ async def load(url: str, make_body, concurrency: int, requests: int, duration: f
 
 def run(concurrency=(1, 16, 64), requests: int = 3000, duration: float = 20.0, workers: int = 2, threads: int = 1,
         size: str = "standard", rules: str | None = None, port: int = 0, audit: str = "off",
-        client: str = "aiohttp", worker_class: str = "gthread") -> dict:
+        client: str = "aiohttp", worker_class: str = "gthread", floor: bool = False) -> dict:
+    """floor: serve bench.floor_app (read and parse the body, answer no cards) instead of pacecds."""
     make_body = body_factory(size)
     runs = []
+    app = "bench.floor_app:app" if floor else "server:create_app()"
     with Server(port=port, workers=workers, threads=threads, rules=rules, audit=audit,
-                worker_class=worker_class) as server:
+                worker_class=worker_class, app=app) as server:
         for c in concurrency:
             cpu = server.cpu_seconds()
             row = asyncio.run(load(server.url, make_body, c, requests, duration, client))
@@ -218,7 +220,7 @@ def run(concurrency=(1, 16, 64), requests: int = 3000, duration: float = 20.0, w
             row["server_cpu_ms_per_request"] = (server.cpu_seconds() - cpu) * 1000 / max(1, row["requests"])
             runs.append(row)
     return {
-        "server": {"workers": workers, "threads": threads, "worker_class": worker_class,
+        "server": {"workers": workers, "threads": threads, "worker_class": worker_class, "app": app,
                    "audit": audit if audit in ("off", "sqlite") else "database"},
         "size": size,
         "request_bytes": len(make_body()),

@@ -97,3 +97,13 @@ def test_http_isolation_bounded():
 
     result = http.isolation(patients=16, rounds=2, workers=2, threads=4, size="small")
     assert result["violations"] == [] and result["ok"], result
+
+
+def test_http_floor_benchmark_bounded():
+    """The HTTP floor (a do-nothing app under the same gunicorn) runs and answers every request."""
+    pytest.importorskip("aiohttp")
+    from bench import http
+
+    result = http.run(concurrency=(2,), requests=8, duration=10, workers=1, size="small", floor=True)
+    assert result["server"]["app"] == "bench.floor_app:app"
+    assert [r["ok"] for r in result["runs"]] == [8]
