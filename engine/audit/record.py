@@ -186,15 +186,50 @@ def build_decision_record(result: Any, *, hook: str, hook_instance: str, service
             {k: r.get(k) for k in ("id", "version", "status", "fired", "condition")}
             for r in (explanation.get("rules") if isinstance(explanation, dict) else explanation) or []
             if isinstance(r, dict)]}
-    # Round-trip through JSON so the record holds plain data only (no model objects).
-    plain = json.loads(canonical_json(record))
-    if pid:
-        # Provenance names the Patient resource itself: keep the reference, not the identifier.
-        plain = _replace_patient(plain, str(pid))
-    return plain
+    # Plain data only (no model objects), as a JSON round trip would give; provenance names the Patient
+    # resource itself: keep the reference, not the identifier.
+    return _plain(record, str(pid) if pid else None)
 
 
 THIS_PATIENT = "Patient/[this patient]"
+
+
+def _plain(record: dict, pid: str | None) -> Any:
+    """json.loads(canonical_json(record)) with this patient's references replaced, in one walk.
+
+    A record is ~40 kB (the explanation names each condition's provenance); the round trip and a second
+    walk for the patient cost more than the evaluation did. Anything unusual (a key that is not a string)
+    takes the round trip itself, so the result is always what it would give."""
+    forms = {pid, f"Patient/{pid}"} if pid else None
+    suffix = f"/Patient/{pid}"
+
+    def walk(obj):
+        kind = type(obj)
+        if kind is str:
+            return THIS_PATIENT if forms and (obj in forms or obj.endswith(suffix)) else obj
+        if obj is None or kind is bool or kind is int:
+            return obj
+        if kind is float:
+            if obj != obj or obj in (float("inf"), float("-inf")):
+                raise ValueError("Out of range float values are not JSON compliant")
+            return obj
+        if kind is dict:
+            if not all(type(k) is str for k in obj):
+                raise _NotPlain
+            return {k: walk(v) for k, v in obj.items()}
+        if kind is list or kind is tuple:
+            return [walk(v) for v in obj]
+        return walk(_json_default(obj))
+
+    try:
+        return walk(record)
+    except (_NotPlain, RecursionError):
+        plain = json.loads(canonical_json(record))
+        return _replace_patient(plain, pid) if pid else plain
+
+
+class _NotPlain(Exception):
+    """A value the one-walk copy does not reproduce exactly (json.dumps would rewrite its keys)."""
 
 
 def _replace_patient(obj: Any, pid: str) -> Any:

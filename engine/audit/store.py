@@ -265,7 +265,9 @@ class AuditStore:
         Idempotent: an item already stored for this service is not stored again.
         Returns True if anything new was stored. Each stored item is linked to the
         evaluation that returned its card (rule id and version, hookInstance)."""
-        items = feedback.get("feedback") if isinstance(feedback, dict) and "feedback" in feedback else [feedback]
+        # a body holds items under "feedback"; an item (it names its card) may carry any extra member, that one too
+        is_body = isinstance(feedback, dict) and "feedback" in feedback and "card" not in feedback
+        items = feedback.get("feedback") if is_body else [feedback]
         if not isinstance(items, list) or not all(isinstance(i, dict) and i.get("card") for i in items):
             raise ValueError("feedback items need a card uuid")
         import hashlib

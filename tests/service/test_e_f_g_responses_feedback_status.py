@@ -311,3 +311,15 @@ def test_rules_source_attributes_served_read_only(auth_client, bundled_ruleset):
     assert one["version"] == "1.0.0" and one["bibliography"][0]["url"].startswith("https://")
     assert auth_client.get("/rules/no.such.rule").status_code == 404
     assert auth_client.post("/rules").status_code == 405
+
+
+def test_F2_feedback_item_with_an_extra_member_named_feedback_is_stored(client, audit):
+    """Found by schemathesis: an item may carry extra members; one named "feedback" made the store read the
+    item as a whole body and answer 500."""
+    item = {"card": "f6b95768-b1c8-40dc-8385-bf3504b82ffc", "outcome": "overridden",
+            "outcomeTimestamp": "2026-11-26T10:05:31Z", "feedback": [1]}
+    before = audit.count()
+    resp = client.post(FB, json={"feedback": [item]})
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json() == {"recorded": 1, "duplicates": 0}
+    assert audit.count() == before + 1
