@@ -38,11 +38,13 @@ def render(results: Path) -> str:
                 "the machine): " + "; ".join(
                     f"{size} warm/floor {r['cpu_warm_over_floor']:.1f}x, cold/validate {r['cpu_cold_over_validate']:.2f}x"
                     for size, r in inproc["sizes"].items() if "cpu_warm_over_floor" in r) + ".", ""]
-    http = _load(results, "http")
-    if http:
+    for name, title in (("http", "HTTP"), ("http_floor", "HTTP floor: the same gunicorn serving a do-nothing app")):
+        http = _load(results, name)
+        if not http:
+            continue
         srv = http["server"]
-        out += [f"### HTTP (`{http['command']}`)", "", f"Machine: {_machine(http['machine'])}; load average before "
-                f"the run {', '.join(f'{x:.1f}' for x in http['loadavg_before'])} (other work on the machine).", "",
+        out += [f"### {title} (`{http['command']}`)", "", f"Machine: {_machine(http['machine'])}; load average "
+                f"before the run {', '.join(f'{x:.1f}' for x in http['loadavg_before'])}.", "",
                 f"gunicorn {srv['worker_class']}, {srv['workers']} workers x {srv['threads']} threads, audit "
                 f"{srv['audit']}; {http['size']} patient ({http['request_bytes'] / 1024:.0f} kB per request); "
                 f"client: {http['runs'][0].get('client', 'aiohttp')} on the same machine.", "",
