@@ -386,8 +386,7 @@ def _derive_observation(definition, data, now) -> Fact:
 def _daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[str]]:
     """Days ago (0 = today, up to SERIES_DAYS - 1) -> the day's value, and the resources used. Missing days stay missing.
 
-    Computed once per evaluation: a daily series fact and a series_pair reading it share the result
-    (it depends only on the definition's own codes, so any view of the pool gives the same)."""
+    Computed once per evaluation: a daily series fact and a series_pair reading it share the result."""
     def compute():
         scratch = Fact(definition.name)
         daily, used = _compute_daily_values(definition, data, now, scratch)
