@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 GENESIS_HASH = "0" * 64
@@ -27,7 +28,18 @@ FORBIDDEN_KEYS = frozenset(
 )
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _BEARER_RE = re.compile(r"(?i)\bbearer\s+\S+")
+_TOKEN_RE = re.compile(f"{_JWT_RE.pattern}|(?i:{_BEARER_RE.pattern[4:]})")  # either, in one search
 REDACTED = "[redacted]"
+
+
+@lru_cache(maxsize=65_536)  # a record repeats its strings (each condition names its facts' provenance)
+def _token_like(text: str) -> bool:
+    return _TOKEN_RE.search(text) is not None
+
+
+@lru_cache(maxsize=4_096)
+def _forbidden_key(key: str) -> bool:
+    return key.lower() in FORBIDDEN_KEYS
 
 
 def canonical_json(obj: Any) -> str:
@@ -82,15 +94,16 @@ def scrub(obj: Any) -> tuple[Any, int]:
         if isinstance(o, dict):
             out = {}
             for k, v in o.items():
-                if str(k).lower() in FORBIDDEN_KEYS:
+                k = str(k)
+                if _forbidden_key(k):
                     removed += 1
                     continue
-                out[str(k)] = walk(v)
+                out[k] = walk(v)
             return out
         if isinstance(o, (list, tuple)):
             return [walk(v) for v in o]
         if isinstance(o, str):
-            if _JWT_RE.search(o) or _BEARER_RE.search(o):
+            if _token_like(o):
                 removed += 1
                 return REDACTED
             return o

@@ -397,3 +397,16 @@ def test_upgrade_from_first_schema_keeps_the_chain(store_url):
     assert s.get(long_id)["hookInstance"] == long_id
     assert s.get("before-upgrade") is not None and s.verify().ok
     s.close()
+
+
+@pytest.mark.parametrize("text, redacted", [
+    ("Bearer abc.def", True), ("see: BeArEr\ttok", True), ("x-bearer token", True), ("bearer", False),
+    ("abearer token", False), ("eyJhbGciOi.eyJzdWIiOi.sig", True), ("eyJab.cd.ef", False),
+    ("Observation/steps-1", False), ("Patient/[this patient]", False),
+])
+def test_scrub_redacts_jwt_and_bearer_strings_and_forbidden_keys(text, redacted):
+    from engine.audit.record import REDACTED, scrub
+
+    clean, removed = scrub({"summary": text, "Access_Token": "x", "nested": [{"note": text}]})
+    assert "Access_Token" not in clean and removed == 1 + 2 * redacted
+    assert (clean["summary"] == REDACTED) == redacted and (clean["nested"][0]["note"] == REDACTED) == redacted
