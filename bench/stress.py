@@ -42,10 +42,11 @@ def _signature(result) -> tuple:
 
 
 def soak(ruleset, evaluations: int = 100_000, size: str = "standard", patients: int = 32, progress=None,
-         cold: bool = False, cold_warmup: int = 400) -> dict:
+         cold: bool = False, cold_warmup: int = 2_500) -> dict:
     """cold=False: rotate over `patients` patients (charts reopened). cold=True: every evaluation a patient
     never seen before (same values, a new id in every resource), so every cache runs at its bound; the
-    warm-up is then long enough (400 patients) to fill the bounded caches before RSS is first read."""
+    warm-up is then long enough (2,500 patients: more than the 2,000 charts the validator remembers) to fill
+    the bounded caches before RSS is first read."""
     bodies = [orjson.dumps(make_request(size, patient_id=f"soak-{i:06d}", seed=i, hemoglobin=unique_hemoglobin(i)))
               for i in range(patients)]
     expected = [_signature(ruleset.evaluate(orjson.loads(b), now=NOW)) for b in bodies]  # warm-up pass
