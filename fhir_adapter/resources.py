@@ -184,14 +184,16 @@ def _collect(resource: dict, where: str, out: list) -> None:
 class ResourceValidator:
     """Validates resources with fhir.resources, caching results by content hash (bounded LRU)."""
 
-    def __init__(self, max_cached: int = 50_000, max_parts: int = 5_000, max_charts: int = 2_000):
+    def __init__(self, max_cached: int = 50_000, max_parts: int = 5_000, max_charts: int = 2_000,
+                 max_chart_resources: int = 400_000):
         self._ok: OrderedDict[bytes, None] = OrderedDict()
         self._max = max_cached
         # (selector, digest of a chart) -> (which of its resources were needed, all of them validated; what facts
         # derived from them and share, PatientData.chart): a chart reopened costs one digest, not a selection
         # and a digest per resource
         self._charts: OrderedDict[tuple, tuple[dict[str, bytes], dict]] = OrderedDict()
-        self._max_charts = max_charts
+        # bounded in charts and in the resources they hold (what facts keep per chart grows with its size)
+        self._max_charts, self._max_chart_resources, self._chart_resources = max_charts, max_chart_resources, 0
         self._lock = threading.Lock()
         # (model, member, digest of canonical JSON) -> validated element(s) of an earlier resource; see _reusing
         self._parts: dict[tuple, object] = {}
@@ -219,9 +221,12 @@ class ResourceValidator:
             self._validate_each([r for rs in kept.values() for r in rs] + data.draft_orders, data)
             derived = {}
             with self._lock:
-                self._charts[chart] = (masks, derived)
-                if len(self._charts) > self._max_charts:
-                    self._charts.popitem(last=False)
+                if chart not in self._charts:  # (another thread may have validated the same chart meanwhile)
+                    self._charts[chart] = (masks, derived)
+                    self._chart_resources += sum(map(len, masks.values()))
+                while len(self._charts) > self._max_charts or self._chart_resources > self._max_chart_resources:
+                    old_masks, _ = self._charts.popitem(last=False)[1]
+                    self._chart_resources -= sum(map(len, old_masks.values()))
         data.chart, data.chart_pool = derived, kept
         # From here on the pool holds only validated resources: facts never see unvalidated data (by
         # construction, not by argument), and each fact scans a handful of candidates instead of the

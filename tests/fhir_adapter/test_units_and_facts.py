@@ -142,3 +142,13 @@ def test_validation_is_remembered_per_chart_and_per_resource(monkeypatch):
     broken.by_type["Observation"][2]["valueQuantity"]["value"] = "many"
     with pytest.raises(InputError, match="s2"):
         validator.validate(broken, {"Patient", "Observation"})
+
+
+def test_remembered_charts_are_bounded_by_the_resources_they_hold():
+    from fhir_adapter import ResourceValidator
+
+    validator = ResourceValidator(max_chart_resources=10)
+    for n in range(5):  # charts of 1 Patient + 4 Observations, each different
+        validator.validate(steps([(d, 4000 + n) for d in range(1, 5)]), {"Patient", "Observation"})
+        assert validator._chart_resources <= 10
+    assert len(validator._charts) == 2 and validator._chart_resources == 10
