@@ -20,7 +20,7 @@ from functools import cached_property, lru_cache
 
 from . import ucum
 from .resources import PatientData
-from .valuesets import ValueSet, code_key
+from .valuesets import MEMO_MAX_CHARS, ValueSet, code_key
 
 OBSERVATION_OK = {"final", "amended", "corrected"}
 CONDITION_ACTIVE = {"active", "recurrence", "relapse"}
@@ -151,8 +151,12 @@ def parse_time(value) -> dt.datetime | None:
     return _parse_time(value)
 
 
-@lru_cache(maxsize=65_536)  # a reopened chart repeats its timestamps; datetimes are immutable
 def _parse_time(value: str) -> dt.datetime | None:
+    return _parse_time_memo(value) if len(value) <= 64 else _parse_time_memo.__wrapped__(value)
+
+
+@lru_cache(maxsize=65_536)  # a reopened chart repeats its timestamps; datetimes are immutable
+def _parse_time_memo(value: str) -> dt.datetime | None:
     try:
         if len(value) == 4:
             parsed = dt.datetime(int(value), 1, 1)
@@ -220,12 +224,12 @@ def _readings(data: PatientData) -> tuple[list, dict[tuple, list[int]]]:
                 continue
             codings = (obs.get("code") or {}).get("coding") or ()
             if len(codings) == 1 and type(codings[0].get("system")) is str and type(codings[0].get("code")) is str:
-                by_code.setdefault((codings[0]["system"], codings[0]["code"]), []).append(i)
+                by_code.setdefault((codings[0]["system"], codings[0]["code"]), []).append(i)  # normalised below
             else:
                 for key in coding_keys(obs.get("code")):
                     index.setdefault(key, []).append(i)
         for (system, code), positions in by_code.items():  # normalised once per distinct code
-            for key in _one_key(system, code):
+            for key in coding_keys({"coding": [{"system": system, "code": code}]}):
                 index.setdefault(key, []).extend(positions)
         return times, index
     return _per_chart(data, ("readings", data.patient_id), compute)
@@ -496,7 +500,7 @@ def coding_keys(codeable: dict | None) -> frozenset:
     codings = (codeable or {}).get("coding") or ()
     if len(codings) == 1:  # the usual case: one memoised set per code
         system, code = codings[0].get("system"), codings[0].get("code")
-        if type(system) is str and type(code) is str:
+        if type(system) is str and type(code) is str and len(system) + len(code) <= MEMO_MAX_CHARS:
             return _one_key(system, code)
     keys = {code_key(c.get("system"), c.get("code")) for c in codings}
     keys.discard(None)

@@ -7,7 +7,7 @@ fact definitions of a hook; it answers, per resource, whether any of them could 
 
 from __future__ import annotations
 
-from .valuesets import code_key
+from .valuesets import MEMO_MAX_CHARS, code_key
 
 # Resource types whose facts pick resources by one coded field, and the fact kinds that do so.
 _CODED_FIELD = {"Observation": "code", "Condition": "code", "MedicationRequest": "medicationCodeableConcept",
@@ -70,7 +70,8 @@ class ResourceSelector:
                 hit = key is not None and key in keys
                 if len(self._memo) >= 50_000:
                     self._memo.clear()
-                self._memo[sc] = hit
+                if len(system or "") + len(code or "") <= MEMO_MAX_CHARS:
+                    self._memo[sc] = hit
             if hit:
                 return True
         return False

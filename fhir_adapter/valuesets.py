@@ -31,9 +31,12 @@ def _cached_key(system: str, code: str) -> tuple[str, str] | None:
     return normalize_code(system, code)
 
 
+MEMO_MAX_CHARS = 512  # longer strings are never memoised: a cache must not hold what a caller sends at will
+
+
 def code_key(system, code) -> tuple[str, str] | None:
     """normalize_code() memoised: the codes of a chart repeat (every daily reading of steps has the same one)."""
-    if type(system) is str and type(code) is str:
+    if type(system) is str and type(code) is str and len(system) + len(code) <= MEMO_MAX_CHARS:
         return _cached_key(system, code)
     return normalize_code(system, code)
 

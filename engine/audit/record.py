@@ -32,13 +32,23 @@ _TOKEN_RE = re.compile(f"{_JWT_RE.pattern}|(?i:{_BEARER_RE.pattern[4:]})")  # ei
 REDACTED = "[redacted]"
 
 
-@lru_cache(maxsize=65_536)  # a record repeats its strings (each condition names its facts' provenance)
 def _token_like(text: str) -> bool:
+    # a record repeats its short strings (each condition names its facts' provenance); long ones (a clinician's
+    # comment) are searched, never kept
+    return _token_like_memo(text) if len(text) <= 256 else _TOKEN_RE.search(text) is not None
+
+
+@lru_cache(maxsize=65_536)
+def _token_like_memo(text: str) -> bool:
     return _TOKEN_RE.search(text) is not None
 
 
-@lru_cache(maxsize=4_096)
 def _forbidden_key(key: str) -> bool:
+    return _forbidden_key_memo(key) if len(key) <= 256 else key.lower() in FORBIDDEN_KEYS
+
+
+@lru_cache(maxsize=4_096)
+def _forbidden_key_memo(key: str) -> bool:
     return key.lower() in FORBIDDEN_KEYS
 
 

@@ -152,3 +152,22 @@ def test_remembered_charts_are_bounded_by_the_resources_they_hold():
         validator.validate(steps([(d, 4000 + n) for d in range(1, 5)]), {"Patient", "Observation"})
         assert validator._chart_resources <= 10
     assert len(validator._charts) == 2 and validator._chart_resources == 10
+
+
+def test_memos_never_keep_long_strings_a_caller_sent():
+    """Codes, times and audit strings are memoised for speed; a long string (anyone can send one) is answered
+    but never kept, so no request can grow a cache by its size."""
+    from engine.audit import record
+    from fhir_adapter import facts, valuesets
+
+    long_system = "http://example.org/" + "x" * 2000
+    before = valuesets._cached_key.cache_info().currsize
+    assert valuesets.code_key(long_system, "123") == (long_system, "123")
+    assert valuesets._cached_key.cache_info().currsize == before
+    before = facts._one_key.cache_info().currsize
+    assert facts.coding_keys({"coding": [{"system": long_system, "code": "1"}]}) == {(long_system, "1")}
+    assert facts._one_key.cache_info().currsize == before
+    comment = "on iron already " * 100 + "Bearer abc"
+    before = record._token_like_memo.cache_info().currsize
+    assert record.scrub({"userComment": comment})[0]["userComment"] == record.REDACTED
+    assert record._token_like_memo.cache_info().currsize == before
