@@ -17,8 +17,7 @@ from flask_cors import CORS
 
 from service import errors, handlers
 from service.auth import AuthError, Authenticator
-from service.cli import is_loopback
-from service.config import ConfigError, ServiceConfig
+from service.config import ConfigError, ServiceConfig, is_loopback
 from service.errors import ApiError, json_response
 from service.validation import parse_json_body
 
@@ -160,7 +159,7 @@ def _ruleset_info(rs) -> dict:
 
 
 def _source_attributes(rs) -> list[dict]:
-    from engine.governance import rule_source_attributes
+    from governance.attributes import rule_source_attributes
     return sorted((rule_source_attributes(r) for r in getattr(rs, "rules", [])), key=lambda a: a.get("id") or "")
 
 
@@ -178,7 +177,7 @@ def _load_ruleset(cfg: ServiceConfig):
     """A RulesetHolder over cfg.rules_dir: only a tree that loads (and, outside a development run, matches its
     release manifest) is ever served; a broken edit leaves the serving ruleset in place."""
     from engine import RulesetLoadError
-    from engine.governance import check_manifest, enforce_manifest
+    from governance.manifest import check_manifest, enforce_manifest
     from engine.serving import RulesetHolder
 
     if cfg.development_run:
@@ -197,7 +196,7 @@ def _load_audit_store(cfg: ServiceConfig):
     if not cfg.audit:
         return None
     try:
-        from engine.audit import AuditStore
+        from audit import AuditStore
     except ImportError:
         log.warning("audit store not available (engine.audit missing): decisions and feedback are not recorded")
         return None

@@ -16,7 +16,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.audit import AuditStore, build_decision_record  # noqa: E402
+from audit import AuditStore, build_decision_record  # noqa: E402
 from tests.audit.fakes import Ruleset, result  # noqa: E402
 
 KEY = b"b" * 32

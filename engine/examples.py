@@ -10,6 +10,7 @@ import orjson
 from fhir_adapter.resources import InputError
 
 from .loader import RulesetLoadError, schema_validator
+from .ruleset import parse_now
 from .yamlpos import YamlError, load_yaml
 
 
@@ -40,8 +41,6 @@ def load_cases(path: Path) -> list[dict]:
 
 
 def run_examples(ruleset, cases_file: Path) -> list[CaseOutcome]:
-    from .cli import parse_now
-
     known = {r.id for r in ruleset.rules}
     outcomes = []
     for case in load_cases(cases_file):

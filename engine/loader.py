@@ -7,7 +7,6 @@ and nothing is compiled unless the whole tree is clean.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -18,15 +17,16 @@ from jsonschema import Draft202012Validator
 
 from fhir_adapter import ucum
 from fhir_adapter.facts import KIND_ATTRIBUTES, LIST_ATTRIBUTES, TEXT_ATTRIBUTES, FactDefinition
-from fhir_adapter.valuesets import ValueSet, ValueSetError, from_code_list, from_fhir_json, normalize_code
+from fhir_adapter.valuesets import ValueSet, ValueSetError, normalize_code
 
+from . import rulestree
+from .bundled import SCHEMA_DIR
 from .conditions import ConditionError, Node, attribute_unit, parse_condition, to_durable
 from .templates import SPECIAL, Template, TemplateError
 from .yamlpos import Position, YamlDocument, YamlError, load_yaml
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SUMMARY_MAX = 139  # CDS Hooks: summary "<140 characters"
-MANIFEST = "ruleset.yaml"
+MANIFEST = rulestree.MANIFEST
 
 
 class RulesetLoadError(Exception):
@@ -105,21 +105,6 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
     return err.message
 
 
-def ruleset_hash(root: Path) -> str:
-    """sha256 over every file of the tree (sorted relative paths and contents)."""
-    digest = hashlib.sha256()
-    for path in sorted(_tree_files(root)):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def _tree_files(root: Path):
-    for path in root.rglob("*"):
-        if path.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(root).parts):
-            yield path
-
-
 def load_tree(root: str | Path) -> LoadedTree:
     root = Path(root)
     errors = _Collector()
@@ -129,54 +114,44 @@ def load_tree(root: str | Path) -> LoadedTree:
     def rel(path: Path) -> str:
         return str(path)
 
-    docs: dict[str, list[YamlDocument]] = {"facts": [], "rules": [], "manifest": []}
+    docs: dict[str, list[YamlDocument]] = {rulestree.FACTS: [], rulestree.RULE: [], rulestree.MANIFEST_KIND: []}
     valuesets: dict[str, ValueSet] = {}
-    for path in sorted(_tree_files(root)):
-        relative = path.relative_to(root)
-        top = relative.parts[0]
-        if path.suffix not in (".yaml", ".yml", ".json"):
-            continue
+    for item in rulestree.tree_files(root):
+        path = item.path
+        if item.kind not in (rulestree.MANIFEST_KIND, rulestree.FACTS, rulestree.VALUESET, rulestree.RULE):
+            continue  # tables are read by the facts that name them; examples by `pacecds test`
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             errors.add(Position(rel(path), 1, 1), f"cannot read file: {exc}")
             continue
-        if top == "valuesets":
+        if item.kind == rulestree.VALUESET:
             _load_valueset(path, text, valuesets, errors)
             continue
-        if path.suffix == ".json":
-            continue  # JSON outside valuesets/ is not part of the rule language
         try:
             doc = load_yaml(rel(path), text)
         except YamlError as exc:
             errors.add(exc.position, exc.message)
             continue
-        if relative.as_posix() == MANIFEST:
-            docs["manifest"].append(doc)
-        elif top == "facts":
-            docs["facts"].append(doc)
-        elif top == "examples":
-            continue  # example cases are checked by `pacecds test`
-        else:
-            docs["rules"].append(doc)
+        docs[item.kind].append(doc)
 
-    manifest = docs["manifest"][0].data if docs["manifest"] and isinstance(docs["manifest"][0].data, dict) else {}
-    if not docs["manifest"]:
+    manifest = docs[rulestree.MANIFEST_KIND][0].data if docs[rulestree.MANIFEST_KIND] and isinstance(docs[rulestree.MANIFEST_KIND][0].data, dict) else {}
+    if not docs[rulestree.MANIFEST_KIND]:
         errors.add(Position(rel(root / MANIFEST), 1, 1), "missing ruleset manifest (name and version)")
     else:
         for key in ("name", "version"):
             if not isinstance(manifest.get(key), str):
-                errors.add(docs["manifest"][0].position((key,)), f"manifest needs a string '{key}'")
+                errors.add(docs[rulestree.MANIFEST_KIND][0].position((key,)), f"manifest needs a string '{key}'")
 
     facts: dict[str, FactDefinition] = {}
     drug_tables: dict[str, dict] = {}
-    for doc in docs["facts"]:
+    for doc in docs[rulestree.FACTS]:
         _load_facts(doc, valuesets, facts, errors, root, drug_tables)
-    _link_fact_inputs(docs["facts"], facts, errors)
+    _link_fact_inputs(docs[rulestree.FACTS], facts, errors)
 
     rules: list[Rule] = []
     seen: dict[str, str] = {}
-    for doc in docs["rules"]:
+    for doc in docs[rulestree.RULE]:
         rule_id = doc.data.get("id") if isinstance(doc.data, dict) else None
         if isinstance(rule_id, str):
             if rule_id in seen:
@@ -191,8 +166,12 @@ def load_tree(root: str | Path) -> LoadedTree:
         raise RulesetLoadError(errors.errors)
     return LoadedTree(
         root=root, name=manifest["name"], version=manifest["version"], manifest=manifest,
-        sha256=ruleset_hash(root), facts=facts, valuesets=valuesets, rules=rules,
+        sha256=rulestree.ruleset_sha256(root), facts=facts, valuesets=valuesets, rules=rules,
     )
+
+
+class _Reported(Exception):
+    """A problem already added to the collector (with its position)."""
 
 
 def _load_valueset(path: Path, text: str, valuesets: dict, errors: _Collector) -> None:
@@ -200,22 +179,27 @@ def _load_valueset(path: Path, text: str, valuesets: dict, errors: _Collector) -
     if name in valuesets:
         errors.add(Position(str(path), 1, 1), f"duplicate value set name '{name}'")
         return
+
+    def code_list(path: Path, text: str) -> dict:
+        try:
+            doc = load_yaml(str(path), text)
+        except YamlError as exc:
+            errors.add(exc.position, exc.message)
+            raise _Reported() from None
+        if not errors.schema(doc, schema_validator("valueset-codes.schema.json")):
+            raise _Reported()
+        return doc.data["valueset"]
+
+    if path.suffix == ".json":
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            errors.add(Position(str(path), exc.lineno, exc.colno), f"invalid JSON: {exc.msg}")
+            return
     try:
-        if path.suffix == ".json":
-            try:
-                resource = json.loads(text)
-            except json.JSONDecodeError as exc:
-                errors.add(Position(str(path), exc.lineno, exc.colno), f"invalid JSON: {exc.msg}")
-                return
-            valuesets[name] = from_fhir_json(name, resource)
-        else:
-            try:
-                doc = load_yaml(str(path), text)
-            except YamlError as exc:
-                errors.add(exc.position, exc.message)
-                return
-            if errors.schema(doc, schema_validator("valueset-codes.schema.json")):
-                valuesets[name] = from_code_list(name, doc.data["valueset"])
+        valuesets[name] = rulestree.parse_valueset(name, path, text, yaml_reader=code_list)
+    except _Reported:
+        pass
     except ValueSetError as exc:
         errors.add(Position(str(path), 1, 1), f"value set: {exc}")
 

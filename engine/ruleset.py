@@ -25,6 +25,17 @@ HOOKS = ("patient-view", "order-select", "order-sign")
 MEASURED_KINDS = {"observation", "daily_series", "patient"}
 
 
+
+def parse_now(text: str | None) -> dt.datetime | None:
+    """An evaluation time from ISO 8601 text (a date, or a date-time; UTC when no offset is given)."""
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"'{text}' is not an ISO 8601 date or date-time") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
 @dataclass
 class FiredRule:
     rule_id: str

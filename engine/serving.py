@@ -11,19 +11,11 @@ import logging
 import threading
 from pathlib import Path
 
-from .loader import RulesetLoadError, _tree_files
+from . import rulestree
+from .loader import RulesetLoadError
 from .ruleset import Ruleset, load_ruleset
 
 log = logging.getLogger("pacecds.rules")
-
-
-def tree_fingerprint(root: Path) -> tuple:
-    """Cheap change detector: every file's path, size and mtime (no reading)."""
-    entries = []
-    for path in _tree_files(root):
-        stat = path.stat()
-        entries.append((path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
-    return tuple(sorted(entries))
 
 
 class RulesetHolder:
@@ -37,7 +29,7 @@ class RulesetHolder:
         self.rules_dir = Path(rules_dir)
         self._check = check
         self._lock = threading.Lock()
-        self._fingerprint = tree_fingerprint(self.rules_dir)
+        self._fingerprint = rulestree.fingerprint(self.rules_dir)
         self.last_errors: list[str] = []
         self._current = ruleset if ruleset is not None else self._load()
 
@@ -54,7 +46,7 @@ class RulesetHolder:
     def reload(self, force: bool = False) -> bool:
         """Load the tree again if it changed; True when a new ruleset now serves."""
         with self._lock:
-            fingerprint = tree_fingerprint(self.rules_dir)
+            fingerprint = rulestree.fingerprint(self.rules_dir)
             if fingerprint == self._fingerprint and not force:
                 return False
             self._fingerprint = fingerprint

@@ -73,10 +73,15 @@ def from_fhir_json(name: str, resource: dict) -> ValueSet:
             key = normalize_code(inc.get("system"), concept.get("code"))
             if key:
                 codes[key] = concept.get("display")
+    for exclude in (resource.get("compose") or {}).get("exclude") or []:
+        for concept in exclude.get("concept") or []:
+            codes.pop(normalize_code(exclude.get("system"), concept.get("code")), None)
     stack = list((resource.get("expansion") or {}).get("contains") or [])
     while stack:
         item = stack.pop()
         stack.extend(item.get("contains") or [])
+        if item.get("abstract"):
+            continue  # a grouping header, not a code
         key = normalize_code(item.get("system"), item.get("code"))
         if key:
             codes[key] = item.get("display") or codes.get(key)

@@ -6,6 +6,7 @@ service reads typed values instead of poking at os.environ.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,3 +155,15 @@ class ServiceConfig:
         for origin in self.cors_origins:
             if origin == "*":
                 raise ConfigError("PACECDS_CORS_ORIGINS must list origins; '*' is not allowed")
+
+
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -9,7 +9,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from engine.audit import AuditStore
+from audit import AuditStore
 
 PG_URL = os.environ.get("PACECDS_TEST_DATABASE_URL")
 AUDIT_KEY = b"k" * 32

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from engine.audit import AuditStore, register_audit_commands
+from audit import AuditStore
+from audit.cli import register_audit_commands
 
 from .conftest import AUDIT_KEY, raw_exec
 from .test_store import decision
@@ -94,7 +95,7 @@ def test_unopenable_store_is_exit_2(tmp_path, capsys, monkeypatch):
 
 def test_pacecds_evaluate_audit_then_show_and_verify(tmp_path, monkeypatch, capsys):
     """Through the real `pacecds` entry point: evaluate --audit, then audit show / verify."""
-    engine_cli = pytest.importorskip("engine.cli")
+    engine_cli = pytest.importorskip("pacecds.cli")
     from pathlib import Path
     root = Path(__file__).resolve().parents[2]
     patient = root / "tests" / "examples" / "patients" / "anemia-woman-low-gdl.json"

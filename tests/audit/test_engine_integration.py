@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.audit import AuditStore, build_decision_record
-from engine.audit.cli import format_decision
+from audit import AuditStore, build_decision_record
+from audit.cli import format_decision
 
 from .conftest import AUDIT_KEY
 

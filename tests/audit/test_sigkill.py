@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.audit import AuditStore
+from audit import AuditStore
 
 ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("gunicorn")

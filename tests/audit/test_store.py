@@ -12,8 +12,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from engine.audit import AuditStore, build_decision_record, patient_key
-from engine.audit.store import records
+from audit import AuditStore, build_decision_record, patient_key
+from audit.store import records
 
 from .conftest import AUDIT_KEY, raw_exec
 from .fakes import Ruleset, result
@@ -181,7 +181,7 @@ def test_verify_names_edited_record(store):
 
 
 def test_verify_names_record_edited_and_rehashed(store):
-    from engine.audit.record import chain_hash
+    from audit.record import chain_hash
     _fill(store)
     with store.engine.connect() as conn:
         row = conn.execute(sa.select(records).where(records.c.seq == 2)).one()
@@ -219,7 +219,7 @@ def test_verify_names_inserted_record(store):
     with store.engine.connect() as conn:
         last = conn.execute(sa.select(records).where(records.c.seq == 3)).one()
     # a forger who knows the hash scheme appends a well-formed record but cannot move the head
-    from engine.audit.record import canonical_json, chain_hash
+    from audit.record import canonical_json, chain_hash
     body = canonical_json({**json.loads(last.body), "hookInstance": "forged"})
     raw_exec(store, "INSERT INTO audit_record (seq, kind, recorded_at, hook_instance, hook, service_id, "
                     "patient_key, body, prev_hash, hash) SELECT 4, kind, recorded_at, 'forged', hook, "
@@ -230,7 +230,7 @@ def test_verify_names_inserted_record(store):
 
 
 def test_verify_names_record_inserted_in_the_middle(store):
-    from engine.audit.record import canonical_json, chain_hash
+    from audit.record import canonical_json, chain_hash
     _fill(store, 4)
     # make room: renumber 3,4 -> 4,5 and move the head, then slip a well-formed record in at 3
     raw_exec(store, "UPDATE audit_record SET seq = seq + 10 WHERE seq >= 3")
@@ -310,7 +310,7 @@ def test_concurrent_first_start_migrates_once(store_url):
 KILLER = r"""
 import os, signal, sys, uuid
 sys.path.insert(0, sys.argv[3])
-from engine.audit import AuditStore
+from audit import AuditStore
 s = AuditStore.from_config(sys.argv[1], schema=(sys.argv[2] or None), key=b"k" * 32)
 for i in range(20):
     s.record_evaluation({"hookInstance": f"kill-{i}", "hook": "patient-view"})
@@ -342,7 +342,7 @@ def test_record_result_uses_the_store_key(store):
 
 
 def test_generated_key_file_is_private_and_stable(tmp_path, monkeypatch):
-    from engine.audit.config import load_audit_key
+    from audit.config import load_audit_key
     monkeypatch.delenv("PACECDS_AUDIT_KEY", raising=False)
     monkeypatch.setenv("PACECDS_VAR_DIR", str(tmp_path / "v"))
     k1 = load_audit_key()
@@ -379,7 +379,7 @@ def test_retried_hook_instance_is_noted(store):
 
 def test_verify_finds_insertions_beyond_its_memory(store, monkeypatch):
     """Old hashes leave verify's memory; a splice far back is still called an insertion."""
-    from engine.audit import store as store_mod
+    from audit import store as store_mod
     monkeypatch.setattr(store_mod._RecentHashes, "LIMIT", 1)  # forces the database look-up
     test_verify_names_record_inserted_in_the_middle(store)
 
@@ -405,7 +405,7 @@ def test_upgrade_from_first_schema_keeps_the_chain(store_url):
     ("Observation/steps-1", False), ("Patient/[this patient]", False),
 ])
 def test_scrub_redacts_jwt_and_bearer_strings_and_forbidden_keys(text, redacted):
-    from engine.audit.record import REDACTED, scrub
+    from audit.record import REDACTED, scrub
 
     clean, removed = scrub({"summary": text, "Access_Token": "x", "nested": [{"note": text}]})
     assert "Access_Token" not in clean and removed == 1 + 2 * redacted

@@ -3,7 +3,7 @@ import re
 import shutil
 import textwrap
 
-from engine.cli import main
+from pacecds.cli import main
 from tests.conftest import EXAMPLES, ROOT
 
 PATIENT = str(EXAMPLES / "patients" / "anemia-woman-low-gdl.json")

@@ -29,7 +29,7 @@ def test_every_rule_has_a_firing_and_a_non_firing_example(ruleset):
 
 
 def test_pacecds_test_command_fails_on_a_wrong_expectation(tmp_path, capsys):
-    from engine.cli import main
+    from pacecds.cli import main
 
     import yaml
 

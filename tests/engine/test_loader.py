@@ -94,7 +94,7 @@ def test_active_rule_needs_approval_and_evidence_needs_link(rules_copy):
 
 
 def test_cli_validate_reports_errors(rules_copy, capsys):
-    from engine.cli import main
+    from pacecds.cli import main
 
     assert main(["validate", str(rules_copy)]) == 0
     rule = rules_copy / "anemia" / "low-hemoglobin.yaml"

@@ -157,7 +157,7 @@ def test_remembered_charts_are_bounded_by_the_resources_they_hold():
 def test_memos_never_keep_long_strings_a_caller_sent():
     """Codes, times and audit strings are memoised for speed; a long string (anyone can send one) is answered
     but never kept, so no request can grow a cache by its size."""
-    from engine.audit import record
+    from audit import record
     from fhir_adapter import facts, valuesets
 
     long_system = "http://example.org/" + "x" * 2000

@@ -4,7 +4,7 @@ A change to a rule, fact or value set must come with `pacecds release rules --ve
 this test names the files that changed without one.
 """
 
-from engine.governance import check_manifest
+from governance.manifest import check_manifest
 from tests.conftest import RULES
 
 

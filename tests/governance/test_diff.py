@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from engine.governance import diff_trees
+from governance.diff import diff_trees
 
 from .conftest import make_tree
 from .test_release import run

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.governance import check_manifest, diff_trees, read_rules, write_manifest
+from engine.rulestree import read_rules
+from governance.diff import diff_trees
+from governance.manifest import check_manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "rules"

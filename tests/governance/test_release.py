@@ -4,7 +4,8 @@ import argparse
 
 import yaml
 
-from engine.governance import check_manifest, register_governance_commands, write_manifest
+from governance.cli import register_governance_commands
+from governance.manifest import check_manifest, write_manifest
 
 
 def run(capsys, *argv):
@@ -82,7 +83,7 @@ def test_enforce_refuses_unless_development(tree):
 
     import pytest
 
-    from engine.governance import ReleaseCheckError, enforce_manifest
+    from governance.manifest import ReleaseCheckError, enforce_manifest
     write_manifest(tree, approvals=[{"by": "Dr Chair", "date": "2026-11-25"}])
     assert enforce_manifest(tree, development=False) == []
     (tree / "facts" / "labs.yaml").write_text("facts: {}\n")

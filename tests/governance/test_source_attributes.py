@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from engine.governance import rule_source_attributes
+from governance.attributes import rule_source_attributes
 
 from .conftest import PACING, RULE
 from .test_release import run

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import cli
+from pacecds import cli
 from tests.conftest import RULES
 from tests.hardening.broken_rules import CORPUS
 
@@ -87,7 +87,7 @@ def test_cli_process_never_prints_a_traceback(tmp_path, name):
     entry = next(c for c in CORPUS if c[0] == name)
     tree = _tree(tmp_path / "rules")
     _break(tree, *entry[1:4])
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "validate", str(tree)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "pacecds.cli", "validate", str(tree)], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 1, proc
     assert "Traceback" not in proc.stdout + proc.stderr

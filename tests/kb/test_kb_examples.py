@@ -86,7 +86,7 @@ def _cases():
 def test_cards_are_conformant_and_suggestions_are_valid_fhir(ruleset, case):
     from fhir.resources.R4B import get_fhir_model_class
 
-    from engine.cli import parse_now
+    from engine.ruleset import parse_now
 
     doc = json.loads((ROOT / "tests" / "examples" / case["input"]).read_text())
     result = ruleset.evaluate(doc, now=parse_now(case["now"]), hook=case.get("hook"))
@@ -107,7 +107,7 @@ def test_details_never_print_a_missing_value_as_a_number(ruleset, case):
     """'not recorded' may appear in a detail only as a whole value, never glued to a unit ('not recorded g/dL')."""
     import re
 
-    from engine.cli import parse_now
+    from engine.ruleset import parse_now
 
     doc = json.loads((ROOT / "tests" / "examples" / case["input"]).read_text())
     for card in ruleset.evaluate(doc, now=parse_now(case["now"]), hook=case.get("hook")).cards:

@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from engine import load_ruleset
-from engine.audit import AuditStore
+from audit import AuditStore
 from server import create_app
 from service.config import ServiceConfig
 
@@ -167,7 +167,7 @@ def ruleset(bundled_ruleset):
 
 @pytest.fixture
 def audit(tmp_path):
-    """The real audit store (engine.audit) on a throwaway SQLite file."""
+    """The real audit store (audit) on a throwaway SQLite file."""
     store = AuditStore.from_config(f"sqlite:///{tmp_path}/audit.db", key=b"test-audit-key-0123456789abcdef")
     yield store
     store.close()

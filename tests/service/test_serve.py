@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main as pacecds
+from pacecds.cli import main as pacecds
 from server import create_app
-from service.cli import is_loopback
+from service.config import is_loopback
 from service.config import ConfigError, ServiceConfig
 from tests.service.conftest import ISS, PUBLIC_JWKS, RULES_DIR
 
@@ -95,7 +95,7 @@ def start(tmp_path, extra_env=None, args=()):
     for var in ("PACECDS_TRUSTED_ISSUERS", "PACECDS_ENV", "PACECDS_DATABASE_URL", "PACECDS_PUBLIC_URL"):
         env.pop(var, None)
     env.update(extra_env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--port", str(port), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "pacecds.cli", "serve", "--port", str(port), *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -144,7 +144,7 @@ def test_README_serve_and_curl_example_return_cards(served):
     assert [c["extension"]["pacecds.rule"]["id"] for c in resp["cards"]] == ["anemia.low-hemoglobin"]
     # the decision went to the embedded SQLite default under PACECDS_VAR_DIR
     assert (tmp / "var" / "pacecds-audit.db").exists()
-    from engine.audit import AuditStore
+    from audit import AuditStore
     store = AuditStore.from_config(f"sqlite:///{tmp / 'var' / 'pacecds-audit.db'}", migrate=False)
     try:
         assert store.count() == 1 and store.verify().ok

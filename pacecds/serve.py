@@ -1,30 +1,18 @@
 """`pacecds serve`: run the CDS Hooks service under gunicorn.
 
-engine/cli.py picks up `register_commands` from here, so the service adds its subcommand without the core CLI
-knowing about Flask or gunicorn.
+Part of the composition root: it builds the app (server.create_app) and hands it to gunicorn.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import sys
 
-from .config import ConfigError, ServiceConfig
+from server import create_app
+
+from service.config import ConfigError, ServiceConfig, is_loopback
 
 log = logging.getLogger("pacecds.service")
-
-LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
 
 def register_commands(subparsers) -> None:
     p = subparsers.add_parser(
@@ -74,7 +62,6 @@ def cmd_serve(args) -> int:
             raise ConfigError("--workers and --threads must be at least 1")
         reload_s = cfg.rules_reload_s
         # The master builds the app once (config and rules errors surface here, clearly); workers fork from it.
-        from server import create_app
         app = create_app(cfg.replace(rules_reload_s=0))
     except ConfigError as e:
         print(f"pacecds serve: {e}", file=sys.stderr)

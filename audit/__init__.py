@@ -4,9 +4,5 @@ from .record import build_decision_record, canonical_json, patient_key, scrub
 from .store import AuditStore, Problem, VerifyReport
 
 __all__ = ["AuditStore", "Problem", "VerifyReport", "build_decision_record", "canonical_json",
-           "load_audit_key", "patient_key", "scrub", "register_audit_commands"]
+           "load_audit_key", "patient_key", "scrub"]
 
-
-def register_audit_commands(subparsers):
-    from .cli import register_audit_commands as _register
-    return _register(subparsers)

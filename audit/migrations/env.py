@@ -15,7 +15,7 @@ if connection is not None:
     with context.begin_transaction():
         context.run_migrations()
 else:
-    from engine.audit.config import database_url
+    from audit.config import database_url
 
     url = context.get_x_argument(as_dictionary=True).get("url") or database_url()
     if context.is_offline_mode():

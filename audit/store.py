@@ -67,7 +67,7 @@ _INDEXED = {
     "kind": "type", "recorded_at": "time", "hook_instance": "hookInstance", "hook": "hook",
     "service_id": "serviceId", "patient_key": "patientKey", "card_uuid": "card",
 }
-_MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
+_MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 _ADVISORY_LOCK_ID = 0x70616365  # "pace": serialises concurrent migrations on PostgreSQL
 VERSION_TABLE = "pacecds_audit_alembic_version"
 

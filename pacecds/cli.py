@@ -15,12 +15,16 @@ from pathlib import Path
 
 import orjson
 
+from audit.cli import record_cli_evaluation, register_audit_commands
+from engine.bundled import RULES_DIR as DEFAULT_RULES
+from engine.examples import run_examples
+from engine.loader import RulesetLoadError
+from engine.ruleset import HOOKS, load_ruleset
+from engine.ruleset import parse_now as engine_parse_now
 from fhir_adapter.resources import InputError
+from governance.cli import register_governance_commands
 
-from .loader import RulesetLoadError
-from .ruleset import HOOKS, load_ruleset
-
-DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules"
+from .serve import register_commands as register_serve_command
 
 
 class UsageError(Exception):
@@ -28,13 +32,10 @@ class UsageError(Exception):
 
 
 def parse_now(text: str | None) -> dt.datetime | None:
-    if text is None:
-        return None
     try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"--now '{text}' is not an ISO 8601 date or date-time") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return engine_parse_now(text)
+    except ValueError as exc:
+        raise UsageError(f"--now {exc}") from None
 
 
 def read_json(path: str) -> dict:
@@ -75,7 +76,6 @@ def cmd_evaluate(args) -> int:
     started = time.perf_counter()
     result = rs.evaluate(request, now=parse_now(args.now), hook=args.hook)
     if getattr(args, "audit", False):  # recorded (committed) before the cards are printed, as in the service
-        from engine.audit.cli import record_cli_evaluation
         record_cli_evaluation(rs, request, result, (time.perf_counter() - started) * 1000)
     sys.stdout.write(json.dumps(result.response(), indent=2, ensure_ascii=False) + "\n")
     return 0
@@ -123,8 +123,6 @@ def _explain_lines(node: dict, depth: int, lines: list) -> None:
 
 
 def cmd_test(args) -> int:
-    from .examples import run_examples
-
     rules_dir = Path(args.rules_dir) if args.rules_dir else DEFAULT_RULES
     examples = Path(args.examples) if args.examples else rules_dir.parent / "tests" / "examples" / "cases.yaml"
     rs = load_ruleset(rules_dir)
@@ -168,29 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", help="cases file (default: tests/examples/cases.yaml beside the rules)")
     p.set_defaults(func=cmd_test)
 
-    for register in _extensions():
+    for register in (register_serve_command, register_audit_commands, register_governance_commands):
         register(sub)
     return parser
-
-
-def _extensions():
-    """Subcommands contributed by other modules (service, audit, governance), when installed."""
-    found = []
-    for module, attr in (
-        ("service.cli", "register_commands"),
-        ("engine.audit", "register_audit_commands"),
-        ("engine.governance", "register_governance_commands"),
-    ):
-        try:
-            mod = __import__(module, fromlist=[attr])
-        except ImportError as exc:
-            if exc.name and module.startswith(exc.name):
-                continue  # that part of pacecds is not in this tree
-            raise
-        register = getattr(mod, attr, None)
-        if register is not None:
-            found.append(register)
-    return found
 
 
 def main(argv=None) -> int:

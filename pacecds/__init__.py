@@ -1,0 +1,1 @@
+"""pacecds: the composition root (the `pacecds` command) and, when installed, the bundled rules and schemas."""
