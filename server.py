@@ -15,6 +15,8 @@ import logging
 from flask import Flask, request
 from flask_cors import CORS
 
+from engine.cards import prune
+
 from service import errors, handlers
 from service.auth import AuthError, Authenticator
 from service.config import ConfigError, ServiceConfig, is_loopback
@@ -117,13 +119,13 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
     @app.get("/rules")
     def rules():
         rs = state.ruleset
-        return json_response({"ruleset": _ruleset_info(rs), "rules": [_prune(a) for a in _source_attributes(rs)]})
+        return json_response({"ruleset": _ruleset_info(rs), "rules": [prune(a) for a in _source_attributes(rs)]})
 
     @app.get("/rules/<rule_id>")
     def rule(rule_id: str):
         for attrs in _source_attributes(state.ruleset):
             if attrs.get("id") == rule_id:
-                return json_response(_prune(attrs))
+                return json_response(prune(attrs))
         raise ApiError(404, f"No rule '{rule_id}' in the serving ruleset; the list is at /rules")
 
     @app.get("/healthz")
@@ -159,18 +161,11 @@ def _ruleset_info(rs) -> dict:
 
 
 def _source_attributes(rs) -> list[dict]:
+    from engine.rulestree import read_fact_definitions
     from governance.attributes import rule_source_attributes
-    return sorted((rule_source_attributes(r) for r in getattr(rs, "rules", [])), key=lambda a: a.get("id") or "")
-
-
-def _prune(value):
-    """Leave out null and empty members (the same JSON rule as the CDS Hooks endpoints)."""
-    if isinstance(value, dict):
-        out = {k: _prune(v) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v not in (None, "", [], {})}
-    if isinstance(value, list):
-        return [v for v in (_prune(v) for v in value) if v not in (None, "", [], {})]
-    return value
+    tree = getattr(rs, "tree", None)
+    facts = read_fact_definitions(tree.root) if tree is not None else {}
+    return sorted((rule_source_attributes(r, facts) for r in getattr(rs, "rules", [])), key=lambda a: a.get("id") or "")
 
 
 def _load_ruleset(cfg: ServiceConfig):

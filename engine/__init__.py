@@ -1,6 +1,6 @@
 """pacecds engine: rules in YAML, compiled once into durable-rules, evaluated per patient."""
 
-from fhir_adapter.resources import InputError
+from fhir_adapter import InputError
 
 from .loader import RulesetLoadError
 from .ruleset import EvaluationResult, FiredRule, Ruleset, load_ruleset

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from fhir_adapter.resources import InputError
+from fhir_adapter import InputError
 
 from .loader import RulesetLoadError, schema_validator
 from .ruleset import parse_now

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fhir_adapter.facts import Fact, derive_facts, is_number
-from fhir_adapter.resources import InputError, ResourceValidator, pool_request
+from fhir_adapter import InputError, PatientData, ResourceValidator, pool_request
 from fhir_adapter.selection import ResourceSelector
 
 from . import conditions
@@ -125,8 +125,10 @@ class Ruleset:
                     codes |= {f"{s}|{c}" for s, c in definition.valueset.codes}
         return [{"resourceType": t, "codes": sorted(c)} for t, c in sorted(out.items())]
 
-    def evaluate(self, request: dict, now: dt.datetime | None = None, hook: str | None = None) -> EvaluationResult:
-        data = pool_request(request, hook=hook)
+    def evaluate(self, request: dict | PatientData, now: dt.datetime | None = None,
+                 hook: str | None = None) -> EvaluationResult:
+        """Evaluate a CDS Hooks request or FHIR Bundle, or data the caller already pooled (fhir_adapter.Pool)."""
+        data = request if isinstance(request, PatientData) else pool_request(request, hook=hook)
         hook = data.hook or "patient-view"
         if hook not in self._programs:
             raise InputError(f"hook '{hook}' is not served (served: {', '.join(HOOKS)})")
@@ -162,7 +164,7 @@ class Ruleset:
         result.missing = sorted(
             name for name, fact in facts.items() if definitions[name].kind in MEASURED_KINDS and not fact.present
         )
-        result.data_notes = [note for fact in facts.values() for note in fact.notes]
+        result.data_notes = data.notes() + [note for fact in facts.values() for note in fact.notes]
         return result
 
     def explain(self, request: dict, now: dt.datetime | None = None, hook: str | None = None) -> dict:

@@ -1,5 +1,6 @@
-"""FHIR R4 in -> validated resources -> named facts with units and provenance."""
+"""FHIR R4 in -> pooled (patient identity checked) -> validated resources -> named facts with units and provenance."""
 
-from .resources import InputError, PatientData, ResourceValidator, pool_request
+from .pooling import InputError, PatientData, Pool, pool_request
+from .resources import ResourceValidator
 
-__all__ = ["InputError", "PatientData", "ResourceValidator", "pool_request"]
+__all__ = ["InputError", "PatientData", "Pool", "ResourceValidator", "pool_request"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 from . import ucum
-from .resources import PatientData
+from .pooling import PatientData
 from .valuesets import MEMO_MAX_CHARS, ValueSet, code_key
 
 OBSERVATION_OK = {"final", "amended", "corrected"}
@@ -186,24 +186,6 @@ def _ref(resource: dict) -> str:
     return f"{resource.get('resourceType')}/{resource.get('id', '?')}"
 
 
-def _about_patient(resource: dict, patient_id: str | None) -> bool:
-    """Data about another patient never counts (a mis-assembled prefetch must not leak)."""
-    return _about(patient_id)(resource)
-
-
-def _about(patient_id: str | None):
-    """_about_patient() for one patient, as a test of a resource (the reference strings built once)."""
-    if not patient_id:
-        return lambda resource: True
-    local, absolute = f"Patient/{patient_id}", f"/Patient/{patient_id}"
-
-    def about(resource: dict) -> bool:
-        subject = resource.get("subject") or resource.get("patient") or {}
-        ref = subject.get("reference") if isinstance(subject, dict) else None
-        return not ref or ref == local or ref == patient_id or ref.endswith(absolute)
-    return about
-
-
 # -- observations -------------------------------------------------------------------------
 
 def _readings(data: PatientData) -> tuple[list, dict[tuple, list[int]]]:
@@ -216,12 +198,9 @@ def _readings(data: PatientData) -> tuple[list, dict[tuple, list[int]]]:
     def compute():
         times, index = [], {}
         by_code: dict[tuple, list[int]] = {}  # (system, code) as sent, for the usual single coding
-        about = _about(data.patient_id)
         for i, obs in enumerate(data.of_type("Observation")):
             when = obs.get("effectiveDateTime")
             times.append(_parse_time(when) if type(when) is str and when else _observation_time(obs))
-            if not about(obs):
-                continue
             codings = (obs.get("code") or {}).get("coding") or ()
             if len(codings) == 1 and type(codings[0].get("system")) is str and type(codings[0].get("code")) is str:
                 by_code.setdefault((codings[0]["system"], codings[0]["code"]), []).append(i)  # normalised below
@@ -232,7 +211,7 @@ def _readings(data: PatientData) -> tuple[list, dict[tuple, list[int]]]:
             for key in coding_keys({"coding": [{"system": system, "code": code}]}):
                 index.setdefault(key, []).extend(positions)
         return times, index
-    return _per_chart(data, ("readings", data.patient_id), compute)
+    return _per_chart(data, "readings", compute)
 
 
 def _per_evaluation(data: PatientData, key, compute):
@@ -310,7 +289,7 @@ def _questionnaire_values(definition, data, now, fact):
     wanted = {code for _, code in definition.codes}
     rows = []
     for qr in data.of_type("QuestionnaireResponse"):
-        if qr.get("status") not in QR_OK or not _about_patient(qr, data.patient_id):
+        if qr.get("status") not in QR_OK:
             continue
         when = parse_time(qr.get("authored"))
         if when is None or when > now:
@@ -525,7 +504,7 @@ def _derive_condition(definition, data, now) -> Fact:
             continue
         if _status_code(cond.get("verificationStatus")) in CONDITION_BAD_VERIFICATION:
             continue
-        if not _about_patient(cond, data.patient_id) or not definition.matches(cond.get("code")):
+        if not definition.matches(cond.get("code")):
             continue
         hits.append(cond)
     fact.values.update(present=bool(hits), count=len(hits))
@@ -573,8 +552,7 @@ def active_medications(data: PatientData, scope: str = "active"):
             if r.get("status") in MED_REQUEST_ACTIVE and r.get("intent") not in ("proposal", "plan")
         ] + [r for r in data.of_type("MedicationStatement") if r.get("status") in MED_STATEMENT_ACTIVE]
     for r in usable:
-        if _about_patient(r, data.patient_id):
-            yield r, medication_concept(r, data)
+        yield r, medication_concept(r, data)
 
 
 @dataclass(slots=True)
@@ -708,7 +686,7 @@ MIN_PAIRS = 3
 
 def _derive_goal(definition, data, now) -> Fact:
     fact = Fact(definition.name, unit="d")
-    goals = [g for g in data.of_type("Goal") if g.get("lifecycleStatus") in GOAL_OPEN and _about_patient(g, data.patient_id)]
+    goals = [g for g in data.of_type("Goal") if g.get("lifecycleStatus") in GOAL_OPEN]
     if definition.codes or definition.valueset is not None:
         goals = [g for g in goals if definition.matches(g.get("description")) or definition.matches(g.get("category", [{}])[0] if g.get("category") else None)]
     fact.values.update(present=bool(goals), count=len(goals))

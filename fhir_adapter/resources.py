@@ -1,4 +1,4 @@
-"""FHIR input: pool the resources of a CDS Hooks request or Bundle, validate what facts need.
+"""Validation of pooled FHIR input (see pooling.py): only what facts need.
 
 Validation uses fhir.resources R4B models (R4 data). Only resource types that some fact
 reads are validated, and a validated resource is remembered by its content hash, so a
@@ -11,174 +11,13 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-
-class InputError(ValueError):
-    """Input that cannot be evaluated; str() is a one-line reason naming what is wrong.
-
-    Reasons quote input (a resourceType, a validator's pattern), so control characters are escaped and
-    the length is bounded: a reason is always one printable line (found by tests/hardening fuzzing).
-    """
-
-    MAX_CHARS = 500
-
-    def __init__(self, reason: str):
-        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(reason))
-        if len(text) > self.MAX_CHARS:
-            text = text[: self.MAX_CHARS - 3] + "..."
-        super().__init__(text)
-
-
-@dataclass
-class PatientData:
-    """All resources of one evaluation, pooled by type, plus what the request said."""
-
-    patient_id: str | None
-    hook: str | None
-    hook_instance: str | None
-    by_type: dict[str, list[dict]] = field(default_factory=dict)
-    draft_orders: list[dict] = field(default_factory=list)
-    context: dict = field(default_factory=dict)
-    # where each resource came from (by object id), for error messages: a path, or (Bundle path, entry index)
-    locations: dict[int, str | tuple] = field(default_factory=dict, repr=False)
-    # results computed once per evaluation and shared by facts (e.g. a daily series two facts read)
-    memo: dict = field(default_factory=dict, repr=False, compare=False)
-    # results that depend only on the validated resources, shared by every evaluation of the same content:
-    # set by ResourceValidator.validate together with the pool it produced (chart_pool)
-    chart: dict | None = field(default=None, repr=False, compare=False)
-    chart_pool: dict | None = field(default=None, repr=False, compare=False)
-
-    def where(self, resource: dict, default: str = "input") -> str:
-        """Where a resource came from in the input, e.g. "prefetch['observations'].entry[3]"."""
-        return _place(self.locations.get(id(resource), default))
-
-    def of_type(self, resource_type: str) -> list[dict]:
-        return self.by_type.get(resource_type, [])
-
-    @property
-    def patient(self) -> dict | None:
-        patients = self.by_type.get("Patient", [])
-        if self.patient_id:
-            for p in patients:
-                if p.get("id") == self.patient_id:
-                    return p
-        return patients[0] if patients else None
-
-
-def pool_request(request, *, hook: str | None = None) -> PatientData:
-    """Collect resources from a CDS Hooks request (prefetch + context) or a FHIR Bundle.
-
-    Resources are pooled by type whatever the prefetch keys are called, so cards never
-    depend on how an EHR named its keys. OperationOutcomes are errors, not data.
-    """
-    if not isinstance(request, dict):
-        raise InputError("input must be a JSON object (a CDS Hooks request or a FHIR Bundle)")
-    entries: list[tuple[str | tuple, dict]] = []  # (where, resource); see _place
-    if request.get("resourceType") == "Bundle":
-        _collect(request, "bundle", entries)
-        data = PatientData(patient_id=None, hook=hook or "patient-view", hook_instance=None)
-    elif "hook" in request or "context" in request:
-        context = request.get("context")
-        if not isinstance(context, dict):
-            raise InputError("CDS Hooks request has no 'context' object")
-        req_hook = request.get("hook")
-        if req_hook is not None and not isinstance(req_hook, str):
-            raise InputError("CDS Hooks request 'hook' must be a string")
-        if hook and req_hook and hook != req_hook:
-            raise InputError(f"request hook '{req_hook}' does not match requested hook '{hook}'")
-        patient_id = context.get("patientId")
-        if patient_id is not None and not isinstance(patient_id, str):
-            raise InputError("context.patientId must be a string")
-        data = PatientData(
-            patient_id=patient_id, hook=hook or req_hook, hook_instance=request.get("hookInstance"), context=context
-        )
-        prefetch = request.get("prefetch") or {}
-        if not isinstance(prefetch, dict):
-            raise InputError("'prefetch' must be an object")
-        for key, value in prefetch.items():
-            if value is None:
-                continue  # the EHR had no data for this template
-            if not isinstance(value, dict) or "resourceType" not in value:
-                raise InputError(f"prefetch['{key}'] is not a FHIR resource")
-            _collect(value, f"prefetch['{key}']", entries)
-        draft = context.get("draftOrders")
-        if draft is not None:
-            if not isinstance(draft, dict) or draft.get("resourceType") != "Bundle":
-                raise InputError("context.draftOrders must be a FHIR Bundle")
-            draft_entries: list[tuple[str | tuple, dict]] = []
-            _collect(draft, "context.draftOrders", draft_entries)
-            data.draft_orders = [r for _, r in draft_entries]
-            data.locations.update((id(r), w) for w, r in draft_entries)
-    else:
-        raise InputError("input is neither a CDS Hooks request (no 'hook') nor a FHIR Bundle")
-
-    seen: set[tuple[str, str]] = set()
-    by_type, locations = data.by_type, data.locations
-    for where, resource in entries:
-        rtype = resource["resourceType"]  # a string (_collect)
-        if rtype == "OperationOutcome":
-            continue
-        pooled = by_type.get(rtype)
-        if pooled is None:
-            if not _known_type(rtype):
-                raise InputError(f"{_place(where)}: unknown FHIR R4 resourceType '{rtype}'")
-            pooled = by_type[rtype] = []
-        rid = resource.get("id")
-        if type(rid) is str:  # a malformed id is not de-duplicated; validation refuses it if a fact reads it
-            if (rtype, rid) in seen:
-                continue  # the same resource from two prefetch keys counts once
-            seen.add((rtype, rid))
-        pooled.append(resource)
-        locations[id(resource)] = where
-    if data.patient_id is None:
-        patients = data.by_type.get("Patient", [])
-        if len(patients) > 1:
-            raise InputError("bundle holds more than one Patient; evaluate one patient at a time")
-        if patients:
-            data.patient_id = patients[0].get("id")
-    return data
-
-
-def _place(where: str | tuple) -> str:
-    """A location as text: a path, or (Bundle path, entry index)."""
-    return where if isinstance(where, str) else f"{where[0]}.entry[{where[1]}]"
-
-
-@lru_cache(maxsize=None)
-def _known_type(rtype: str) -> bool:
-    try:
-        get_fhir_model_class(rtype)
-        return True
-    except (KeyError, ValueError, AttributeError):
-        return False
-
-
-def _collect(resource: dict, where: str, out: list) -> None:
-    if not isinstance(resource, dict):
-        raise InputError(f"{where} is not a JSON object")
-    rtype = resource.get("resourceType")
-    if not isinstance(rtype, str):
-        raise InputError(f"{where} has no resourceType")
-    if rtype == "Bundle":
-        entries = resource.get("entry") or []
-        if not isinstance(entries, list):
-            raise InputError(f"{where}.entry must be an array")
-        for i, entry in enumerate(entries):
-            inner = entry.get("resource") if isinstance(entry, dict) else None
-            if not isinstance(inner, dict):
-                raise InputError(f"{where}.entry[{i}] has no resource")
-            if isinstance(inner.get("resourceType"), str) and inner["resourceType"] != "Bundle":
-                out.append(((where, i), inner))  # the place is written out only if an error names it
-            else:
-                _collect(inner, f"{where}.entry[{i}]", out)
-        return
-    out.append((where, resource))
+from .pooling import InputError, PatientData
 
 
 class ResourceValidator:

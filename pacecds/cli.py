@@ -21,7 +21,7 @@ from engine.examples import run_examples
 from engine.loader import RulesetLoadError
 from engine.ruleset import HOOKS, load_ruleset
 from engine.ruleset import parse_now as engine_parse_now
-from fhir_adapter.resources import InputError
+from fhir_adapter import InputError
 from governance.cli import register_governance_commands
 
 from .serve import register_commands as register_serve_command

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import threading
 import time
+
+from fhir_adapter import InputError
+from fhir_adapter.identity import OTHER, PatientIdentity
+from fhir_adapter.pooling import draft_orders_of
 
 from .config import ServiceConfig
 from .errors import ApiError
@@ -16,14 +19,6 @@ from .validation import check
 log = logging.getLogger("pacecds.service")
 
 MISSING_DATA_EXTENSION = "org.pacecds.missing-data"
-
-
-def _input_error_types() -> tuple[type, ...]:
-    try:
-        from fhir_adapter import InputError  # the adapter's "this FHIR input is invalid" error
-        return (InputError,)
-    except ImportError:
-        return ()
 
 
 class ServiceState:
@@ -38,7 +33,6 @@ class ServiceState:
         self._services_key: tuple | None = None
         self._services: list[ServiceDef] = []
         self._lock = threading.Lock()
-        self.input_errors = _input_error_types()
         self.policy = FetchPolicy(timeout_s=cfg.fhir_timeout_s, budget_s=cfg.fhir_budget_s,
                                   max_pages=cfg.fhir_max_pages, production=cfg.production)
 
@@ -101,17 +95,13 @@ def invoke(state: ServiceState, service_id: str, body: dict, server_allowed=None
     gathered = gather(body, service.prefetch, state.policy, server_allowed)
 
     # The engine sees the context and the pooled resources, never fhirServer/fhirAuthorization (tokens).
-    eval_request = {
-        "hook": hook,
-        "hookInstance": body["hookInstance"],
-        "context": context,
-        "prefetch": {"resources": {"resourceType": "Bundle", "type": "collection",
-                                   "entry": [{"resource": r} for r in gathered.resources]}},
-    }
     try:
-        result = ruleset.evaluate(eval_request, hook=hook)
-    except state.input_errors as e:
-        raise ApiError(400, f"Invalid FHIR data: {_locate(str(e), gathered.origins)}") from None
+        drafts = draft_orders_of(context, gathered.pool)
+        data = gathered.pool.patient_data(hook=hook, hook_instance=body["hookInstance"], context=context,
+                                          draft_orders=drafts)
+        result = ruleset.evaluate(data, hook=hook)
+    except InputError as e:
+        raise ApiError(400, f"Invalid FHIR data: {e}") from None
 
     response = result.response()
     missing = list(gathered.missing)
@@ -123,17 +113,6 @@ def invoke(state: ServiceState, service_id: str, body: dict, server_allowed=None
              body["hookInstance"], service.id, hook, len(response.get("cards", [])),
              ",".join(gathered.fetched) or "-", len(missing), latency_ms)
     return response
-
-
-_POOLED_ENTRY = re.compile(r"prefetch\['resources'\]\.entry\[(\d+)\]")
-
-
-def _locate(message: str, origins: list[str]) -> str:
-    """Name the place in the caller's own request (or the FHIR fetch), not our internal pooled bundle."""
-    def where(m: re.Match) -> str:
-        i = int(m.group(1))
-        return origins[i] if i < len(origins) else m.group(0)
-    return _POOLED_ENTRY.sub(where, message)
 
 
 def _check_selections(context: dict) -> None:
@@ -154,14 +133,13 @@ def _check_selections(context: dict) -> None:
 
 def _check_draft_orders_patient(context: dict) -> None:
     """Patient isolation for orders: a draft order about another patient is a client error, never evaluated."""
-    from .prefetch import Pool
     draft = context.get("draftOrders")
     if not draft:
         return
-    probe = Pool(str(context["patientId"]))
+    identity = PatientIdentity(str(context["patientId"]))
     for i, entry in enumerate(draft.get("entry") or []):
         res = entry.get("resource") or {}
-        if res.get("resourceType") != "Patient" and probe.other_patient(res):
+        if res.get("resourceType") != "Patient" and identity.verdict(res)[0] == OTHER:
             raise ApiError(400, f"context.draftOrders.entry[{i}] is about another patient than context.patientId",
                            expression=[f"context.draftOrders.entry[{i}]"])
 

@@ -21,13 +21,14 @@ from urllib.parse import urlsplit
 
 import requests
 
+from fhir_adapter import InputError, Pool
+
 from .errors import ApiError
 from .services import PrefetchSpec, UnexpandableTemplate, expand
 
 log = logging.getLogger("pacecds.prefetch")
 
 MAX_FHIR_RESPONSE_BYTES = 20 * 1024 * 1024
-_PATIENT_REF = re.compile(r"(?:^|/)Patient/([^/?#]+)")
 FETCH_WORKERS = 4
 
 
@@ -45,97 +46,9 @@ class FetchPolicy:
 
 @dataclass
 class Gathered:
-    resources: list[dict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)   # human-readable: "observations (FHIR server timed out)"
     fetched: list[str] = field(default_factory=list)   # keys fetched from fhirServer
-    dropped_other_patient: int = 0
-    pool: Pool | None = None
-
-    @property
-    def origins(self) -> list[str]:
-        """Where each of `resources` came from (written out only when an error needs it)."""
-        return self.pool.origins() if self.pool is not None else []
-
-
-class Pool:
-    """Resources of one request, de-duplicated by type/id so key naming does not change the result."""
-
-    def __init__(self, patient_id: str):
-        self.patient_id = patient_id
-        self._by_key: dict[str, dict] = {}
-        self._where: dict[str, str] = {}
-        self._types: set[str] = set()
-        self._named: dict[str, str | None] = {}
-        self.dropped_other_patient = 0
-
-    def add(self, resource, where: str | tuple = "prefetch") -> None:
-        """Pool a resource (a Bundle's entries one by one); `where` says where it came from, for errors."""
-        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-            return
-        rtype = resource["resourceType"]
-        if rtype == "OperationOutcome":
-            return  # an error report is never clinical data
-        if rtype == "Bundle":
-            entries = resource.get("entry")
-            for i, entry in enumerate(entries if isinstance(entries, list) else []):
-                if isinstance(entry, dict):
-                    if (entry.get("search") or {}).get("mode") == "outcome":
-                        continue
-                    self.add(entry.get("resource"), (where, i))  # written out only if asked (origins)
-            return
-        if self._other_patient(resource):
-            # Patient isolation: a resource about someone else never reaches the rules for this patient.
-            self.dropped_other_patient += 1
-            return
-        rid = resource.get("id")
-        key = f"{rtype}/{rid}" if isinstance(rid, str) and rid else f"#{len(self._by_key)}"
-        if key not in self._by_key:
-            self._by_key[key] = resource
-            self._where[key] = where
-            if not key.startswith("#"):
-                self._types.add(rtype)  # has_type() counts resources with an id
-
-    def other_patient(self, resource: dict) -> bool:
-        """True when the resource is about a patient other than this request's."""
-        return self._other_patient(resource)
-
-    def _other_patient(self, resource: dict) -> bool:
-        if resource["resourceType"] == "Patient":
-            return resource.get("id") not in (None, self.patient_id)
-        for member in ("subject", "patient"):
-            ref = resource.get(member)
-            if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-                named = self._patient_named(ref["reference"])
-                if named is not None:
-                    return named != self.patient_id
-        return False
-
-    def _patient_named(self, reference: str) -> str | None:
-        """The patient id a reference names, if any ("Patient/1", "https://ehr/fhir/Patient/1",
-        "Patient/1/_history/2" all name patient 1); memoised, as a chart repeats one reference."""
-        if reference not in self._named:
-            m = _PATIENT_REF.search(reference)
-            self._named[reference] = m.group(1) if m else None
-        return self._named[reference]
-
-    def has_patient(self) -> bool:
-        return f"Patient/{self.patient_id}" in self._by_key
-
-    def has_type(self, rtype: str) -> bool:
-        return rtype in self._types
-
-    def resources(self) -> list[dict]:
-        return list(self._by_key.values())
-
-    def origins(self) -> list[str]:
-        """Where each of resources() came from, in the same order (e.g. "prefetch.observations.entry[2]")."""
-        return [w if isinstance(w, str) else _entry_path(w) for w in (self._where[k] for k in self._by_key)]
-
-
-def _entry_path(where: tuple) -> str:
-    """(place of a Bundle, entry index) -> "prefetch.observations.entry[2]" (nested Bundles nest)."""
-    place, i = where
-    return f"{place if isinstance(place, str) else _entry_path(place)}.entry[{i}]"
+    pool: Pool | None = None  # everything the client sent and we fetched, pooled by the adapter
 
 
 class FhirClient:
@@ -269,7 +182,7 @@ def _satisfied(spec: PrefetchSpec, pool: Pool) -> bool:
 def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server_allowed=None) -> Gathered:
     context = request["context"]
     prefetch = request.get("prefetch") or {}
-    pool = Pool(str(context.get("patientId")))
+    pool = Pool(str(context.get("patientId")), request.get("fhirServer"))
     out = Gathered()
     needs_fetch: list[PrefetchSpec] = []
     incomplete: dict[str, dict] = {}   # key -> first page with a next link
@@ -277,7 +190,12 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
 
     # Everything the client sent is pooled, whatever it named the keys.
     for key, value in prefetch.items():
-        pool.add(value, f"prefetch.{key}")
+        if value is None:
+            continue  # the client had no data for this template
+        try:
+            pool.add(value, f"prefetch.{key}")
+        except InputError as e:
+            raise ApiError(400, f"Invalid FHIR data: {e}", expression=[f"prefetch.{key}"]) from None
         if key in our_keys and next_link(value):
             incomplete[key] = value
 
@@ -343,8 +261,12 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
                     log.warning("fallback fetch for %s failed: %s", key, type(e).__name__)
                     unavailable[key] = "FHIR fetch failed"
                     continue
-                for n, page in enumerate(pages):
-                    pool.add(page, f"{key} fetched from fhirServer (page {n + 1})")
+                try:
+                    for n, page in enumerate(pages):
+                        pool.add(page, f"{key} fetched from fhirServer (page {n + 1})")
+                except InputError as e:
+                    unavailable[key] = f"the FHIR server sent data that is not valid FHIR ({e})"
+                    continue
                 if key not in incomplete:
                     out.fetched.append(key)
         finally:
@@ -366,9 +288,7 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
         out.missing.append(f"{key} ({reason})")
         log.info("prefetch %s unavailable: %s", key, reason)
 
-    out.resources = pool.resources()
     out.pool = pool
-    out.dropped_other_patient = pool.dropped_other_patient
-    if out.dropped_other_patient:
-        log.warning("dropped %d prefetched resources that belong to another patient", out.dropped_other_patient)
+    if pool.dropped_other_patient:
+        log.warning("dropped %d prefetched resources that belong to another patient", pool.dropped_other_patient)
     return out

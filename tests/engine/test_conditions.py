@@ -61,7 +61,8 @@ def make_rules(tmp_path, rules: dict[str, str]):
 
 
 def bundle(*resources):
-    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+    patient = {"resourceType": "Patient", "id": "p1"}
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in (patient, *resources)]}
 
 
 def condition(code, system="http://hl7.org/fhir/sid/icd-10-cm"):
@@ -72,7 +73,7 @@ def condition(code, system="http://hl7.org/fhir/sid/icd-10-cm"):
 
 def score(oid, loinc, value):
     return {"resourceType": "Observation", "id": oid, "status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
-            "effectiveDateTime": "2026-10-30T10:00:00Z", "valueQuantity": {"value": value, "code": "{score}"}}
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-10-30T10:00:00Z", "valueQuantity": {"value": value, "code": "{score}"}}
 
 
 def fired(rs, data):

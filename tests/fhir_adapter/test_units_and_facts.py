@@ -69,12 +69,13 @@ def test_condition_status_filters():
                                 codes=frozenset({("http://hl7.org/fhir/sid/icd-10-cm", "M797")}))
 
     def cond(cid, clinical, verification="confirmed", code="M79.7"):
-        return {"resourceType": "Condition", "id": cid,
+        return {"resourceType": "Condition", "id": cid, "subject": {"reference": "Patient/p"},
                 "clinicalStatus": {"coding": [{"code": clinical}]}, "verificationStatus": {"coding": [{"code": verification}]},
                 "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]}}
 
     def fact_for(*conds):
-        data = pool_request({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": c} for c in conds]})
+        data = pool_request({"resourceType": "Bundle", "type": "collection",
+                             "entry": [{"resource": c} for c in ({"resourceType": "Patient", "id": "p"}, *conds)]})
         return derive_facts(data, [definition], NOW)["fm"]
 
     assert fact_for(cond("a", "active")).present
@@ -89,6 +90,7 @@ def test_medication_request_and_statement_both_count():
     med = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1049621",
                        "display": "oxycodone hydrochloride 5 MG Oral Tablet"}]}
     resources = [
+        {"resourceType": "Patient", "id": "p"},
         {"resourceType": "MedicationRequest", "id": "mr1", "status": "active", "intent": "order", "medicationCodeableConcept": med, "subject": {"reference": "Patient/p"}},
         {"resourceType": "MedicationRequest", "id": "mr2", "status": "stopped", "intent": "order", "medicationCodeableConcept": med, "subject": {"reference": "Patient/p"}},
         {"resourceType": "MedicationStatement", "id": "ms1", "status": "active", "medicationCodeableConcept": med, "subject": {"reference": "Patient/p"}},
@@ -110,12 +112,25 @@ def test_per_evaluation_index_follows_a_replaced_pool():
     assert fact.values["days_recorded"] == 3 and len(fact.provenance) == 3
 
 
-def test_observation_about_another_patient_is_not_indexed():
-    data = steps([(1, 4000), (2, 4000)])
-    data.by_type["Observation"][0]["subject"] = {"reference": "https://ehr.example/fhir/Patient/p2"}
-    data.patient_id = "p1"
+def test_observation_not_clearly_about_the_patient_is_not_used():
+    """Patient identity is decided once, at pooling: another patient's data is dropped, data whose subject is
+    unclear (another server, identifier only, none) is left out and named in the data notes."""
+    data = steps([(d, 4000) for d in range(1, 6)])
+    obs = data.by_type["Observation"]
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": {"resourceType": "Patient", "id": "p1"}}] + [{"resource": o} for o in obs]}
+    obs[0]["subject"] = {"reference": "https://other-ehr.example/fhir/Patient/p1"}
+    obs[1]["subject"] = {"identifier": {"system": "urn:mrn", "value": "123"}}
+    obs[2]["subject"] = {"reference": "Patient/p2"}
+    del obs[3]["subject"]
+    data = pool_request(bundle)
     fact = derive_facts(data, [STEPS], NOW)["daily_steps"]
-    assert fact.provenance == ["Observation/s1"]
+    assert fact.provenance == ["Observation/s4"]
+    notes = data.notes()
+    assert "Observation/s0 at bundle.entry[1]: not used, its subject is a Patient on another server" in notes
+    assert "Observation/s1 at bundle.entry[2]: not used, its subject is given only by identifier" in notes
+    assert "Observation/s3 at bundle.entry[4]: not used, it names no subject (patient)" in notes
+    assert "1 resource(s) about another patient dropped" in notes
 
 
 def test_validation_is_remembered_per_chart_and_per_resource(monkeypatch):

@@ -97,7 +97,7 @@ def test_B6_one_id_two_hooks_routes_on_hook(client, ruleset):
     for hook in ("order-select", "order-sign"):
         resp = client.post("/cds-services/sedating-medication-safety", json=_fixture_for(hook))
         assert resp.status_code == 200
-        assert ruleset.calls[-1]["hook"] == hook
+        assert ruleset.calls[-1].hook == hook
     # a hook the id does not serve -> 400 naming what it serves
     resp = client.post("/cds-services/sedating-medication-safety", json=_fixture_for("patient-view"))
     assert resp.status_code == 400

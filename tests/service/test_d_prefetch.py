@@ -71,10 +71,9 @@ def test_D2_searchset_bundles_and_resources_pooled_whatever_the_key_names(client
                                 "conditions": None, "observations": None})
     resp = client.post(PV, json=req)
     assert len(summaries(resp)) == 1
-    # the engine got one pooled collection, not the EHR's key names
-    sent = ruleset.calls[-1]["prefetch"]
-    assert list(sent) == ["resources"]
-    assert {e["resource"]["id"] for e in sent["resources"]["entry"]} == {PATIENT_ID, "hb1"}
+    # the engine got the adapter's pool, not the EHR's key names
+    sent = ruleset.calls[-1]
+    assert {r["id"] for rs in sent.by_type.values() for r in rs} == {PATIENT_ID, "hb1"}
 
 
 def test_D2_spec_prefetch_data_example_with_bare_string_is_400(client):
@@ -313,8 +312,9 @@ def test_patient_isolation_prefetched_resources_of_another_patient_are_dropped(c
     pf["someoneElse"] = patient("other")
     resp = client.post(PV, json=patient_view_request(pf))
     assert resp.get_json()["cards"] == []
-    ids = {e["resource"]["id"] for e in ruleset.calls[-1]["prefetch"]["resources"]["entry"]}
-    assert ids == {PATIENT_ID, "mine"}
+    sent = ruleset.calls[-1]
+    assert {r["id"] for rs in sent.by_type.values() for r in rs} == {PATIENT_ID, "mine"}
+    assert sent.dropped_other_patient == 2
 
 
 def test_D7_H8_issuer_limited_to_its_own_fhir_servers(make_app, fhir):
@@ -335,13 +335,25 @@ def test_D7_H8_issuer_limited_to_its_own_fhir_servers(make_app, fhir):
 
 
 def test_patient_isolation_versioned_and_absolute_references():
-    from service.prefetch import Pool
-    pool = Pool("p1")
+    from fhir_adapter import Pool
+    pool = Pool("p1", "https://ehr.example.org/fhir")
     for i, ref in enumerate(["Patient/p1", "Patient/p1/_history/3", "https://ehr.example.org/fhir/Patient/p1",
-                             "Patient/p2", "Patient/p2/_history/1", "https://ehr.example.org/fhir/Patient/p2"]):
-        pool.add({"resourceType": "Observation", "id": f"o{i}", "subject": {"reference": ref}})
+                             "Patient/p2", "Patient/p2/_history/1", "https://ehr.example.org/fhir/Patient/p2",
+                             "https://other.example.org/fhir/Patient/p1"]):
+        pool.add({"resourceType": "Observation", "id": f"o{i}", "subject": {"reference": ref}}, f"prefetch.k{i}")
     assert [r["id"] for r in pool.resources()] == ["o0", "o1", "o2"]
     assert pool.dropped_other_patient == 3
+    assert pool.not_used == [("Observation/o6 at prefetch.k6", "its subject is a Patient on another server")]
+
+
+def test_versioned_subject_reference_keeps_a_critical_card(client):
+    """Patient/{id}/_history/{v} is the patient: the pool and the facts agree, so the card stays."""
+    obs = hb_observation("hbv", 6.5)
+    obs["subject"] = {"reference": f"Patient/{PATIENT_ID}/_history/2"}
+    resp = client.post(PV, json=patient_view_request(full_prefetch(observations=[obs])))
+    assert resp.status_code == 200
+    cards = resp.get_json()["cards"]
+    assert len(cards) == 1 and cards[0]["indicator"] == "critical"
 
 
 def test_D7_C6_scopes_v1_and_v2_decide_what_is_fetched(client, fhir):
