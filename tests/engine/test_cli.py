@@ -42,6 +42,20 @@ def test_explain_shows_values_thresholds_and_provenance(capsys):
     assert "thyroid.tsh-abnormal 1.0.0: not fired" in out
 
 
+def test_explain_names_data_not_clearly_about_the_patient(tmp_path, capsys):
+    """The critical Hb of this chart names its subject only by MRN: not used, and explain says why."""
+    bundle = json.loads((EXAMPLES / "patients" / "anemia-woman-low-gdl.json").read_text())
+    obs = bundle["entry"][1]["resource"]
+    obs["subject"] = {"identifier": {"system": "urn:example:mrn", "value": "12345"}}
+    path = tmp_path / "identifier-only.json"
+    path.write_text(json.dumps(bundle))
+    assert main(["explain", "--now", "2026-11-01", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("data note: Observation/hb-anna-1 at bundle.entry[1]: not used, its subject is given only by "
+            "identifier") in out
+    assert "anemia.low-hemoglobin 1.0.0: not fired" in out
+
+
 def test_readme_walkthrough_rule_validates(tmp_path, capsys):
     """The 'write your first rule' files in the README must be a working example."""
     rules = tmp_path / "rules"
