@@ -12,10 +12,11 @@ import orjson
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
-from .config import REPO_ROOT
+from engine.bundled import SCHEMA_DIR as _SCHEMAS
+
 from .errors import ApiError
 
-SCHEMA_DIR = REPO_ROOT / "schemas" / "cds-hooks"
+SCHEMA_DIR = _SCHEMAS / "cds-hooks"
 MAX_ERRORS = 5
 
 
