@@ -61,6 +61,7 @@ def register_audit_commands(subparsers) -> argparse.ArgumentParser:
                     help="only records from this date (YYYY-MM-DD) or time (ISO 8601) on")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_stats)
+    sub.metavar = "{" + ",".join(sub.choices) + "}"   # every command, also in "required" errors
     return p
 
 
