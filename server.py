@@ -69,13 +69,14 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
                                     "callers on this machine")
 
     def audiences(service_id: str | None, feedback: bool) -> list[str]:
+        """aud must be PUBLIC_URL + the path called (CDS Hooks: "the CDS Service endpoint that is being
+        called"): a token minted for a service does not open its feedback endpoint, nor the reverse."""
         base = cfg.public_url
         if service_id is None:
             return [f"{base}/cds-services", f"{base}/cds-services/"]
-        auds = [f"{base}/cds-services/{service_id}"]
-        if feedback:  # the spec's "endpoint invoked" is ambiguous for feedback: accept both readings
-            auds.insert(0, f"{base}/cds-services/{service_id}/feedback")
-        return auds
+        if feedback:
+            return [f"{base}/cds-services/{service_id}/feedback"]
+        return [f"{base}/cds-services/{service_id}"]
 
     def authenticate(service_id: str | None = None, feedback: bool = False) -> dict | None:
         if authenticator is None:

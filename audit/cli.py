@@ -1,7 +1,12 @@
-"""`pacecds audit verify | show HOOKINSTANCE | stats [--since DATE]`.
+"""`pacecds audit verify | export | show HOOKINSTANCE | list | stats [--since DATE]`.
+
+These commands only read: each names the store it opened (on standard error, so JSON output
+stays JSON) and refuses to create one. A missing SQLite file, a database without the audit
+tables or (for `list --patient`) a missing audit key is an error, never something to create;
+the service and `pacecds evaluate --audit` create them.
 
 Exit codes: 0 fine, 1 the log failed verification (or the record was not found),
-2 the store could not be opened.
+2 the store could not be opened (or there is none).
 """
 from __future__ import annotations
 
@@ -17,10 +22,11 @@ from .record import format_time
 
 def register_audit_commands(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("audit", help="inspect and verify the decision log",
-                              description="Inspect and verify the tamper-evident decision log.")
+                              description="Inspect and verify the tamper-evident decision log. These commands "
+                                          "only read an existing log; they never create one (nor an audit key).")
     p.add_argument("--database-url", metavar="URL",
                    help="SQLAlchemy URL of the log (default: PACECDS_DATABASE_URL, else var/pacecds-audit.db)")
-    sub = p.add_subparsers(dest="audit_command", metavar="{verify,show,stats}")
+    sub = p.add_subparsers(dest="audit_command", title="commands")
     sub.required = True
 
     v = sub.add_parser("verify", help="recompute the hash chain; name the first changed, inserted or deleted record")
@@ -55,6 +61,7 @@ def register_audit_commands(subparsers) -> argparse.ArgumentParser:
                     help="only records from this date (YYYY-MM-DD) or time (ISO 8601) on")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_stats)
+    sub.metavar = "{" + ",".join(sub.choices) + "}"   # every command, also in "required" errors
     return p
 
 
@@ -67,12 +74,29 @@ def parse_since(text: str) -> str:
 
 
 def _open(args):
-    from .store import AuditStore
+    """The existing store, named on standard error; None (after one line saying why) if there is none
+    or it cannot be opened. Never creates the var/ directory, a SQLite file or the tables."""
+    from . import config
+    from .store import AuditStore, NoDecisionLog
+    url = getattr(args, "database_url", None)
+    cmd = f"pacecds audit {getattr(args, 'audit_command', None) or ''}".rstrip()
+    source = config.url_source(url)
     try:
-        return AuditStore.from_config(getattr(args, "database_url", None))
-    except Exception as e:  # noqa: BLE001 - one clear line instead of a traceback
-        print(f"pacecds audit: cannot open the decision log: {e.__class__.__name__}: {e}", file=sys.stderr)
+        store = AuditStore.open_existing(url)
+    except NoDecisionLog as e:
+        print(f"{cmd}: {e} ({source}; the service creates it on first start)", file=sys.stderr)
         return None
+    except Exception as e:  # noqa: BLE001 - one clear line instead of a traceback
+        print(f"{cmd}: cannot open the decision log: {e.__class__.__name__}: {_one_line(e)}", file=sys.stderr)
+        return None
+    print(f"{cmd}: reading the decision log at {config.describe_url(store.engine.url.render_as_string(False))} "
+          f"({source})", file=sys.stderr)
+    return store
+
+
+def _one_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def cmd_verify(args) -> int:
@@ -182,11 +206,16 @@ def cmd_show(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from .config import MissingAuditKey
     store = _open(args)
     if store is None:
         return 2
     try:
         found = store.find(patient_id=args.patient, rule_id=args.rule, since=args.since, limit=args.limit)
+    except MissingAuditKey as e:
+        print(f"pacecds audit list: {e}: cannot match patient ids without the key the service uses",
+              file=sys.stderr)
+        return 2
     finally:
         store.close()
     if args.json:
@@ -336,7 +365,7 @@ def format_stats(st: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m engine.audit ...` (the same commands as `pacecds audit ...`)."""
+    """`python -m audit ...` (the same commands as `pacecds audit ...`)."""
     parser = argparse.ArgumentParser(prog="pacecds")
     register_audit_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["audit", *(sys.argv[1:] if argv is None else argv)])

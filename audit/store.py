@@ -101,6 +101,32 @@ class VerifyReport:
                 "first_bad": vars(self.first_bad) if self.first_bad else None}
 
 
+class NoDecisionLog(Exception):
+    """A reader found no decision log where it looked (readers never create one)."""
+
+
+def _driver_url(url: str) -> str:
+    """postgres:// and postgresql:// URLs use psycopg (3)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file a SQLite URL names (None for an in-memory database)."""
+    u = sa.engine.make_url(url)
+    path = u.database
+    if path and path.startswith("file:") and str(u.query.get("uri", "")).lower() in ("true", "1"):
+        path = path[len("file:"):].split("?", 1)[0]
+        if "mode=memory" in (u.database or ""):
+            return None
+    if not path or path == ":memory:":
+        return None
+    return path
+
+
 def _sqlite_engine(url: str) -> sa.Engine:
     eng = sa.create_engine(url, connect_args={"timeout": 60})
 
@@ -131,6 +157,7 @@ class AuditStore:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._key = key
+        self._create_key = True  # open_existing (readers) never creates a key file
         # A store opened before a fork (gunicorn --preload) must not share pooled
         # connections with its children: the child drops them without closing.
         ref = weakref.ref(engine)
@@ -143,11 +170,7 @@ class AuditStore:
         """Open (and migrate to the latest schema) the store named by `url`,
         else PACECDS_DATABASE_URL, else SQLite at var/pacecds-audit.db.
         `schema` puts the tables in a PostgreSQL schema (created if missing)."""
-        url = config.database_url(url)
-        if url.startswith("postgres://"):
-            url = "postgresql://" + url[len("postgres://"):]
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = _driver_url(config.database_url(url))
         if url.startswith("sqlite"):
             eng = _sqlite_engine(url)
         else:
@@ -163,6 +186,36 @@ class AuditStore:
         store = cls(eng, key=key)
         if migrate:
             store.migrate()
+        return store
+
+    @classmethod
+    def open_existing(cls, url: str | None = None) -> "AuditStore":
+        """Open the store that from_config(url) names, for reading only: never create the var/
+        directory, a SQLite file, the tables or the audit key. Raises NoDecisionLog when no log
+        is there (a missing or empty SQLite file, a database without the audit tables)."""
+        url = _driver_url(config.database_url(url, create=False))
+        where = config.describe_url(url)
+        if url.startswith("sqlite"):
+            path = _sqlite_path(url)
+            if path is None or not os.path.isfile(path):
+                raise NoDecisionLog(f"no decision log at {where}")
+            if os.path.getsize(path) == 0:
+                raise NoDecisionLog(f"no decision log in {where} (the file is empty)")
+            eng = _sqlite_engine(url)
+        else:
+            eng = sa.create_engine(url, pool_pre_ping=True)
+        store = cls(eng)
+        store._create_key = False
+        try:
+            with eng.connect() as conn:
+                insp = sa.inspect(conn)
+                missing = [t for t in (records.name, chain_head.name, cards.name) if not insp.has_table(t)]
+        except BaseException:
+            store.close()
+            raise
+        if missing:
+            store.close()
+            raise NoDecisionLog(f"no decision log in {where}: it has no table {', '.join(missing)}")
         return store
 
     def migrate(self, revision: str = "head") -> None:
@@ -195,7 +248,7 @@ class AuditStore:
     @property
     def key(self) -> bytes:
         if self._key is None:
-            self._key = config.load_audit_key()
+            self._key = config.load_audit_key(create=self._create_key)
         return self._key
 
     def close(self) -> None:

@@ -108,6 +108,21 @@ def test_H6_array_aud_accepted(auth_client):
     assert call(auth_client, mint([service_aud(PV), "https://other.example.org"])).status_code == 200
 
 
+def test_H6_feedback_token_is_refused_by_the_service_endpoint_and_vice_versa(auth_client):
+    """aud is PUBLIC_URL + the exact path called: a token minted for one endpoint opens no other."""
+    fb_path = f"/cds-services/{PV}/feedback"
+    feedback_aud, invoke_aud = f"{PUBLIC_URL}{fb_path}", service_aud(PV)
+    feedback = fixture("spec-feedback-accepted.json")
+    assert_401_no_detail(call(auth_client, mint(feedback_aud)))
+    assert_401_no_detail(auth_client.post(fb_path, json=feedback, headers=bearer(mint(invoke_aud))))
+    # each token opens its own endpoint (so the 401s above are about aud, not about the tokens)
+    assert call(auth_client, mint(invoke_aud)).status_code == 200
+    assert auth_client.post(fb_path, json=feedback, headers=bearer(mint(feedback_aud))).status_code == 200
+    # a token for another service's feedback opens neither
+    other = f"{PUBLIC_URL}/cds-services/sedating-medication-safety/feedback"
+    assert_401_no_detail(auth_client.post(fb_path, json=feedback, headers=bearer(mint(other))))
+
+
 # --------------------------------------------------------------------------- H7: signature, spec token
 
 def test_H7_published_spec_token_verifies_but_is_rejected_as_expired(make_app, caplog):
