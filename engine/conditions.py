@@ -25,10 +25,15 @@ SYMBOL = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "=", "ne": "!="}
 
 
 class ConditionError(Exception):
-    def __init__(self, path: tuple, message: str):
+    """A problem in a condition, at `path`. `errors` holds every problem found in the condition (this one
+    first); `unavailable` names the fact or value set when the problem is only that its file has errors."""
+
+    def __init__(self, path: tuple, message: str, unavailable: str | None = None, errors: list | None = None):
         super().__init__(message)
         self.path = path
         self.message = message
+        self.unavailable = unavailable
+        self.errors = errors or [self]
 
 
 def fact_key(fact: str, attr: str) -> str:
@@ -71,19 +76,51 @@ class Node:
             yield from child.leaves()
 
 
-def parse_condition(raw: dict, path: tuple, facts: dict, valuesets: dict, params: dict) -> Node:
-    """Build a Node tree; raise ConditionError naming the path of the first problem in it."""
+@dataclass(frozen=True)
+class Context:
+    """What a condition is checked against besides the facts: value sets, the rule's parameters, the facts
+    and value sets whose files have errors ({name: file}), and plausible ranges ({fact: (min, max)})."""
+
+    valuesets: dict
+    params: dict
+    unavailable_facts: dict = field(default_factory=dict)
+    unavailable_valuesets: dict = field(default_factory=dict)
+    plausible: dict = field(default_factory=dict)
+
+
+def parse_condition(raw: dict, path: tuple, facts: dict, valuesets: dict, params: dict, *,
+                    unavailable_facts: dict | None = None, unavailable_valuesets: dict | None = None,
+                    plausible: dict | None = None) -> Node:
+    """Build a Node tree; raise ConditionError naming the first problem in it, with every problem in
+    its `errors`."""
+    ctx = Context(valuesets, params, unavailable_facts or {}, unavailable_valuesets or {}, plausible or {})
+    problems: list[ConditionError] = []
+    node = _parse(raw, path, facts, ctx, problems)
+    if problems:
+        first = problems[0]
+        raise ConditionError(first.path, first.message, first.unavailable, problems)
+    return node
+
+
+def _parse(raw: dict, path: tuple, facts: dict, ctx: Context, problems: list) -> Node:
     if "all" in raw or "any" in raw:
         kind = "all" if "all" in raw else "any"
-        return Node(kind, [parse_condition(c, path + (kind, i), facts, valuesets, params) for i, c in enumerate(raw[kind])])
+        return Node(kind, [_parse(c, path + (kind, i), facts, ctx, problems) for i, c in enumerate(raw[kind])])
     if "not" in raw:
-        return Node("not", [parse_condition(raw["not"], path + ("not",), facts, valuesets, params)])
-    return Node("leaf", leaf=_parse_leaf(raw, path, facts, valuesets, params))
+        return Node("not", [_parse(raw["not"], path + ("not",), facts, ctx, problems)])
+    try:
+        return Node("leaf", leaf=_parse_leaf(raw, path, facts, ctx))
+    except ConditionError as exc:
+        problems.append(exc)
+        return Node("leaf")
 
 
-def _split_fact(ref: str, path: tuple, facts: dict) -> tuple[str, str, object]:
+def _split_fact(ref: str, path: tuple, facts: dict, ctx: Context | None = None) -> tuple[str, str, object]:
     name, _, attr = ref.partition(".")
     if name not in facts:
+        if ctx is not None and name in ctx.unavailable_facts:
+            raise ConditionError(path, f"fact '{name}' is not available: {ctx.unavailable_facts[name]} has errors",
+                                 unavailable=name)
         raise ConditionError(path, f"unknown fact '{name}' (define it in rules/facts)")
     definition = facts[name]
     attr = attr or DEFAULT_ATTRIBUTE[definition.kind]
@@ -133,10 +170,11 @@ def _threshold(raw, path, attr_unit, params) -> float:
     return float(raw)
 
 
-def _parse_leaf(raw: dict, path: tuple, facts: dict, valuesets: dict, params: dict) -> Leaf:
+def _parse_leaf(raw: dict, path: tuple, facts: dict, ctx: Context) -> Leaf:
+    valuesets, params = ctx.valuesets, ctx.params
     (op,) = [k for k in raw if k != "fact"]
     fpath = path + ("fact",)
-    name, attr, definition = _split_fact(raw["fact"], fpath, facts)
+    name, attr, definition = _split_fact(raw["fact"], fpath, facts, ctx)
     target = raw[op]
     opath = path + (op,)
     text = f"{raw['fact']} {op} {target!r}"
@@ -146,6 +184,9 @@ def _parse_leaf(raw: dict, path: tuple, facts: dict, valuesets: dict, params: di
         return Leaf(name, attr, "present", bool(target), text=text)
     if op == "in_valueset":
         if target not in valuesets:
+            if target in ctx.unavailable_valuesets:
+                raise ConditionError(opath, f"value set '{target}' is not available: "
+                                            f"{ctx.unavailable_valuesets[target]} has errors", unavailable=target)
             raise ConditionError(opath, f"unknown value set '{target}' (add it to rules/valuesets)")
         if attr not in ("codes",):
             attr = "codes"
@@ -156,7 +197,7 @@ def _parse_leaf(raw: dict, path: tuple, facts: dict, valuesets: dict, params: di
     if attr in ("codes", "names"):
         raise ConditionError(fpath, f"'{attr}' is a list; test it with in_valueset or present")
     if isinstance(target, dict) and "fact" in target:
-        oname, oattr, odef = _split_fact(target["fact"], opath + ("fact",), facts)
+        oname, oattr, odef = _split_fact(target["fact"], opath + ("fact",), facts, ctx)
         ounit = attribute_unit(odef, oattr)
         if (unit or "1") != (ounit or "1"):
             raise ConditionError(opath, f"cannot compare {name}.{attr} ({unit}) with {oname}.{oattr} ({ounit})")
