@@ -151,23 +151,47 @@ def _number(raw, path, params) -> float:
     return float(raw)
 
 
-def _threshold(raw, path, attr_unit, params) -> float:
-    """A number in the attribute's unit, converting quantities and parameters that carry a unit."""
+def _threshold(raw, path, attr_unit, params, plausible=None) -> float:
+    """A number in the attribute's unit, converting quantities and parameters that carry a unit.
+
+    `plausible` is (fact name, min, max) when the attribute is in the fact's own unit and the fact declares
+    a plausible range: a threshold outside it is refused (a unit mistake, almost always)."""
+    label = ""
     if isinstance(raw, dict) and "param" in raw:
         param = _param_value(raw["param"], path, params)
+        label = f"parameter {raw['param']} "
         raw = {"value": param["value"], "unit": param["unit"]} if "unit" in param else param["value"]
     if isinstance(raw, dict):
         if attr_unit is None:
             raise ConditionError(path, "this attribute has no unit; compare it with a plain value")
         try:
-            return raw["value"] * ucum.conversion_factor(raw["unit"], attr_unit)
+            value = raw["value"] * ucum.conversion_factor(raw["unit"], attr_unit)
         except ucum.UnitError as exc:
             raise ConditionError(path, f"threshold unit cannot be used here: {exc}") from None
-    if isinstance(raw, bool) or not is_number(raw):
-        raise ConditionError(path, f"expected a number, got {raw!r}")
-    if attr_unit not in (None, "1", "d", "a") and ucum.parse(attr_unit)[1] != (0, 0, 0, 0, 0):
-        raise ConditionError(path, f"threshold needs a unit (the fact is in {attr_unit}): write {{value: {raw}, unit: {attr_unit}}}")
-    return float(raw)
+        written = f"{label}{_num(raw['value'])} {raw['unit']}"
+        same_unit = raw["unit"] == attr_unit
+    else:
+        if isinstance(raw, bool) or not is_number(raw):
+            raise ConditionError(path, f"expected a number, got {raw!r}")
+        if attr_unit not in (None, "1", "d", "a") and ucum.parse(attr_unit)[1] != (0, 0, 0, 0, 0):
+            raise ConditionError(path, f"threshold needs a unit (the fact is in {attr_unit}): write {{value: {raw}, unit: {attr_unit}}}")
+        value, written, same_unit = float(raw), f"{label}{_num(raw)}", True
+    if plausible is not None:
+        name, low, high = plausible
+        if not low <= value <= high:
+            converted = "" if same_unit else f" is {_num(value)} {attr_unit},"
+            hint = "check the unit" if not same_unit or not attr_unit.startswith("{") else "check the value"
+            raise ConditionError(path, f"{written} for {name}{converted} outside the plausible "
+                                       f"{_num(low)}\u2013{_num(high)} {attr_unit} for {name}; {hint}")
+    return float(value)
+
+
+def _num(v) -> str:
+    """A number as a clinician writes it: 300000, 0.4, 2.5e+09 (never 300000.0)."""
+    v = float(v)
+    if v.is_integer() and abs(v) < 1e12:
+        return str(int(v))
+    return f"{v:.4g}"
 
 
 def _parse_leaf(raw: dict, path: tuple, facts: dict, ctx: Context) -> Leaf:
@@ -208,7 +232,9 @@ def _parse_leaf(raw: dict, path: tuple, facts: dict, ctx: Context) -> Leaf:
         if op not in ("eq", "ne"):
             raise ConditionError(opath, f"'{op}' needs a number; use eq or ne for text")
         return Leaf(name, attr, op, target, text=text)
-    return Leaf(name, attr, op, _threshold(target, opath, unit, params), unit, text=text)
+    bounds = ctx.plausible.get(name) if KIND_ATTRIBUTES[definition.kind].get(attr) == "unit" else None
+    plausible = (name, *bounds) if bounds else None
+    return Leaf(name, attr, op, _threshold(target, opath, unit, params, plausible), unit, text=text)
 
 
 # -- compilation to durable-rules JSON -----------------------------------------------------

@@ -356,6 +356,12 @@ def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collec
             except ucum.UnitError as exc:
                 errors.add(doc.position(where + ("unit",)), f"unit: {exc}")
                 continue
+        if "plausible" in raw:
+            low, high = raw["plausible"]["min"], raw["plausible"]["max"]
+            if unit is None or low > high:
+                errors.add(doc.position(where + ("plausible",)), "plausible: needs the fact's unit and min <= max")
+                continue
+            errors.plausible[name] = (float(low), float(high))
         codes = frozenset(
             key for c in raw.get("codes", []) if (key := normalize_code(c["system"], c["code"])) is not None
         )
