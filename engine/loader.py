@@ -554,7 +554,9 @@ def _reference_kind(ref: str, facts: dict, params: dict) -> str | None:
         return "text"
     head, _, attr = ref.partition(".")
     if head == "param":
-        return "number" if attr in params else None
+        if attr not in params:
+            return None
+        return f"quantity:{params[attr]['unit']}" if params[attr].get("unit") else "number"
     definition = facts.get(head)
     if definition is None:
         return None
