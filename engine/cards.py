@@ -8,7 +8,7 @@ import uuid
 
 import orjson
 
-from .templates import Template, escape_markdown
+from .templates import Quantity, Template, escape_markdown
 
 OVERRIDE_SYSTEM = "https://pacecds.org/CodeSystem/override-reason"
 
@@ -28,7 +28,8 @@ def make_lookup(facts: dict, definitions: dict, params: dict, patient_id: str | 
     def lookup(ref: str):
         head, _, attr = ref.partition(".")
         if head == "param":
-            return params[attr]["value"]
+            param = params[attr]
+            return Quantity(param["value"], param["unit"]) if param.get("unit") else param["value"]
         if head == "patient":
             if patient_id is None:
                 return None

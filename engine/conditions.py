@@ -25,10 +25,15 @@ SYMBOL = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "=", "ne": "!="}
 
 
 class ConditionError(Exception):
-    def __init__(self, path: tuple, message: str):
+    """A problem in a condition, at `path`. `errors` holds every problem found in the condition (this one
+    first); `unavailable` names the fact or value set when the problem is only that its file has errors."""
+
+    def __init__(self, path: tuple, message: str, unavailable: str | None = None, errors: list | None = None):
         super().__init__(message)
         self.path = path
         self.message = message
+        self.unavailable = unavailable
+        self.errors = errors or [self]
 
 
 def fact_key(fact: str, attr: str) -> str:
@@ -71,19 +76,51 @@ class Node:
             yield from child.leaves()
 
 
-def parse_condition(raw: dict, path: tuple, facts: dict, valuesets: dict, params: dict) -> Node:
-    """Build a Node tree; raise ConditionError naming the path of the first problem in it."""
+@dataclass(frozen=True)
+class Context:
+    """What a condition is checked against besides the facts: value sets, the rule's parameters, the facts
+    and value sets whose files have errors ({name: file}), and plausible ranges ({fact: (min, max)})."""
+
+    valuesets: dict
+    params: dict
+    unavailable_facts: dict = field(default_factory=dict)
+    unavailable_valuesets: dict = field(default_factory=dict)
+    plausible: dict = field(default_factory=dict)
+
+
+def parse_condition(raw: dict, path: tuple, facts: dict, valuesets: dict, params: dict, *,
+                    unavailable_facts: dict | None = None, unavailable_valuesets: dict | None = None,
+                    plausible: dict | None = None) -> Node:
+    """Build a Node tree; raise ConditionError naming the first problem in it, with every problem in
+    its `errors`."""
+    ctx = Context(valuesets, params, unavailable_facts or {}, unavailable_valuesets or {}, plausible or {})
+    problems: list[ConditionError] = []
+    node = _parse(raw, path, facts, ctx, problems)
+    if problems:
+        first = problems[0]
+        raise ConditionError(first.path, first.message, first.unavailable, problems)
+    return node
+
+
+def _parse(raw: dict, path: tuple, facts: dict, ctx: Context, problems: list) -> Node:
     if "all" in raw or "any" in raw:
         kind = "all" if "all" in raw else "any"
-        return Node(kind, [parse_condition(c, path + (kind, i), facts, valuesets, params) for i, c in enumerate(raw[kind])])
+        return Node(kind, [_parse(c, path + (kind, i), facts, ctx, problems) for i, c in enumerate(raw[kind])])
     if "not" in raw:
-        return Node("not", [parse_condition(raw["not"], path + ("not",), facts, valuesets, params)])
-    return Node("leaf", leaf=_parse_leaf(raw, path, facts, valuesets, params))
+        return Node("not", [_parse(raw["not"], path + ("not",), facts, ctx, problems)])
+    try:
+        return Node("leaf", leaf=_parse_leaf(raw, path, facts, ctx))
+    except ConditionError as exc:
+        problems.append(exc)
+        return Node("leaf")
 
 
-def _split_fact(ref: str, path: tuple, facts: dict) -> tuple[str, str, object]:
+def _split_fact(ref: str, path: tuple, facts: dict, ctx: Context | None = None) -> tuple[str, str, object]:
     name, _, attr = ref.partition(".")
     if name not in facts:
+        if ctx is not None and name in ctx.unavailable_facts:
+            raise ConditionError(path, f"fact '{name}' is not available: {ctx.unavailable_facts[name]} has errors",
+                                 unavailable=name)
         raise ConditionError(path, f"unknown fact '{name}' (define it in rules/facts)")
     definition = facts[name]
     attr = attr or DEFAULT_ATTRIBUTE[definition.kind]
@@ -114,29 +151,54 @@ def _number(raw, path, params) -> float:
     return float(raw)
 
 
-def _threshold(raw, path, attr_unit, params) -> float:
-    """A number in the attribute's unit, converting quantities and parameters that carry a unit."""
+def _threshold(raw, path, attr_unit, params, plausible=None) -> float:
+    """A number in the attribute's unit, converting quantities and parameters that carry a unit.
+
+    `plausible` is (fact name, min, max) when the attribute is in the fact's own unit and the fact declares
+    a plausible range: a threshold outside it is refused (a unit mistake, almost always)."""
+    label = ""
     if isinstance(raw, dict) and "param" in raw:
         param = _param_value(raw["param"], path, params)
+        label = f"parameter {raw['param']} "
         raw = {"value": param["value"], "unit": param["unit"]} if "unit" in param else param["value"]
     if isinstance(raw, dict):
         if attr_unit is None:
             raise ConditionError(path, "this attribute has no unit; compare it with a plain value")
         try:
-            return raw["value"] * ucum.conversion_factor(raw["unit"], attr_unit)
+            value = raw["value"] * ucum.conversion_factor(raw["unit"], attr_unit)
         except ucum.UnitError as exc:
             raise ConditionError(path, f"threshold unit cannot be used here: {exc}") from None
-    if isinstance(raw, bool) or not is_number(raw):
-        raise ConditionError(path, f"expected a number, got {raw!r}")
-    if attr_unit not in (None, "1", "d", "a") and ucum.parse(attr_unit)[1] != (0, 0, 0, 0, 0):
-        raise ConditionError(path, f"threshold needs a unit (the fact is in {attr_unit}): write {{value: {raw}, unit: {attr_unit}}}")
-    return float(raw)
+        written = f"{label}{_num(raw['value'])} {raw['unit']}"
+        same_unit = raw["unit"] == attr_unit
+    else:
+        if isinstance(raw, bool) or not is_number(raw):
+            raise ConditionError(path, f"expected a number, got {raw!r}")
+        if attr_unit not in (None, "1", "d", "a") and ucum.parse(attr_unit)[1] != (0, 0, 0, 0, 0):
+            raise ConditionError(path, f"threshold needs a unit (the fact is in {attr_unit}): write {{value: {raw}, unit: {attr_unit}}}")
+        value, written, same_unit = float(raw), f"{label}{_num(raw)}", True
+    if plausible is not None:
+        name, low, high = plausible
+        if not low <= value <= high:
+            converted = "" if same_unit else f" is {_num(value)} {attr_unit},"
+            hint = "check the unit" if not same_unit or not attr_unit.startswith("{") else "check the value"
+            raise ConditionError(path, f"{written} for {name}{converted} outside the plausible "
+                                       f"{_num(low)}\u2013{_num(high)} {attr_unit} for {name}; {hint}")
+    return float(value)
 
 
-def _parse_leaf(raw: dict, path: tuple, facts: dict, valuesets: dict, params: dict) -> Leaf:
+def _num(v) -> str:
+    """A number as a clinician writes it: 300000, 0.4, 2.5e+09 (never 300000.0)."""
+    v = float(v)
+    if v.is_integer() and abs(v) < 1e12:
+        return str(int(v))
+    return f"{v:.4g}"
+
+
+def _parse_leaf(raw: dict, path: tuple, facts: dict, ctx: Context) -> Leaf:
+    valuesets, params = ctx.valuesets, ctx.params
     (op,) = [k for k in raw if k != "fact"]
     fpath = path + ("fact",)
-    name, attr, definition = _split_fact(raw["fact"], fpath, facts)
+    name, attr, definition = _split_fact(raw["fact"], fpath, facts, ctx)
     target = raw[op]
     opath = path + (op,)
     text = f"{raw['fact']} {op} {target!r}"
@@ -146,6 +208,9 @@ def _parse_leaf(raw: dict, path: tuple, facts: dict, valuesets: dict, params: di
         return Leaf(name, attr, "present", bool(target), text=text)
     if op == "in_valueset":
         if target not in valuesets:
+            if target in ctx.unavailable_valuesets:
+                raise ConditionError(opath, f"value set '{target}' is not available: "
+                                            f"{ctx.unavailable_valuesets[target]} has errors", unavailable=target)
             raise ConditionError(opath, f"unknown value set '{target}' (add it to rules/valuesets)")
         if attr not in ("codes",):
             attr = "codes"
@@ -156,7 +221,7 @@ def _parse_leaf(raw: dict, path: tuple, facts: dict, valuesets: dict, params: di
     if attr in ("codes", "names"):
         raise ConditionError(fpath, f"'{attr}' is a list; test it with in_valueset or present")
     if isinstance(target, dict) and "fact" in target:
-        oname, oattr, odef = _split_fact(target["fact"], opath + ("fact",), facts)
+        oname, oattr, odef = _split_fact(target["fact"], opath + ("fact",), facts, ctx)
         ounit = attribute_unit(odef, oattr)
         if (unit or "1") != (ounit or "1"):
             raise ConditionError(opath, f"cannot compare {name}.{attr} ({unit}) with {oname}.{oattr} ({ounit})")
@@ -167,7 +232,9 @@ def _parse_leaf(raw: dict, path: tuple, facts: dict, valuesets: dict, params: di
         if op not in ("eq", "ne"):
             raise ConditionError(opath, f"'{op}' needs a number; use eq or ne for text")
         return Leaf(name, attr, op, target, text=text)
-    return Leaf(name, attr, op, _threshold(target, opath, unit, params), unit, text=text)
+    bounds = ctx.plausible.get(name) if KIND_ATTRIBUTES[definition.kind].get(attr) == "unit" else None
+    plausible = (name, *bounds) if bounds else None
+    return Leaf(name, attr, op, _threshold(target, opath, unit, params, plausible), unit, text=text)
 
 
 # -- compilation to durable-rules JSON -----------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -78,11 +79,17 @@ class LoadedTree:
     facts: dict[str, FactDefinition]
     valuesets: dict[str, ValueSet]
     rules: list[Rule]
+    plausible: dict[str, tuple[float, float]] = field(default_factory=dict)  # fact -> unit-sanity bounds
 
 
 class _Collector:
     def __init__(self):
         self.errors: list[str] = []
+        # what could not be loaded because its file has errors: {name: file}, so that what uses it says so
+        # (once) instead of calling it unknown
+        self.unavailable_facts: dict[str, str] = {}
+        self.unavailable_valuesets: dict[str, str] = {}
+        self.plausible: dict[str, tuple[float, float]] = {}
 
     def add(self, where, message: str):
         self.errors.append(f"{where}: {message}")
@@ -124,6 +131,7 @@ def load_tree(root: str | Path) -> LoadedTree:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             errors.add(Position(rel(path), 1, 1), f"cannot read file: {exc}")
+            _mark_unreadable(item, path, errors)
             continue
         if item.kind == rulestree.VALUESET:
             _load_valueset(path, text, valuesets, errors)
@@ -132,6 +140,9 @@ def load_tree(root: str | Path) -> LoadedTree:
             doc = load_yaml(rel(path), text)
         except YamlError as exc:
             errors.add(exc.position, exc.message)
+            if item.kind == rulestree.FACTS:
+                for name in guess_fact_names(text):
+                    errors.unavailable_facts.setdefault(name, rel(path))
             continue
         docs[item.kind].append(doc)
 
@@ -167,7 +178,43 @@ def load_tree(root: str | Path) -> LoadedTree:
     return LoadedTree(
         root=root, name=manifest["name"], version=manifest["version"], manifest=manifest,
         sha256=rulestree.ruleset_sha256(root), facts=facts, valuesets=valuesets, rules=rules,
+        plausible=errors.plausible,
     )
+
+
+def _mark_unreadable(item, path: Path, errors: _Collector) -> None:
+    if item.kind == rulestree.VALUESET:
+        errors.unavailable_valuesets.setdefault(path.stem, str(path))
+    elif item.kind == rulestree.FACTS:
+        try:
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        except OSError:
+            return
+        for name in guess_fact_names(text):
+            errors.unavailable_facts.setdefault(name, str(path))
+
+
+_FACT_KEY = re.compile(r"^[ \t]*([a-z][a-z0-9_]*)[ \t]*(?::|$)")
+
+
+def guess_fact_names(text: str) -> list[str]:
+    """Best effort, for a fact file that does not parse: the keys one level under `facts:` (a line that
+    lost its ':' still names its fact), so rules using them hear that the file has errors."""
+    names, in_facts, level = [], False, None
+    for line in text.splitlines():
+        content = line.split(" #", 1)[0].rstrip()
+        if not content.strip() or content.lstrip().startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip(" \t"))
+        if indent == 0:
+            in_facts, level = content.startswith("facts:"), None
+            continue
+        if not in_facts:
+            continue
+        level = indent if level is None else level
+        if indent == level and (match := _FACT_KEY.match(content)):
+            names.append(match.group(1))
+    return names
 
 
 class _Reported(Exception):
@@ -179,6 +226,14 @@ def _load_valueset(path: Path, text: str, valuesets: dict, errors: _Collector) -
     if name in valuesets:
         errors.add(Position(str(path), 1, 1), f"duplicate value set name '{name}'")
         return
+    before = len(errors.errors)
+    _parse_valueset(path, text, valuesets, errors)
+    if name not in valuesets and len(errors.errors) > before:
+        errors.unavailable_valuesets.setdefault(name, str(path))
+
+
+def _parse_valueset(path: Path, text: str, valuesets: dict, errors: _Collector) -> None:
+    name = path.stem
 
     def code_list(path: Path, text: str) -> dict:
         try:
@@ -226,6 +281,10 @@ def _link_fact_inputs(fact_docs: list, facts: dict, errors: _Collector) -> None:
             inputs = []
             for key in ("activity", "symptom"):
                 other = facts.get(raw.get(key))
+                if other is None and raw.get(key) in errors.unavailable_facts:
+                    errors.add(doc.position(("facts", name, key)), f"{key}: fact '{raw.get(key)}' is not available: "
+                               f"{errors.unavailable_facts[raw.get(key)]} has errors")
+                    break
                 if other is None or other.kind != "daily_series":
                     errors.add(doc.position(("facts", name, key)),
                                f"{key}: '{raw.get(key)}' is not a daily_series fact")
@@ -238,28 +297,43 @@ def _link_fact_inputs(fact_docs: list, facts: dict, errors: _Collector) -> None:
                 )
                 continue
             del facts[name]
+            errors.unavailable_facts.setdefault(name, doc.file)
 
 
 def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collector,
                 root: Path | None = None, drug_tables: dict | None = None) -> None:
-    if not errors.schema(doc, schema_validator("facts.schema.json")):
+    # a schema error in one fact leaves the file's other facts usable; the broken one is "not available"
+    broken = _fact_schema_errors(doc, errors)
+    if broken is None:
         return
     drug_tables = {} if drug_tables is None else drug_tables
+
+    def unknown_valueset(path, field_name, stem):
+        if stem in errors.unavailable_valuesets:
+            errors.add(doc.position(path), f"{field_name}: value set '{stem}' is not available: "
+                                           f"{errors.unavailable_valuesets[stem]} has errors")
+        else:
+            errors.add(doc.position(path), f"{field_name}: unknown value set '{stem}'")
+
     for name, raw in doc.data["facts"].items():
         where = ("facts", name)
         if name in facts:
             errors.add(doc.position(where), f"duplicate fact '{name}'")
             continue
+        if name in broken:
+            errors.unavailable_facts.setdefault(name, doc.file)
+            continue
+        errors.unavailable_facts[name] = doc.file  # until it has loaded
         vs = None
         if "valueset" in raw:
             vs = valuesets.get(raw["valueset"])
             if vs is None:
-                errors.add(doc.position(where + ("valueset",)), f"valueset: unknown value set '{raw['valueset']}'")
+                unknown_valueset(where + ("valueset",), "valueset", raw["valueset"])
                 continue
         classes = []
         for label, stem in (raw.get("classes") or {}).items():
             if stem not in valuesets:
-                errors.add(doc.position(where + ("classes", label)), f"classes.{label}: unknown value set '{stem}'")
+                unknown_valueset(where + ("classes", label), f"classes.{label}", stem)
             else:
                 classes.append((label, valuesets[stem]))
         if len(classes) != len(raw.get("classes") or {}):
@@ -282,6 +356,12 @@ def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collec
             except ucum.UnitError as exc:
                 errors.add(doc.position(where + ("unit",)), f"unit: {exc}")
                 continue
+        if "plausible" in raw:
+            low, high = raw["plausible"]["min"], raw["plausible"]["max"]
+            if unit is None or low > high:
+                errors.add(doc.position(where + ("plausible",)), "plausible: needs the fact's unit and min <= max")
+                continue
+            errors.plausible[name] = (float(low), float(high))
         codes = frozenset(
             key for c in raw.get("codes", []) if (key := normalize_code(c["system"], c["code"])) is not None
         )
@@ -297,6 +377,29 @@ def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collec
         if classes:  # codes of every class: for prefetch requirements and validation scope
             facts[name] = dataclasses.replace(
                 facts[name], codes=frozenset().union(*(vs_.codes for _, vs_ in classes)))
+        del errors.unavailable_facts[name]
+
+
+def _fact_schema_errors(doc: YamlDocument, errors: _Collector) -> set[str] | None:
+    """Report the fact file's schema errors; return the names of the facts they are in (None when the
+    file as a whole is wrong, and then every fact it names is unavailable)."""
+    broken: set[str] = set()
+    whole = False
+    validator = schema_validator("facts.schema.json")
+    for err in sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path))):
+        path = tuple(err.absolute_path)
+        field_name = ".".join(str(p) for p in path) or "(document)"
+        errors.add(doc.position(path), f"{field_name}: {_schema_message(err)}")
+        if len(path) >= 2 and path[0] == "facts":
+            broken.add(str(path[1]))
+        else:
+            whole = True
+    if whole:
+        facts = doc.data.get("facts") if isinstance(doc.data, dict) else None
+        for name in facts if isinstance(facts, dict) else ():
+            errors.unavailable_facts.setdefault(str(name), doc.file)
+        return None
+    return broken
 
 
 def _load_rule(doc: YamlDocument, facts: dict, valuesets: dict, errors: _Collector) -> Rule | None:
@@ -316,13 +419,25 @@ def _load_rule(doc: YamlDocument, facts: dict, valuesets: dict, errors: _Collect
                 errors.add(doc.position(("parameters", pname, "unit")), f"parameters.{pname}.unit: {exc}")
                 ok = False
 
+    said_unavailable: set[str] = set()  # a fact or value set whose file has errors is named once per rule
+
+    def unavailable_once(name: str) -> bool:
+        first = name not in said_unavailable
+        said_unavailable.add(name)
+        return first
+
     def condition(raw, path):
         nonlocal ok
         try:
-            return parse_condition(raw, path, facts, valuesets, params)
+            return parse_condition(raw, path, facts, valuesets, params,
+                                   unavailable_facts=errors.unavailable_facts,
+                                   unavailable_valuesets=errors.unavailable_valuesets,
+                                   plausible=errors.plausible)
         except ConditionError as exc:
-            field_name = ".".join(str(p) for p in exc.path)
-            errors.add(doc.position(exc.path), f"{field_name}: {exc.message}")
+            for problem in exc.errors:
+                if problem.unavailable is None or unavailable_once(problem.unavailable):
+                    field_name = ".".join(str(p) for p in problem.path)
+                    errors.add(doc.position(problem.path), f"{field_name}: {problem.message}")
             ok = False
             return None
 
@@ -339,27 +454,29 @@ def _load_rule(doc: YamlDocument, facts: dict, valuesets: dict, errors: _Collect
         ))
     summary = _template(card["summary"], ("card", "summary"), doc, errors)
     detail = _template(card.get("detail"), ("card", "detail"), doc, errors)
-    if not ok or cond is None or summary is None or (card.get("detail") and detail is None):
-        return None
+    if summary is None or (card.get("detail") and detail is None):
+        ok = False
     for path, node in [(("when",), cond)] + [(("card", "variants", i, "when"), v.condition) for i, v in enumerate(variants)]:
+        if node is None:
+            continue
         try:
             to_durable(node)
         except ValueError as exc:
             errors.add(doc.position(path), f"{'.'.join(map(str, path))}: {exc}")
-            return None
+            ok = False
 
-    used = {leaf.fact for leaf in cond.leaves()} | {leaf.other[0] for leaf in cond.leaves() if leaf.other}
-    for var in variants:
-        if var.condition is not None:
-            used |= {leaf.fact for leaf in var.condition.leaves()}
-            used |= {leaf.other[0] for leaf in var.condition.leaves() if leaf.other}
-    # every template reference must name a fact attribute or a parameter
+    used = set()
+    for node in [cond] + [var.condition for var in variants]:
+        if node is not None:
+            used |= {leaf.fact for leaf in node.leaves()} | {leaf.other[0] for leaf in node.leaves() if leaf.other}
+    # every template reference must name a fact attribute or a parameter (checked even when the
+    # condition has errors, so one run reports them all)
     template_paths = [(("card", "summary"), summary), (("card", "detail"), detail)]
     for i, var in enumerate(variants):
         template_paths += [(("card", "variants", i, "summary"), var.summary), (("card", "variants", i, "detail"), var.detail)]
     template_paths += _suggestion_templates(card, doc, errors)
     if len(errors.errors) > errors_before:
-        return None
+        ok = False
     kinds = {}
     for path, template in template_paths:
         if template is None:
@@ -367,6 +484,13 @@ def _load_rule(doc: YamlDocument, facts: dict, valuesets: dict, errors: _Collect
         for placeholder in template.placeholders:
             for ref in placeholder.references:
                 kind = _reference_kind(ref, facts, params)
+                head = ref.partition(".")[0]
+                if kind is None and head not in facts and head in errors.unavailable_facts:
+                    if unavailable_once(head):
+                        errors.add(doc.position(path), f"{'.'.join(map(str, path))}: fact '{head}' is not available: "
+                                   f"{errors.unavailable_facts[head]} has errors")
+                    ok = False
+                    continue
                 if kind is None:
                     errors.add(doc.position(path), f"{'.'.join(map(str, path))}: unknown reference '{ref}' in "
                                f"{{{placeholder.text}}} (use fact.attribute, fact.unit or param.NAME)")
@@ -430,7 +554,9 @@ def _reference_kind(ref: str, facts: dict, params: dict) -> str | None:
         return "text"
     head, _, attr = ref.partition(".")
     if head == "param":
-        return "number" if attr in params else None
+        if attr not in params:
+            return None
+        return f"quantity:{params[attr]['unit']}" if params[attr].get("unit") else "number"
     definition = facts.get(head)
     if definition is None:
         return None

@@ -1,7 +1,8 @@
 """Safe card templates: text with {placeholders}, no code execution.
 
 A placeholder is `{operand}` or `{operand op operand ...:format}` where an operand is a
-number, `fact.attribute`, `fact.unit` or `param.NAME`, op is + - * /, and format is one
+number, `fact.attribute`, `fact.unit` or `param.NAME` (a parameter with a unit renders as "30 ng/mL";
+in arithmetic it is its number), op is + - * /, and format is one
 of `.Nf`, `d`, `%`-free Python number specs, or `lines` (a list as Markdown bullets, detail only). Every placeholder has a known longest
 rendering, so the longest possible summary is known when the rules load.
 """
@@ -28,6 +29,35 @@ SPECIAL = re.compile(r"^(patient\.(reference|id)|now\.date|now\.in_\d+_days)$")
 
 class TemplateError(ValueError):
     pass
+
+
+class Quantity:
+    """A parameter that carries a unit: `{param.threshold}` renders as "30 ng/mL"; in arithmetic
+    (`{param.threshold * 2}`) and in FHIR values it is its number."""
+
+    __slots__ = ("value", "unit")
+
+    def __init__(self, value, unit: str):
+        self.value = value
+        self.unit = unit
+
+    def __eq__(self, other):
+        return isinstance(other, Quantity) and (self.value, self.unit) == (other.value, other.unit)
+
+    def __repr__(self):
+        return f"Quantity({self.value!r}, {self.unit!r})"
+
+
+def display_unit(unit: str | None) -> str:
+    """A UCUM unit as a clinician reads it: m[IU]/L -> mIU/L, {MME}/d -> MME/d; a bare annotation
+    ({score}) or 1 is no unit at all."""
+    if not unit or unit == "1" or re.fullmatch(r"\{[^{}]*\}", unit):
+        return ""
+    return re.sub(r"[{}\[\]]", "", unit)
+
+
+def _number_of(value):
+    return value.value if isinstance(value, Quantity) else value
 
 
 class Placeholder:
@@ -64,13 +94,16 @@ class Placeholder:
                 return LIST_WIDTH
             if kind.startswith("unit:"):
                 return len(kind[5:])
+            if kind.startswith("quantity:"):
+                unit = display_unit(kind[9:])
+                return NUMBER_WIDTH + (1 + len(unit) if unit else 0)
         return NUMBER_WIDTH
 
     def render(self, lookup) -> object:
         if len(self._terms) == 1:  # a lone operand renders as whatever it is (number, text, list, missing)
             number, ref = self._terms[0]
             return number if ref is None else lookup(ref)
-        values = [number if ref is None else lookup(ref) for number, ref in self._terms]
+        values = [number if ref is None else _number_of(lookup(ref)) for number, ref in self._terms]
         if any(not is_number(v) for v in values):
             return None
         result = values[0]
@@ -121,7 +154,7 @@ class Template:
     def render_value(self, lookup):
         """A template that is exactly one numeric placeholder renders as a number (FHIR values)."""
         if len(self.parts) == 3 and self.parts[0] == "" and self.parts[2] == "":
-            value = self.parts[1].render(lookup)
+            value = _number_of(self.parts[1].render(lookup))
             if is_number(value):
                 text = format_value(value, self.parts[1].format)
                 return int(text) if re.fullmatch(r"-?\d+", text) else float(text)
@@ -131,6 +164,10 @@ class Template:
 def format_value(value, fmt: str = "", escape=None) -> str:
     if value is None:
         return MISSING
+    if isinstance(value, Quantity):
+        unit = display_unit(value.unit)
+        text = format_value(value.value, fmt)
+        return f"{text} {escape(unit) if escape else unit}" if unit and value.value is not None else text
     if fmt == "lines":  # a list as Markdown bullets, one item per line, each item cut on its own
         items = value if isinstance(value, list) else [value]
         return "\n".join("- " + (escape(_cut(str(v), LINE_WIDTH)) if escape else _cut(str(v), LINE_WIDTH))

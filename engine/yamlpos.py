@@ -7,6 +7,7 @@ scalar is constructed by SafeConstructor, so no tag can build a Python object.
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 
 import yaml
@@ -59,9 +60,8 @@ def load_yaml(file: str, text: str) -> YamlDocument:
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        pos = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file, 1, 1)
-        raise YamlError(pos, f"invalid YAML: {exc.problem or exc.context}") from None
+        pos, message = plain_yaml_error(file, text, exc)
+        raise YamlError(pos, f"invalid YAML: {message}") from None
     except yaml.YAMLError as exc:
         raise YamlError(Position(file, 1, 1), f"invalid YAML: {exc}") from None
     finally:
@@ -92,12 +92,15 @@ def _build(node, path, positions, file, constructor):
     if isinstance(node, yaml.MappingNode):
         constructor.flatten_mapping(node)
         out = {}
+        first_seen = {}
         for key_node, value_node in node.value:
             key = constructor.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)):
                 raise YamlError(_mark(key_node, file), "mapping keys must be plain scalars")
             if key in out:
-                raise YamlError(_mark(key_node, file), f"duplicate key '{key}'")
+                raise YamlError(_mark(key_node, file), f"duplicate key '{key}': it is already on line "
+                                f"{first_seen[key]} of this mapping; remove one or merge them")
+            first_seen[key] = key_node.start_mark.line + 1
             child = path + (key,)
             positions[child] = _mark(key_node, file)
             out[key] = _build(value_node, child, positions, file, constructor)
@@ -112,3 +115,75 @@ def _build(node, path, positions, file, constructor):
     if isinstance(value, (datetime.date, datetime.datetime)):
         return value.isoformat()
     return value
+
+
+# ---- PyYAML's errors in plain words ----------------------------------------------------------
+
+def _line(text: str, index: int) -> str:
+    lines = text.splitlines()
+    return lines[index] if 0 <= index < len(lines) else ""
+
+
+def _previous_content_line(text: str, index: int) -> int | None:
+    """Index of the nearest line above `index` that holds something other than blanks or a comment."""
+    for i in range(index - 1, -1, -1):
+        stripped = _line(text, i).strip()
+        if stripped and not stripped.startswith("#"):
+            return i
+    return None
+
+
+def plain_yaml_error(file: str, text: str, exc: yaml.MarkedYAMLError) -> tuple[Position, str]:
+    """The position to fix and a sentence saying what is wrong, for the common PyYAML errors.
+
+    Anything not recognised keeps PyYAML's own words (at its own position)."""
+    problem = str(exc.problem or "")
+    pmark, cmark = exc.problem_mark, exc.context_mark
+
+    def at(mark, col=None):
+        if mark is None:
+            return Position(file, 1, 1)
+        return Position(file, mark.line + 1, (mark.column if col is None else col) + 1)
+
+    if "'\\t'" in problem and pmark is not None:
+        if not _line(text, pmark.line)[: pmark.column].strip():
+            return at(pmark), f"line {pmark.line + 1} is indented with a tab; YAML indentation must be spaces"
+        return at(pmark), "a tab character is not allowed here; use spaces"
+    if problem == "could not find expected ':'" and cmark is not None:
+        key = _line(text, cmark.line).strip()
+        return at(cmark), (f"line {cmark.line + 1} ('{key[:40]}') is missing the ':' after its key "
+                           "(write `key: value`)")
+    if problem == "found unexpected end of stream" and exc.context == "while scanning a quoted scalar":
+        quote = _line(text, cmark.line)[cmark.column: cmark.column + 1] or "quote"
+        return at(cmark), (f"the {quote} quote opened on line {cmark.line + 1} is never closed; "
+                           f"add the closing {quote}")
+    if problem == "mapping values are not allowed here" and pmark is not None:
+        line = _line(text, pmark.line)
+        before = line[: pmark.column]
+        if ":" in before.split("#", 1)[0] and before.strip():
+            return at(pmark), ("this value contains ': ' (a colon and a space); put the whole value in quotes, "
+                               "e.g. key: \"a: b\"")
+        prev = _previous_content_line(text, pmark.line)
+        if prev is not None:
+            prev_text = _line(text, prev)
+            if ":" not in prev_text and not prev_text.strip().startswith("-"):
+                return (Position(file, prev + 1, len(prev_text.rstrip()) + 1),
+                        f"line {prev + 1} ('{prev_text.strip()[:40]}') is missing the ':' after its key, so "
+                        f"line {pmark.line + 1} cannot start a mapping under it (write `{prev_text.strip()[:40]}:`)")
+        return at(pmark), (f"line {pmark.line + 1} is indented further than the line above allows: only a key "
+                           "ending in ':' (with nothing after it) can have keys indented under it; check the indentation")
+    if problem.startswith("expected <block end>") or problem in ("did not find expected key",
+                                                                  "did not find expected '-' indicator"):
+        where = f" (the block it should belong to starts on line {cmark.line + 1}, column {cmark.column + 1})" \
+            if cmark is not None else ""
+        return at(pmark), (f"line {pmark.line + 1} is not indented like the lines around it{where}; "
+                           "keys of one mapping (and items of one list) must start in the same column")
+    flow = re.match(r"expected ',' or '([}\]])', but got", problem)
+    if flow and cmark is not None:
+        opener = "{" if flow.group(1) == "}" else "["
+        return at(pmark), (f"the '{opener}' opened on line {cmark.line + 1} is not closed with '{flow.group(1)}' "
+                           f"(or two items lack a ',' between them)")
+    alias = re.match(r"found undefined alias '(.*)'", problem)
+    if alias:
+        return at(pmark), f"'*{alias.group(1)}' refers to an anchor '&{alias.group(1)}' that is not defined above it"
+    return at(pmark or cmark), problem or str(exc.context or exc)

@@ -32,22 +32,30 @@ def plain_date(v: Any) -> str | None:
 def write_manifest(rules_dir: str | Path, *, name: str | None = None, version: str | None = None,
                    released: str | None = None, approvals: Iterable[dict] = ()) -> dict:
     """Write rules/ruleset.yaml: keep the release's name, version, description and approvals,
-    add the given ones, and record the sha256 of every file and the rules it releases."""
+    add the given ones, and record the sha256 of every file and the rules it releases.
+
+    A new version, or changed content, is a new release: it is dated today (unless `released` is given).
+    Approvals and signatures belong to the version they approved: a new version starts without them."""
     root = Path(rules_dir)
     path = root / MANIFEST
     old = read_yaml(path) if path.exists() else {}
     old = old if isinstance(old, dict) else {}
     hashes = file_hashes(root)
     rules = read_rules(root)
+    new_version = str(version or old.get("version") or "0.1.0")
+    same_version = old.get("version") is not None and str(old["version"]) == new_version
+    same_content = old.get("content_sha256") == content_digest(hashes)
+    if released is None and same_version and same_content and old.get("released"):
+        released = old["released"]
     manifest: dict[str, Any] = {
         "name": name or old.get("name") or root.resolve().name,
-        "version": str(version or old.get("version") or "0.1.0"),
-        "released": plain_date(released or old.get("released") or dt.date.today().isoformat()),
+        "version": new_version,
+        "released": plain_date(released or dt.date.today().isoformat()),
     }
     for k in ("description", "publisher", "contact"):
         if old.get(k) is not None:
             manifest[k] = old[k]
-    approvals_list = [dict(a) for a in old.get("approvals") or []]
+    approvals_list = [dict(a) for a in old.get("approvals") or []] if same_version else []
     for a in approvals:
         if a not in approvals_list:
             approvals_list.append(dict(a))
@@ -61,7 +69,7 @@ def write_manifest(rules_dir: str | Path, *, name: str | None = None, version: s
     manifest["files"] = hashes
     # A signature stays only while what it signed is unchanged (re-sign after any change).
     kept = [s for s in old.get("signatures") or [] if isinstance(s, dict)
-            and signed_payload(old) == signed_payload(manifest)]
+            and same_version and signed_payload(old) == signed_payload(manifest)]
     if kept:
         manifest["signatures"] = kept
     header = ("# Ruleset release manifest, written by `pacecds release` (edit name, version, description and\n"

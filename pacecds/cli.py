@@ -23,6 +23,7 @@ from engine.ruleset import HOOKS, load_ruleset
 from engine.ruleset import parse_now as engine_parse_now
 from fhir_adapter import InputError
 from governance.cli import register_governance_commands
+from governance.manifest import check_manifest
 
 from .serve import register_commands as register_serve_command
 
@@ -134,7 +135,42 @@ def cmd_test(args) -> int:
             print(f"     {problem}")
         failed += not outcome.ok
     print(f"{len(outcomes) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    # what CI checks about the rules besides the examples: the release manifest and the generated docs
+    ci_failed = 0
+    for check, problems, fix in _ci_checks(rules_dir):
+        print(f"{'FAIL' if problems else 'PASS'} {check}")
+        for problem in problems:
+            print(f"     {problem}")
+        if problems:
+            print(f"     fix: {fix}")
+            ci_failed += 1
+    return 1 if failed or ci_failed else 0
+
+
+def _ci_checks(rules_dir: Path) -> list[tuple[str, list[str], str]]:
+    """(check, problems, the command that fixes them) for what CI checks about a rules tree."""
+    checks = []
+    problems = check_manifest(rules_dir, public_keys=[])
+    if any("has no approvals" in p for p in problems):
+        fix = f"run `pacecds release {rules_dir} --approved-by NAME --role ROLE` (the approver of this version)"
+    else:
+        fix = f"run `pacecds release {rules_dir}` (with `--version X.Y.Z --approved-by NAME` for a new release)"
+    checks.append(("release manifest matches the rules (rules/ruleset.yaml)", problems, fix))
+    # docs/rules.md beside the rules tree is generated from it by tools/build_rules_doc.py
+    doc = rules_dir.parent / "docs" / "rules.md"
+    tool = Path(__file__).resolve().parent.parent / "tools" / "build_rules_doc.py"
+    if doc.exists() and tool.exists():
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("build_rules_doc", tool)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        current = doc.read_text(encoding="utf-8") == module.build(rules_dir)
+        checks.append((f"generated rule reference is current ({doc})",
+                       [] if current else [f"{doc} is not what tools/build_rules_doc.py writes from {rules_dir}"],
+                       "run `python tools/build_rules_doc.py`" if rules_dir.resolve() == DEFAULT_RULES.resolve()
+                       else f"run `python {tool} {rules_dir}`"))
+    return checks
 
 
 def build_parser() -> argparse.ArgumentParser:

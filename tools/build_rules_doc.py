@@ -21,33 +21,33 @@ SYMBOL = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "=", "ne": "!="}
 DOMAIN_ORDER = ["pacing", "sleep", "mood", "anemia", "thyroid", "labs", "meds"]
 
 
-def load_rules() -> list[dict]:
+def load_rules(rules: Path = RULES) -> list[dict]:
     out = []
-    for path in sorted(RULES.rglob("*.yaml")):
-        top = path.relative_to(RULES).parts[0]
+    for path in sorted(rules.rglob("*.yaml")):
+        top = path.relative_to(rules).parts[0]
         if top in ("facts", "valuesets", "examples") or path.name == "ruleset.yaml":
             continue
         doc = yaml.safe_load(path.read_text())
-        doc["_file"] = path.relative_to(ROOT).as_posix()
+        doc["_file"] = path.relative_to(rules.parent).as_posix()
         out.append(doc)
     rank = {d: i for i, d in enumerate(DOMAIN_ORDER)}
     return sorted(out, key=lambda r: (rank.get(r["id"].split(".")[0], 99), r["id"]))
 
 
-def load_facts() -> dict:
+def load_facts(rules: Path = RULES) -> dict:
     facts = {}
-    for path in sorted((RULES / "facts").glob("*.yaml")):
+    for path in sorted((rules / "facts").glob("*.yaml")):
         for name, raw in (yaml.safe_load(path.read_text()).get("facts") or {}).items():
-            facts[name] = dict(raw, _file=path.relative_to(ROOT).as_posix())
+            facts[name] = dict(raw, _file=path.relative_to(rules.parent).as_posix())
     return facts
 
 
-def valueset_titles() -> dict:
+def valueset_titles(rules: Path = RULES) -> dict:
     out = {}
-    for path in sorted((RULES / "valuesets").glob("*.json")):
+    for path in sorted((rules / "valuesets").glob("*.json")):
         doc = json.loads(path.read_text())
         out[path.stem] = doc.get("title") or doc.get("name") or path.stem
-    for path in sorted((RULES / "valuesets").glob("*.yaml")):
+    for path in sorted((rules / "valuesets").glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
         out[path.stem] = (doc.get("valueset") or {}).get("title", path.stem)
     return out
@@ -185,11 +185,13 @@ def rule_section(rule: dict, facts: dict, vs_titles: dict) -> list[str]:
     return out
 
 
-def build() -> str:
-    rules = load_rules()
-    facts = load_facts()
-    vs_titles = valueset_titles()
-    manifest = yaml.safe_load((RULES / "ruleset.yaml").read_text())
+def build(rules_dir: Path = RULES) -> str:
+    """docs/rules.md for a rules tree (by default the repository's rules/); `pacecds test` compares it too."""
+    rules_dir = Path(rules_dir)
+    rules = load_rules(rules_dir)
+    facts = load_facts(rules_dir)
+    vs_titles = valueset_titles(rules_dir)
+    manifest = yaml.safe_load((rules_dir / "ruleset.yaml").read_text())
     lines = [
         "# pacecds rule reference",
         "",
@@ -219,10 +221,14 @@ def build() -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(build())
-    print(f"wrote {OUT.relative_to(ROOT)}")
+def main(argv=None) -> int:
+    """python tools/build_rules_doc.py [RULES_DIR]: writes docs/rules.md beside RULES_DIR (default: rules/)."""
+    argv = sys.argv[1:] if argv is None else argv
+    rules = Path(argv[0]) if argv else RULES
+    out = OUT if not argv else rules.parent / "docs" / "rules.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(build(rules))
+    print(f"wrote {out.relative_to(ROOT) if out == OUT else out}")
     return 0
 
 

@@ -1,10 +1,7 @@
 import json
-import re
-import shutil
-import textwrap
 
 from pacecds.cli import main
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES
 
 PATIENT = str(EXAMPLES / "patients" / "anemia-woman-low-gdl.json")
 
@@ -54,19 +51,3 @@ def test_explain_names_data_not_clearly_about_the_patient(tmp_path, capsys):
     assert ("data note: Observation/hb-anna-1 at bundle.entry[1]: not used, its subject is given only by "
             "identifier") in out
     assert "anemia.low-hemoglobin 1.0.0: not fired" in out
-
-
-def test_readme_walkthrough_rule_validates(tmp_path, capsys):
-    """The 'write your first rule' files in the README must be a working example."""
-    rules = tmp_path / "rules"
-    shutil.copytree(ROOT / "rules", rules)
-    # the walkthrough re-creates the knowledge base's own ferritin fact and iron-deficiency rule: start without them
-    (rules / "facts" / "iron.yaml").unlink(missing_ok=True)
-    (rules / "anemia" / "iron-deficiency.yaml").unlink(missing_ok=True)
-    blocks = [textwrap.dedent(b) for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)]
-    facts = next(b for b in blocks if b.lstrip().startswith("# rules/facts/"))
-    rule = next(b for b in blocks if "id: anemia.iron-deficiency" in b)
-    labs = rules / "facts" / "labs.yaml"
-    labs.write_text(labs.read_text() + "".join(line + "\n" for line in facts.splitlines()[2:]))
-    (rules / "anemia" / "readme-example.yaml").write_text(rule)
-    assert main(["validate", str(rules)]) == 0, capsys.readouterr().out
