@@ -13,12 +13,18 @@ from typing import Any
 
 import yaml
 
-from engine.rulestree import (file_hashes, parse_valueset, read_manifest, read_rules, read_yaml,
-                              sha256_file, valueset_files)
+from engine.rulestree import (
+    file_hashes,
+    parse_valueset,
+    read_manifest,
+    read_rules,
+    read_yaml,
+    sha256_file,
+    valueset_files,
+)
 from fhir_adapter.valuesets import ValueSetError
 
 from .manifest import jsonable, plain_date
-
 
 _OPERATORS = {"lt", "lte", "gt", "gte", "eq", "ne", "in", "not_in", "between", "present", "within_days",
               "older_than_days", "value", "min", "max", "threshold", "param"}

@@ -166,6 +166,7 @@ def generate_release_key(private_path: str | Path) -> tuple[Path, Path]:
 def sign_manifest(rules_dir: str | Path, private_key_path: str | Path, *, signer: str | None = None) -> dict:
     """Add an Ed25519 signature over `signed_payload` to rules/ruleset.yaml."""
     import base64
+
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     path = Path(rules_dir) / MANIFEST
@@ -188,6 +189,7 @@ def sign_manifest(rules_dir: str | Path, private_key_path: str | Path, *, signer
 
 def _signature_problems(manifest: dict, public_keys: list) -> list[str]:
     import base64
+
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import serialization
     trusted = {}

@@ -1,11 +1,11 @@
 """docs/rules.md is generated from the YAML and must match it; the catalog of issue 3 is complete and governed."""
 
-from tests.conftest import load_tool
 from pathlib import Path
 
 import pytest
 
 from engine import load_ruleset
+from tests.conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = [
