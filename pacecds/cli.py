@@ -125,6 +125,10 @@ def _explain_lines(node: dict, depth: int, lines: list) -> None:
 def cmd_test(args) -> int:
     rules_dir = Path(args.rules_dir) if args.rules_dir else DEFAULT_RULES
     examples = Path(args.examples) if args.examples else rules_dir.parent / "tests" / "examples" / "cases.yaml"
+    if not args.examples and not examples.is_file():  # an installed pacecds has rules but no tests/ beside them
+        print(f"pacecds test: no example cases file found (looked for {examples}); "
+              f"give one with --examples CASES.yaml", file=sys.stderr)
+        return 2
     rs = load_ruleset(rules_dir)
     outcomes = run_examples(rs, examples)
     failed = 0

@@ -9,10 +9,9 @@ import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from engine.bundled import RULES_DIR
 
 # CDS Hooks recommends ES384/RS384; ES256/RS256 only when an EHR needs them (by configuration).
 RECOMMENDED_ALGORITHMS = ("ES384", "RS384")
@@ -59,7 +58,7 @@ class ServiceConfig:
     fhir_budget_s: float = 4.0                    # PACECDS_FHIR_BUDGET: all fallback fetching of one request
     fhir_max_pages: int = 20                      # PACECDS_FHIR_MAX_PAGES: `next` links followed per search
     observation_lookback_days: int = 400          # PACECDS_OBSERVATION_LOOKBACK_DAYS: date window of templates
-    rules_dir: str = str(REPO_ROOT / "rules")     # PACECDS_RULES
+    rules_dir: str = str(RULES_DIR)               # PACECDS_RULES (default: the bundled rules)
     dev: bool = False                             # PACECDS_DEV=1 / serve --dev: skip the release-manifest check
     rules_reload_s: float = 0                     # PACECDS_RULES_RELOAD_SECONDS: poll rules/ and hot-reload (0=off)
     ruleset: Any = None                           # an already loaded ruleset (tests, embedding)

@@ -12,10 +12,11 @@ import orjson
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
-from .config import REPO_ROOT
+from engine.bundled import SCHEMA_DIR as BUNDLED_SCHEMAS
+
 from .errors import ApiError
 
-SCHEMA_DIR = REPO_ROOT / "schemas" / "cds-hooks"
+SCHEMA_DIR = BUNDLED_SCHEMAS / "cds-hooks"
 MAX_ERRORS = 5
 
 
