@@ -87,7 +87,7 @@ class _HookProgram:
         self.compiled = CompiledRules(label, expressions)
 
     def message(self, facts: dict[str, Fact], valuesets: dict) -> dict:
-        message = {}
+        message: dict = {}
         for leaf in self.leaves.values():
             conditions.add_to_message(message, leaf, conditions.leaf_inputs(leaf, facts, valuesets))
         return message

@@ -215,7 +215,7 @@ def diff_trees(old_dir: str | Path, new_dir: str | Path) -> dict:
     # Everything else (facts, tables, the manifest): by file, field by field where YAML/JSON.
     rule_files = {f for f, _ in old_rules.values()} | {f for f, _ in new_rules.values()}
     oh, nh = file_hashes(old_root), file_hashes(new_root)
-    others = {"added": [], "removed": [], "changed": []}
+    others: dict[str, list] = {"added": [], "removed": [], "changed": []}
     for rel in sorted(set(oh) | set(nh)):
         if rel in rule_files or rel.startswith("valuesets/"):
             continue
