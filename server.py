@@ -16,9 +16,8 @@ from flask import Flask, request
 from flask_cors import CORS
 
 from engine.cards import prune
-
 from service import errors, handlers
-from service.auth import AuthError, Authenticator
+from service.auth import Authenticator, AuthError
 from service.config import ConfigError, ServiceConfig, is_loopback
 from service.errors import ApiError, json_response
 from service.validation import parse_json_body
@@ -173,8 +172,8 @@ def _load_ruleset(cfg: ServiceConfig):
     """A RulesetHolder over cfg.rules_dir: only a tree that loads (and, outside a development run, matches its
     release manifest) is ever served; a broken edit leaves the serving ruleset in place."""
     from engine import RulesetLoadError
-    from governance.manifest import check_manifest, enforce_manifest
     from engine.serving import RulesetHolder
+    from governance.manifest import check_manifest, enforce_manifest
 
     if cfg.development_run:
         enforce_manifest(cfg.rules_dir, development=True, log=log)  # problems are logged, not fatal

@@ -108,7 +108,7 @@ class CompiledRules:
         JSON round trips per action, ~35 us each): our actions only note which rule fired."""
         rules = self._rules
         state = rules._handle_result(_native.assert_fact(rules._handle, text), text)
-        fired = set()
+        fired: set[str] = set()
         started = _native.start_action_for_state(rules._handle, state)  # (session state, first action) or None
         action = started[1] if started else None
         while action:

@@ -280,10 +280,11 @@ def _link_fact_inputs(fact_docs: list, facts: dict, errors: _Collector) -> None:
                 continue
             inputs = []
             for key in ("activity", "symptom"):
-                other = facts.get(raw.get(key))
-                if other is None and raw.get(key) in errors.unavailable_facts:
-                    errors.add(doc.position(("facts", name, key)), f"{key}: fact '{raw.get(key)}' is not available: "
-                               f"{errors.unavailable_facts[raw.get(key)]} has errors")
+                input_name = str(raw.get(key))
+                other = facts.get(input_name)
+                if other is None and input_name in errors.unavailable_facts:
+                    errors.add(doc.position(("facts", name, key)), f"{key}: fact '{input_name}' is not available: "
+                               f"{errors.unavailable_facts[input_name]} has errors")
                     break
                 if other is None or other.kind != "daily_series":
                     errors.add(doc.position(("facts", name, key)),

@@ -11,8 +11,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fhir_adapter.facts import Fact, derive_facts, is_number
 from fhir_adapter import InputError, PatientData, ResourceValidator, pool_request
+from fhir_adapter.facts import Fact, derive_facts, is_number
 from fhir_adapter.selection import ResourceSelector
 
 from . import conditions
@@ -87,7 +87,7 @@ class _HookProgram:
         self.compiled = CompiledRules(label, expressions)
 
     def message(self, facts: dict[str, Fact], valuesets: dict) -> dict:
-        message = {}
+        message: dict = {}
         for leaf in self.leaves.values():
             conditions.add_to_message(message, leaf, conditions.leaf_inputs(leaf, facts, valuesets))
         return message

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 from . import ucum
+from .codes import codeable_name as _codeable_name
 from .pooling import PatientData
 from .valuesets import MEMO_MAX_CHARS, ValueSet, code_key
 
@@ -453,19 +454,6 @@ def _slope(xs, ys) -> float:
 
 
 # -- conditions, medications, goals, patient ---------------------------------------------
-
-def _codeable_name(codeable: dict | None) -> str:
-    codeable = codeable or {}
-    if codeable.get("text"):
-        return codeable["text"]
-    for coding in codeable.get("coding") or []:
-        if coding.get("display"):
-            return coding["display"]
-    for coding in codeable.get("coding") or []:
-        if coding.get("code"):
-            return coding["code"]
-    return "unnamed"
-
 
 def _status_code(codeable: dict | None) -> str | None:
     for coding in (codeable or {}).get("coding") or []:

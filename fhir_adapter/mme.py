@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import ucum
+from .codes import codeable_name
 from .valuesets import normalize_code
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -126,9 +127,7 @@ def _kind_of_unit(unit: str | None) -> str | None:
 
 
 def daily_mme(resource: dict, concept: dict | None, table: dict, factors: dict) -> MmeResult:
-    from .facts import _codeable_name
-
-    name = _codeable_name(concept)
+    name = codeable_name(concept)
     out = MmeResult(name)
     row = product_row(concept, table)
     if row is None:

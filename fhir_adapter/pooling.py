@@ -160,11 +160,11 @@ class Pool:
         return [place(self.locations[id(r)]) for r in self.resources()]
 
     def patient_data(self, *, hook: str | None, hook_instance: str | None = None, context: dict | None = None,
-                     draft_orders: list[dict] = ()) -> PatientData:
+                     draft_orders: list[dict] | None = None) -> PatientData:
         data = PatientData(patient_id=self.patient_id, hook=hook, hook_instance=hook_instance,
                            by_type=self.by_type, context=context or {}, locations=self.locations,
                            not_used=self.not_used, dropped_other_patient=self.dropped_other_patient)
-        data.draft_orders = list(draft_orders)
+        data.draft_orders = list(draft_orders or [])
         return data
 
 

@@ -9,7 +9,6 @@ from engine.rulestree import MANIFEST, read_fact_definitions, read_rules
 
 from .manifest import jsonable, plain_date
 
-
 # Input data elements HTI-1 asks an evidence-based DSI to disclose, and the fact names
 # (as the rules name them) that count as using them.
 _HTI1_INPUTS = {

@@ -13,12 +13,18 @@ from typing import Any
 
 import yaml
 
-from engine.rulestree import (file_hashes, parse_valueset, read_manifest, read_rules, read_yaml,
-                              sha256_file, valueset_files)
+from engine.rulestree import (
+    file_hashes,
+    parse_valueset,
+    read_manifest,
+    read_rules,
+    read_yaml,
+    sha256_file,
+    valueset_files,
+)
 from fhir_adapter.valuesets import ValueSetError
 
 from .manifest import jsonable, plain_date
-
 
 _OPERATORS = {"lt", "lte", "gt", "gte", "eq", "ne", "in", "not_in", "between", "present", "within_days",
               "older_than_days", "value", "min", "max", "threshold", "param"}
@@ -209,7 +215,7 @@ def diff_trees(old_dir: str | Path, new_dir: str | Path) -> dict:
     # Everything else (facts, tables, the manifest): by file, field by field where YAML/JSON.
     rule_files = {f for f, _ in old_rules.values()} | {f for f, _ in new_rules.values()}
     oh, nh = file_hashes(old_root), file_hashes(new_root)
-    others = {"added": [], "removed": [], "changed": []}
+    others: dict[str, list] = {"added": [], "removed": [], "changed": []}
     for rel in sorted(set(oh) | set(nh)):
         if rel in rule_files or rel.startswith("valuesets/"):
             continue

@@ -174,6 +174,7 @@ def generate_release_key(private_path: str | Path) -> tuple[Path, Path]:
 def sign_manifest(rules_dir: str | Path, private_key_path: str | Path, *, signer: str | None = None) -> dict:
     """Add an Ed25519 signature over `signed_payload` to rules/ruleset.yaml."""
     import base64
+
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     path = Path(rules_dir) / MANIFEST
@@ -196,27 +197,31 @@ def sign_manifest(rules_dir: str | Path, private_key_path: str | Path, *, signer
 
 def _signature_problems(manifest: dict, public_keys: list) -> list[str]:
     import base64
+
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import serialization
-    trusted = {}
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    trusted: dict[str, Ed25519PublicKey] = {}
     for k in public_keys:
         try:
             pub = serialization.load_pem_public_key(Path(str(k).strip()).read_bytes())
-            trusted[_key_id(pub)] = pub
         except (OSError, ValueError) as e:
             return [f"cannot read trusted release key {k}: {e}"]
+        if not isinstance(pub, Ed25519PublicKey):  # releases are signed with Ed25519 only
+            return [f"trusted release key {k} is not an Ed25519 public key"]
+        trusted[_key_id(pub)] = pub
     sigs = [s for s in manifest.get("signatures") or [] if isinstance(s, dict)]
     if not sigs:
         return ["the release is not signed (trusted release keys are configured)"]
     payload = signed_payload(manifest)
-    untrusted = []
+    untrusted: list[str] = []
     for s in sigs:
-        pub = trusted.get(s.get("keyid"))
-        if pub is None:
+        found = trusted.get(str(s.get("keyid")))
+        if found is None:
             untrusted.append(str(s.get("keyid")))
             continue
         try:
-            pub.verify(base64.b64decode(s.get("value", "")), payload)
+            found.verify(base64.b64decode(s.get("value", "")), payload)
             return []
         except (InvalidSignature, ValueError):
             return [f"the signature by key {s.get('keyid')} does not match the manifest "

@@ -24,6 +24,7 @@ from engine.ruleset import parse_now as engine_parse_now
 from fhir_adapter import InputError
 from governance.cli import register_governance_commands
 from governance.manifest import check_manifest
+from governance.reference import build as build_reference
 
 from .serve import register_commands as register_serve_command
 
@@ -126,6 +127,10 @@ def _explain_lines(node: dict, depth: int, lines: list) -> None:
 def cmd_test(args) -> int:
     rules_dir = Path(args.rules_dir) if args.rules_dir else DEFAULT_RULES
     examples = Path(args.examples) if args.examples else rules_dir.parent / "tests" / "examples" / "cases.yaml"
+    if not args.examples and not examples.is_file():  # an installed pacecds has rules but no tests/ beside them
+        print(f"pacecds test: no example cases file found (looked for {examples}); "
+              f"give one with --examples CASES.yaml", file=sys.stderr)
+        return 2
     rs = load_ruleset(rules_dir)
     outcomes = run_examples(rs, examples)
     failed = 0
@@ -156,20 +161,14 @@ def _ci_checks(rules_dir: Path) -> list[tuple[str, list[str], str]]:
     else:
         fix = f"run `pacecds release {rules_dir}` (with `--version X.Y.Z --approved-by NAME` for a new release)"
     checks.append(("release manifest matches the rules (rules/ruleset.yaml)", problems, fix))
-    # docs/rules.md beside the rules tree is generated from it by tools/build_rules_doc.py
+    # docs/rules.md beside the rules tree is generated from it (governance.reference, tools/build_rules_doc.py)
     doc = rules_dir.parent / "docs" / "rules.md"
-    tool = Path(__file__).resolve().parent.parent / "tools" / "build_rules_doc.py"
-    if doc.exists() and tool.exists():
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("build_rules_doc", tool)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        current = doc.read_text(encoding="utf-8") == module.build(rules_dir)
+    if doc.exists():
+        current = doc.read_text(encoding="utf-8") == build_reference(rules_dir)
         checks.append((f"generated rule reference is current ({doc})",
                        [] if current else [f"{doc} is not what tools/build_rules_doc.py writes from {rules_dir}"],
                        "run `python tools/build_rules_doc.py`" if rules_dir.resolve() == DEFAULT_RULES.resolve()
-                       else f"run `python {tool} {rules_dir}`"))
+                       else f"run `python tools/build_rules_doc.py {rules_dir}`"))
     return checks
 
 

@@ -9,7 +9,6 @@ import os
 import sys
 
 from server import create_app
-
 from service.config import ConfigError, ServiceConfig, is_loopback
 
 log = logging.getLogger("pacecds.service")

@@ -13,7 +13,6 @@ from typing import Any, Mapping
 
 from engine.bundled import RULES_DIR
 
-
 # CDS Hooks recommends ES384/RS384; ES256/RS256 only when an EHR needs them (by configuration).
 RECOMMENDED_ALGORITHMS = ("ES384", "RS384")
 PERMITTED_ALGORITHMS = frozenset({"ES384", "RS384", "ES256", "RS256"})
@@ -59,7 +58,7 @@ class ServiceConfig:
     fhir_budget_s: float = 4.0                    # PACECDS_FHIR_BUDGET: all fallback fetching of one request
     fhir_max_pages: int = 20                      # PACECDS_FHIR_MAX_PAGES: `next` links followed per search
     observation_lookback_days: int = 400          # PACECDS_OBSERVATION_LOOKBACK_DAYS: date window of templates
-    rules_dir: str = str(RULES_DIR)     # PACECDS_RULES
+    rules_dir: str = str(RULES_DIR)               # PACECDS_RULES (default: the bundled rules)
     dev: bool = False                             # PACECDS_DEV=1 / serve --dev: skip the release-manifest check
     rules_reload_s: float = 0                     # PACECDS_RULES_RELOAD_SECONDS: poll rules/ and hot-reload (0=off)
     ruleset: Any = None                           # an already loaded ruleset (tests, embedding)

@@ -48,7 +48,7 @@ class FetchPolicy:
 class Gathered:
     missing: list[str] = field(default_factory=list)   # human-readable: "observations (FHIR server timed out)"
     fetched: list[str] = field(default_factory=list)   # keys fetched from fhirServer
-    pool: Pool | None = None  # everything the client sent and we fetched, pooled by the adapter
+    pool: Pool = field(default_factory=lambda: Pool(None))  # what the client sent and we fetched, pooled
 
 
 class FhirClient:
@@ -183,7 +183,7 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
     context = request["context"]
     prefetch = request.get("prefetch") or {}
     pool = Pool(str(context.get("patientId")), request.get("fhirServer"))
-    out = Gathered()
+    out = Gathered(pool=pool)
     needs_fetch: list[PrefetchSpec] = []
     incomplete: dict[str, dict] = {}   # key -> first page with a next link
     our_keys = {s.key for s in specs}
@@ -288,7 +288,6 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
         out.missing.append(f"{key} ({reason})")
         log.info("prefetch %s unavailable: %s", key, reason)
 
-    out.pool = pool
     if pool.dropped_other_patient:
         log.warning("dropped %d prefetched resources that belong to another patient", pool.dropped_other_patient)
     return out

@@ -12,11 +12,11 @@ import orjson
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
-from engine.bundled import SCHEMA_DIR as _SCHEMAS
+from engine.bundled import SCHEMA_DIR as BUNDLED_SCHEMAS
 
 from .errors import ApiError
 
-SCHEMA_DIR = _SCHEMAS / "cds-hooks"
+SCHEMA_DIR = BUNDLED_SCHEMAS / "cds-hooks"
 MAX_ERRORS = 5
 
 

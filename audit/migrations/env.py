@@ -3,8 +3,8 @@
 Run by `AuditStore.migrate()` with an open connection (in `config.attributes`), or by
 the alembic CLI with `-x url=...` / PACECDS_DATABASE_URL.
 """
-from alembic import context
 import sqlalchemy as sa
+from alembic import context
 
 VERSION_TABLE = "pacecds_audit_alembic_version"
 config = context.config

@@ -74,10 +74,10 @@ def test_every_error_in_every_file_in_one_run(rules_copy, capsys):
     assert main(["validate", str(rules_copy)]) == 1
     out = capsys.readouterr()
     lines = out.out.splitlines()
-    assert any("iron-deficiency.yaml" in l and "unknown fact 'ferritn'" in l for l in lines)
-    assert any("iron-deficiency.yaml" in l and "unknown parameter 'treshold'" in l for l in lines)
-    assert any("tsh-abnormal.yaml:3:" in l and "status" in l for l in lines)
-    assert any("demographics.yaml" in l and "facts.age.field" in l for l in lines)
+    assert any("iron-deficiency.yaml" in line and "unknown fact 'ferritn'" in line for line in lines)
+    assert any("iron-deficiency.yaml" in line and "unknown parameter 'treshold'" in line for line in lines)
+    assert any("tsh-abnormal.yaml:3:" in line and "status" in line for line in lines)
+    assert any("demographics.yaml" in line and "facts.age.field" in line for line in lines)
     assert f"{len(lines)} error(s)" in out.err
 
 

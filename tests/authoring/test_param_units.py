@@ -5,7 +5,7 @@ import json
 import pytest
 
 from engine import load_ruleset
-from engine.loader import RulesetLoadError, SUMMARY_MAX, load_tree
+from engine.loader import SUMMARY_MAX, RulesetLoadError, load_tree
 from engine.templates import NUMBER_WIDTH, Quantity, Template, display_unit, format_value
 from tests.conftest import EXAMPLES, NOW
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.loader import load_tree, RulesetLoadError
+from engine.loader import RulesetLoadError, load_tree
 from engine.yamlpos import YamlError, load_yaml
 
 

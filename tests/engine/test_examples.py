@@ -29,9 +29,9 @@ def test_every_rule_has_a_firing_and_a_non_firing_example(ruleset):
 
 
 def test_pacecds_test_command_fails_on_a_wrong_expectation(tmp_path, capsys):
-    from pacecds.cli import main
-
     import yaml
+
+    from pacecds.cli import main
 
     wrong = [dict(CASES[0], input=str(EXAMPLES / CASES[0]["input"]), fires=[], does_not_fire=CASES[0]["fires"])]
     cases = tmp_path / "cases.yaml"

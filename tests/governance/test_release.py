@@ -133,3 +133,17 @@ def test_unsigned_release_is_refused_when_keys_are_configured(tree, tmp_path, ca
     write_manifest(tree, approvals=[{"by": "Dr Chair", "date": "2026-11-25"}])
     assert check_manifest(tree) == []
     assert any("not signed" in p for p in check_manifest(tree, public_keys=[str(key) + ".pub"]))
+
+
+def test_a_trusted_release_key_that_is_not_ed25519_is_named_as_such(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from governance.manifest import _signature_problems
+
+    pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    key = tmp_path / "ec.pub"
+    key.write_bytes(pem)
+    manifest = {"signatures": [{"keyid": "x", "algorithm": "ed25519", "value": ""}]}
+    assert _signature_problems(manifest, [str(key)]) == [f"trusted release key {key} is not an Ed25519 public key"]

@@ -97,8 +97,8 @@ def test_malformed_codes_are_validated_not_skipped(ruleset, code):
 @pytest.mark.parametrize("name", _examples() + ["generated-standard", "generated-small"])
 def test_skipping_unread_resources_changes_no_fact(ruleset, name):
     """Facts from the validated pool (unread resources skipped) equal facts from every resource of the input."""
-    from fhir_adapter.facts import derive_facts
     from fhir_adapter import pool_request
+    from fhir_adapter.facts import derive_facts
 
     if name.startswith("generated-"):
         doc, now = make_bundle(name.split("-")[1], patient_id=name), BENCH_NOW

@@ -1,15 +1,15 @@
 """The knowledge-base example patients: reproducible, valid, and mutually exclusive pacing advice."""
 
 import datetime as dt
-from tests.conftest import load_tool
 import json
 from pathlib import Path
 
 import pytest
 
 from engine import load_ruleset
-from engine.templates import Template, format_value
 from engine.loader import RulesetLoadError
+from engine.templates import Template, format_value
+from tests.conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 PATIENTS = ROOT / "tests" / "examples" / "patients"

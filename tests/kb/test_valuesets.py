@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from tests.conftest import load_tool
 import json
 import re
 from pathlib import Path
 
 import pytest
 from fhir.resources.R4B.valueset import ValueSet
+
+from tests.conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 VS_DIR = ROOT / "rules" / "valuesets"

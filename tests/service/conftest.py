@@ -10,8 +10,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from engine import load_ruleset
 from audit import AuditStore
+from engine import load_ruleset
 from server import create_app
 from service.config import ServiceConfig
 
@@ -54,7 +54,6 @@ def service_aud(service_id: str) -> str:
 
 
 from tests.conftest import walk  # noqa: E402,F401 - re-exported for the service tests
-
 
 # --------------------------------------------------------------------------- example patients
 

@@ -6,7 +6,6 @@ import json
 import re
 from urllib.parse import parse_qsl, urlsplit
 
-
 from service.services import build_prefetch
 from service.validation import is_valid
 from tests.service.conftest import fixture, full_prefetch, order_request, patient, patient_view_request, walk

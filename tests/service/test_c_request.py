@@ -1,7 +1,6 @@
 """Checklist section C: request handling of POST /cds-services/{id}."""
 from __future__ import annotations
 
-
 import pytest
 
 from tests.service.conftest import fixture, full_prefetch, order_request, patient, patient_view_request

@@ -9,8 +9,15 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from service.services import UnexpandableTemplate, expand
-from tests.service.conftest import (PATIENT_ID, fixture, full_prefetch, hb_observation, patient,
-                                    patient_view_request, searchset)
+from tests.service.conftest import (
+    PATIENT_ID,
+    fixture,
+    full_prefetch,
+    hb_observation,
+    patient,
+    patient_view_request,
+    searchset,
+)
 from tests.service.fhir_server import FhirTestServer
 
 PV = "/cds-services/pacing-review"

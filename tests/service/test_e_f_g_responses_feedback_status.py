@@ -8,8 +8,18 @@ import re
 import pytest
 
 from service.validation import is_valid
-from tests.service.conftest import (PUBLIC_URL, bearer, fixture, full_prefetch, hb_observation, mint, order_request,
-                                    patient, patient_view_request, walk)
+from tests.service.conftest import (
+    PUBLIC_URL,
+    bearer,
+    fixture,
+    full_prefetch,
+    hb_observation,
+    mint,
+    order_request,
+    patient,
+    patient_view_request,
+    walk,
+)
 
 PV = "/cds-services/pacing-review"
 FB = "/cds-services/pacing-review/feedback"
@@ -272,6 +282,7 @@ def test_G_healthz_names_the_serving_ruleset(client, bundled_ruleset):
 def test_design_patient_isolation_under_concurrency(make_app):
     """16 threads, each its own patient with its own hemoglobin: no card ever shows another patient's value."""
     import threading
+
     from tests.service.conftest import searchset
 
     app = make_app()

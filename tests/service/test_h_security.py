@@ -14,8 +14,18 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from service.auth import load_trusted_issuers
 from service.config import ConfigError, ServiceConfig
-from tests.service.conftest import (ISS, KID, PUBLIC_JWKS, PUBLIC_URL, bearer, fixture, mint,
-                                    patient, patient_view_request, service_aud)
+from tests.service.conftest import (
+    ISS,
+    KID,
+    PUBLIC_JWKS,
+    PUBLIC_URL,
+    bearer,
+    fixture,
+    mint,
+    patient,
+    patient_view_request,
+    service_aud,
+)
 
 DISCOVERY_AUD = f"{PUBLIC_URL}/cds-services"
 PV = "pacing-review"
@@ -283,7 +293,8 @@ def test_H9_hs256_with_public_key_rejected(auth_client):
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     payload = {"iss": ISS, "aud": service_aud(PV), "exp": int(time.time()) + 60, "iat": int(time.time()),
                "jti": "hs1"}
-    import hashlib, hmac  # noqa: E401
+    import hashlib  # noqa: E401
+    import hmac
     seg = lambda d: jwt.utils.base64url_encode(json.dumps(d).encode()).decode()  # noqa: E731
     for secret in (pub, json.dumps(PUBLIC_JWKS["keys"][0]).encode(), PUBLIC_JWKS["keys"][0]["x"].encode()):
         signing = f"{seg({'alg': 'HS256', 'typ': 'JWT', 'kid': KID})}.{seg(payload)}"

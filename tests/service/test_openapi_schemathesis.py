@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 import yaml
 from hypothesis import HealthCheck, given, settings
-
+from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service import openapi

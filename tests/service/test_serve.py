@@ -17,8 +17,7 @@ import pytest
 
 from pacecds.cli import main as pacecds
 from server import create_app
-from service.config import is_loopback
-from service.config import ConfigError, ServiceConfig
+from service.config import ConfigError, ServiceConfig, is_loopback
 from tests.service.conftest import ISS, PUBLIC_JWKS, RULES_DIR
 
 REPO = Path(__file__).resolve().parents[2]

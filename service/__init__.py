@@ -1,0 +1,1 @@
+"""The CDS Hooks HTTP layer: auth, config, prefetch, validation, handlers (below server, above audit/governance)."""
