@@ -7,6 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from engine.bundled import RULES_DIR
 from engine.rulestree import MANIFEST, read_manifest
 
 from .attributes import format_source_attributes_markdown, ruleset_source_attributes
@@ -44,7 +45,8 @@ def register_governance_commands(subparsers) -> None:
     d.set_defaults(func=cmd_diff)
 
     s = subparsers.add_parser("rules", help="list rules with their source attributes (HTI-1)")
-    s.add_argument("--rules", dest="rules_dir", default="rules", metavar="DIR")
+    s.add_argument("--rules", dest="rules_dir", default=str(RULES_DIR), metavar="DIR",
+                   help="rules directory (default: the bundled rules)")
     s.add_argument("--format", choices=("json", "markdown"), default="markdown")
     s.add_argument("rule_id", nargs="?", help="only this rule")
     s.set_defaults(func=cmd_rules)
