@@ -150,8 +150,14 @@ def _place(where: str | tuple) -> str:
     return where if isinstance(where, str) else f"{where[0]}.entry[{where[1]}]"
 
 
-@lru_cache(maxsize=None)
+TYPE_NAME_MAX_CHARS = 100  # no FHIR R4B model name is longer (the longest has 80 characters)
+
+
 def _known_type(rtype: str) -> bool:
+    """Whether fhir.resources has a model of this name; a caller's long string is refused unlooked-up, and
+    neither it nor any unknown name is kept (get_fhir_model_class's own lru_cache keeps known names only)."""
+    if len(rtype) > TYPE_NAME_MAX_CHARS:
+        return False
     try:
         get_fhir_model_class(rtype)
         return True
