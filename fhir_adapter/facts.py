@@ -252,8 +252,15 @@ def _per_chart(data: PatientData, key, compute):
         return _per_evaluation(data, key, compute)
     found = data.chart.get(key)
     if found is None:
+        # bounded: a chart is one patient's (a key names the patient), so a few keys; and no long string a
+        # caller sent (a patientId) is kept beyond its request
+        if len(data.chart) >= PER_CHART_MAX or any(type(k) is str and len(k) > 64 for k in key):
+            return _per_evaluation(data, key, compute)
         found = data.chart[key] = compute()
     return found
+
+
+PER_CHART_MAX = 8  # results kept per chart content (docs/caches.md)
 
 
 def _observation_values(definition: FactDefinition, data: PatientData, now: dt.datetime, fact: Fact,
