@@ -313,7 +313,7 @@ class ResourceValidator:
             self._parts[part] = getattr(instance, name)
 
 
-PART_MAX_BYTES = 4096  # elements kept by _reusing: a code, a subject, a category are far smaller (docs/caches.md)
+PART_MAX_BYTES = 1024  # elements kept by _reusing: a code, a subject, a category are ~30-200 bytes (docs/caches.md)
 
 
 def _json_bytes(value) -> bytes:

@@ -18,7 +18,7 @@ _CODED_KINDS = {"Observation": {"observation", "daily_series", "series_pair"}, "
 # (series_pair, medication_classes and opioid_mme carry the union of the codes they read in FactDefinition.codes)
 
 
-SELECTOR_MEMO_MAX = 50_000  # (type, system, code) answers kept per selector (docs/caches.md)
+SELECTOR_MEMO_MAX = 16_384  # (type, system, code) answers kept per selector (docs/caches.md)
 
 
 class ResourceSelector:
