@@ -59,7 +59,8 @@ def variants(ruleset) -> dict:
             lambda: setattr(resources, "_known_type", plain))
     out["resources._members"] = _lru_off(resources, "_members")
     out["ucum._parse_memo"] = _lru_off(ucum, "_parse_memo" if hasattr(ucum, "_parse_memo") else "parse")
-    out["valuesets._cached_key"] = _lru_off(valuesets, "_cached_key")
+    if hasattr(valuesets, "_cached_key"):  # removed (docs/caches.md)
+        out["valuesets._cached_key"] = _lru_off(valuesets, "_cached_key")
     out["facts._one_key"] = _lru_off(facts, "_one_key")
     out["facts._parse_time_memo"] = _lru_off(facts, "_parse_time_memo")
     out["facts._utc_day"] = _lru_off(facts, "_utc_day")
@@ -91,9 +92,10 @@ def variants(ruleset) -> dict:
                                     lambda: setattr(facts, "_per_evaluation", per_eval))
     both = [_lru_off(facts, "_one_key"), _lru_off(facts, "_parse_time_memo")]
     out["facts._one_key and facts._parse_time_memo"] = (lambda: [f[0]() for f in both], lambda: [f[1]() for f in both])
-    codes = [_lru_off(facts, "_one_key"), _lru_off(valuesets, "_cached_key")]
-    out["facts._one_key and valuesets._cached_key"] = (lambda: [f[0]() for f in codes],
-                                                         lambda: [f[1]() for f in codes])
+    if hasattr(valuesets, "_cached_key"):
+        codes = [_lru_off(facts, "_one_key"), _lru_off(valuesets, "_cached_key")]
+        out["facts._one_key and valuesets._cached_key"] = (lambda: [f[0]() for f in codes],
+                                                             lambda: [f[1]() for f in codes])
     out["audit._token_like_memo"] = _lru_off(audit_record, "_token_like_memo")
     out["audit._forbidden_key_memo"] = _lru_off(audit_record, "_forbidden_key_memo")
     return out
