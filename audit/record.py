@@ -38,7 +38,7 @@ def _token_like(text: str) -> bool:
     return _token_like_memo(text) if len(text) <= 256 else _TOKEN_RE.search(text) is not None
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=16_384)  # worst case ~6 MB (256-character strings; docs/caches.md)
 def _token_like_memo(text: str) -> bool:
     return _TOKEN_RE.search(text) is not None
 

@@ -36,7 +36,7 @@ class RulesetLoadError(Exception):
         self.errors = errors
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=16)  # schema file names in this code, a handful (docs/caches.md)
 def schema_validator(name: str) -> Draft202012Validator:
     schema = json.loads((SCHEMA_DIR / name).read_text())
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)

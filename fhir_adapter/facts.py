@@ -207,12 +207,20 @@ def _readings(data: PatientData) -> tuple[list, dict[tuple, list[int]]]:
                 by_code.setdefault((codings[0]["system"], codings[0]["code"]), []).append(i)  # normalised below
             else:
                 for key in coding_keys(obs.get("code")):
-                    index.setdefault(key, []).append(i)
+                    if _short_key(key):
+                        index.setdefault(key, []).append(i)
         for (system, code), positions in by_code.items():  # normalised once per distinct code
             for key in coding_keys({"coding": [{"system": system, "code": code}]}):
-                index.setdefault(key, []).extend(positions)
+                if _short_key(key):
+                    index.setdefault(key, []).extend(positions)
         return times, index
-    return _per_chart(data, "readings", compute)
+    return _per_chart(data, ("readings",), compute)
+
+
+def _short_key(key: tuple[str, str]) -> bool:
+    """Index keys are kept with the chart: a code longer than any fact's (MEMO_MAX_CHARS) is no fact's code,
+    so it is left out rather than kept for as long as the chart is remembered."""
+    return len(key[0]) + len(key[1]) <= MEMO_MAX_CHARS
 
 
 def _per_evaluation(data: PatientData, key, compute):
@@ -232,8 +240,15 @@ def _per_chart(data: PatientData, key, compute):
         return _per_evaluation(data, key, compute)
     found = data.chart.get(key)
     if found is None:
+        # bounded: a few fixed keys per chart (the chart holds only this patient's resources: identity is
+        # decided when they are pooled, so no key needs to name the patient)
+        if len(data.chart) >= PER_CHART_MAX:
+            return _per_evaluation(data, key, compute)
         found = data.chart[key] = compute()
     return found
+
+
+PER_CHART_MAX = 8  # results kept per chart content (docs/caches.md)
 
 
 def _observation_values(definition: FactDefinition, data: PatientData, now: dt.datetime, fact: Fact,
@@ -474,7 +489,7 @@ def coding_keys(codeable: dict | None) -> frozenset:
     return frozenset(keys)
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=16_384)  # keys of at most MEMO_MAX_CHARS: 7.8 MB worst case, measured (docs/caches.md)
 def _one_key(system: str, code: str) -> frozenset:
     key = code_key(system, code)
     return frozenset() if key is None else frozenset((key,))

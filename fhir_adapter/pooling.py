@@ -10,7 +10,6 @@ and named (PatientData.not_used), so explain and the audit record can say why it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from fhir.resources.R4B import get_fhir_model_class
 
@@ -83,8 +82,14 @@ def place(where: str | tuple) -> str:
     return f"{place(inner)}.entry[{i}]"
 
 
-@lru_cache(maxsize=None)
+TYPE_NAME_MAX_CHARS = 100  # no FHIR R4B model name is longer (the longest has 80 characters)
+
+
 def _known_type(rtype: str) -> bool:
+    """Whether fhir.resources has a model of this name; a caller's long string is refused unlooked-up, and
+    neither it nor any unknown name is kept (get_fhir_model_class's own lru_cache keeps known names only)."""
+    if len(rtype) > TYPE_NAME_MAX_CHARS:
+        return False
     try:
         get_fhir_model_class(rtype)
         return True

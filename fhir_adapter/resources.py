@@ -130,7 +130,10 @@ class ResourceValidator:
                     type(value) is list and value and all(type(v) is dict for v in value))):
                 continue
             # a digest, not the JSON: orjson's output buffers are over-allocated (~2 kB each held in memory)
-            part = (model, key, content_digest(value))
+            text = _json_bytes(value)
+            if len(text) > PART_MAX_BYTES:
+                continue  # validated with its resource, never kept: what is kept is bounded in bytes too
+            part = (model, key, hashlib.sha256(text).digest())
             hit = self._parts.get(part)
             if hit is None:
                 fresh.append((part, name))
@@ -143,6 +146,16 @@ class ResourceValidator:
             self._parts[part] = getattr(instance, name)
 
 
+PART_MAX_BYTES = 1024  # elements kept by _reusing: a code, a subject, a category are ~30-200 bytes (docs/caches.md)
+
+
+def _json_bytes(value) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # an integer beyond 64 bits (the stdlib parser accepts them): the stdlib writes it
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def content_digest(value) -> bytes:
     """SHA-256 of a JSON value's serialisation: the key of what was validated before.
 
@@ -150,14 +163,10 @@ def content_digest(value) -> bytes:
     the same content with its members in another order merely misses. SHA-256, not a faster
     non-cryptographic hash, because a collision would let an unvalidated resource through; it is also
     the fastest hashlib digest here (CPU SHA extensions)."""
-    try:
-        text = orjson.dumps(value)
-    except TypeError:  # an integer beyond 64 bits (the stdlib parser accepts them): the stdlib writes it
-        text = json.dumps(value, separators=(",", ":")).encode()
-    return hashlib.sha256(text).digest()
+    return hashlib.sha256(_json_bytes(value)).digest()
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=1024)  # keyed by model class: fhir.resources R4B has 703 (docs/caches.md)
 def _members(model) -> dict[str, str]:
     """JSON member name (alias or field name) -> attribute name, for the members of a FHIR model."""
     out = {}

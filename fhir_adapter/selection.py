@@ -18,6 +18,9 @@ _CODED_KINDS = {"Observation": {"observation", "daily_series", "series_pair"}, "
 # (series_pair, medication_classes and opioid_mme carry the union of the codes they read in FactDefinition.codes)
 
 
+SELECTOR_MEMO_MAX = 16_384  # (type, system, code) answers kept per selector (docs/caches.md)
+
+
 class ResourceSelector:
     """needed(resource): False only for a resource that no fact of the hook can read.
 
@@ -68,7 +71,7 @@ class ResourceSelector:
             if hit is None:
                 key = code_key(system, code)
                 hit = key is not None and key in keys
-                if len(self._memo) >= 50_000:
+                if len(self._memo) >= SELECTOR_MEMO_MAX:
                     self._memo.clear()
                 if len(system or "") + len(code or "") <= MEMO_MAX_CHARS:
                     self._memo[sc] = hit

@@ -76,9 +76,17 @@ def _term(text: str) -> tuple[float, tuple]:
     return factor, dim
 
 
-@lru_cache(maxsize=512)
+UNIT_MEMO_MAX_CHARS = 64  # a unit a caller sent is memoised only if short (real UCUM units are a few characters)
+
+
 def parse(unit: str) -> tuple[float, tuple]:
     """Return (factor to base units, dimension) for a UCUM unit string."""
+    if type(unit) is str and len(unit) <= UNIT_MEMO_MAX_CHARS:
+        return _parse_memo(unit)
+    return _parse(unit)
+
+
+def _parse(unit: str) -> tuple[float, tuple]:
     if unit is None:
         raise UnitError("missing unit")
     unit = _ALIASES.get(unit.strip(), unit.strip())
@@ -99,6 +107,9 @@ def parse(unit: str) -> tuple[float, tuple]:
             factor /= f
             dim = tuple(a - b for a, b in zip(dim, d))
     return factor, dim
+
+
+_parse_memo = lru_cache(maxsize=512)(_parse)  # the units of a chart and of the rules repeat; see docs/caches.md
 
 
 def conversion_factor(from_unit: str, to_unit: str) -> float:

@@ -36,7 +36,7 @@ def _type_without_repr(validator, types, instance, schema):
 _Validator = validators.extend(Draft202012Validator, {"type": _type_without_repr})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=16)  # "request", "feedback", "context-<served hook>" (docs/caches.md)
 def validator(name: str) -> Draft202012Validator:
     schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
