@@ -3,7 +3,7 @@ full it is now. docs/caches.md has one row per entry (what it keys on, what it s
 cannot carry one patient's data into another's response); tests/hardening/test_cache_bounds.py fills them with
 hostile input and checks each stays within its bound.
 
-Per-request memos (PatientData.memo, service.prefetch.Pool._named, the loader's drug tables) die with their
+Per-request memos (PatientData.memo, fhir_adapter.pooling.Pool (per request), the loader's drug tables) die with their
 request or load and are listed in docs/caches.md only.
 """
 
