@@ -62,7 +62,9 @@ KIND_ATTRIBUTES = {
                "flare_onset_days_ago": "1", "flare_peak_days_ago": "1", "flare_peak_pain": "1", "flare_days": "1",
                "flares_90d": "1", "settled_flares_90d": "1", "days_to_settle": "1", "last_settled_days_ago": "1",
                "goal_target": "1", "fall_percent": "1", "fall_before": "1", "fall_after": "1",
-               "fall_drug": None, "fall_drug_start": None, "fall_drug_days_ago": "1"},
+               "fall_drug": None, "fall_drug_start": None, "fall_drug_days_ago": "1", "flare_severity": None,
+               "measure_code": None, "measure_display": None, "target_ucum": None,
+               "bout_active": "1", "bout_rest_min": "1", "bout_rest_max": "1"},
 }
 DEFAULT_ATTRIBUTE = {"observation": "value", "daily_series": "mean_7d", "condition": "present",
                      "medication": "present", "patient": "value", "goal": "present",
@@ -71,7 +73,7 @@ DEFAULT_ATTRIBUTE = {"observation": "value", "daily_series": "mean_7d", "conditi
 # attributes that are lists or text rather than numbers (for card templates)
 LIST_ATTRIBUTES = {"names", "codes", "classes", "lines", "uncomputed"}
 TEXT_ATTRIBUTES = {"name", "state", "state_text", "activity", "activity_unit", "fall_drug", "fall_drug_start",
-                   "unsmart_text"}
+                   "unsmart_text", "flare_severity", "measure_code", "measure_display", "target_ucum"}
 
 
 @dataclass(frozen=True)

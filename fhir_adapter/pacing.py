@@ -40,6 +40,9 @@ HISTORY_DAYS = 91  # today and the 90 days before: flares are counted over 90 da
 RECENT_ACTIVITY_DAYS = 28
 
 STEPS_UNIT = {"steps": ("steps", "steps/day", 100), "minutes": ("active minutes", "minutes/day", 5)}
+# how a Goal target in the patient's unit is coded (LOINC, clinical review "activity codes"; UCUM)
+MEASURE = {"steps": ("41950-7", "Number of steps in 24 hour Measured", "/d"),
+           "minutes": ("55411-3", "Exercise duration", "min/d")}
 STEP_CODES = {"41950-7", "55423-8"}
 MINUTE_CODES = {"55411-3", "68516-4"}
 STATE_TEXT = {
@@ -49,8 +52,8 @@ STATE_TEXT = {
     "progressing": "activity rising with stable pain",
     "at_maintenance": "at the agreed maintenance level",
     "variable": "no clear pattern (no step advised)",
-    "flare_rising": "flare: pain still rising",
-    "flare_peak": "flare: pain at or near its peak",
+    "flare_rising": "flare, still rising",
+    "flare_peak": "flare at or near its peak",
     "flare_settling": "flare settling: pain coming down",
     "flare_settled": "flare settled: rebuilding activity",
     "boom_bust": "boom-bust: big swings with pain after busy days",
@@ -168,7 +171,10 @@ def derive(definition, data, now: dt.datetime) -> Fact:
         kind, (activity, activity_refs) = "minutes", minutes
     label, unit_text, step = STEPS_UNIT[kind]
     activity = {d: v for d, v in activity.items() if d >= 1}  # windows end yesterday
-    fact.values.update(activity=label, activity_unit=unit_text)
+    code, display, ucum_code = MEASURE[kind]
+    fact.values.update(activity=label, activity_unit=unit_text, measure_code=code, measure_display=display,
+                       target_ucum=ucum_code, bout_active=p["bout_active_minutes"],
+                       bout_rest_min=p["bout_rest_min_minutes"], bout_rest_max=p["bout_rest_max_minutes"])
 
     # -- pain and flare episodes -------------------------------------------------------------------
     usual_days = [pain[d] for d in pain if d >= 1]
@@ -254,6 +260,7 @@ def derive(definition, data, now: dt.datetime) -> Fact:
         if boom_bust and current.peak_pain < p["severe_pain"] and state != "flare_settling":
             state = "boom_bust"  # the pain after a busy day is the bust of the cycle: one card, the cycle's advice
     if state and state.startswith("flare"):
+        fact.values["flare_severity"] = "severe" if current.peak_pain >= p["severe_pain"] else "moderate"
         fact.values.update(flare_onset_days_ago=current.onset, flare_peak_days_ago=current.peak,
                            flare_peak_pain=current.peak_pain, flare_days=current.onset - latest_pain_day + 1)
     reference = current if state and state.startswith("flare") else None
