@@ -215,13 +215,8 @@ def derive(definition, data, now: dt.datetime) -> Fact:
     # the usual level: the most recent 14 activity days within 28 that are not in a flare episode
     calm = [activity[d] for d in sorted(activity) if d <= RECENT_ACTIVITY_DAYS and d not in in_flare][:14]
     typical = statistics.median(calm) if len(calm) >= p["min_days"] else None
-    quota = round_to(typical * p["quota_fraction"], step) if typical is not None else None
     if typical is not None:
-        fact.values["typical"] = round_to(typical, step)
-        fact.values["quota"] = quota
-        fact.values["step_up"] = round_to(typical * (1 + p["step_up_fraction"]), step)
-        fact.values["step_size"] = max(step, round_to(typical * p["step_up_fraction"], step))
-        fact.values["flare_floor"] = round_to(quota * p["flare_floor_fraction"], step)
+        _set_levels(fact, typical, p, step)
 
     # boom-bust: big day-to-day swings and more pain on the day after the busier days
     swing = None
@@ -259,6 +254,8 @@ def derive(definition, data, now: dt.datetime) -> Fact:
             state = "flare_peak"
         if boom_bust and current.peak_pain < p["severe_pain"] and state != "flare_settling":
             state = "boom_bust"  # the pain after a busy day is the bust of the cycle: one card, the cycle's advice
+    if state == "boom_bust" and len(last14) >= p["min_days"]:
+        _set_levels(fact, statistics.median(last14), p, step)  # the swings are the cycle, not flares: all 14 days
     if state and state.startswith("flare"):
         fact.values["flare_severity"] = "severe" if current.peak_pain >= p["severe_pain"] else "moderate"
         fact.values.update(flare_onset_days_ago=current.onset, flare_peak_days_ago=current.peak,
@@ -290,6 +287,7 @@ def derive(definition, data, now: dt.datetime) -> Fact:
             state = "building_baseline"
         elif boom_bust:
             state = "boom_bust"
+            _set_levels(fact, statistics.median(last14), p, step)
     if state is None:
         target, goal_ref = _goal_target(roles["goal"], data, kind, roles["activity" if kind == "steps" else "minutes"]) \
             if "goal" in roles else (None, None)
@@ -320,6 +318,16 @@ def derive(definition, data, now: dt.datetime) -> Fact:
     fact.values["present"] = True
     fact.provenance = sorted(set(activity_refs) | set(pain_refs) | set(used))
     return fact
+
+
+def _set_levels(fact, typical: float, p: dict, step: int) -> None:
+    """The usual level and every target derived from its quota, rounded to the activity's step."""
+    quota = round_to(typical * p["quota_fraction"], step)
+    fact.values.update(
+        typical=round_to(typical, step), quota=quota,
+        step_up=round_to(typical * (1 + p["step_up_fraction"]), step),
+        step_size=max(step, round_to(typical * p["step_up_fraction"], step)),
+        flare_floor=round_to(quota * p["flare_floor_fraction"], step))
 
 
 def _activity_fall(fact, meds_def, data, now, activity, p, step, used) -> None:
