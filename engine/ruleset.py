@@ -23,6 +23,7 @@ from .loader import LoadedTree, Rule, load_tree
 HOOKS = ("patient-view", "order-select", "order-sign")
 # kinds whose absence is missing data (a lab never drawn), not a negative finding
 MEASURED_KINDS = {"observation", "daily_series", "patient"}
+STATE_KINDS = {"pacing"}  # facts whose values explain shows in full
 
 
 
@@ -193,6 +194,10 @@ class Ruleset:
             "ruleset": self.meta,
             "missing": result.missing,
             "data_notes": result.data_notes,
+            # derived summaries the rules test (the pacing state, its quota and targets, flare episodes)
+            "states": {name: {"values": dict(fact.values), "provenance": list(fact.provenance)}
+                       for name, fact in sorted(result.facts.items())
+                       if self.tree.facts[name].kind in STATE_KINDS},
             "rules": rules,
             "cards": result.cards,
         }
