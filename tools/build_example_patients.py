@@ -385,17 +385,18 @@ def patients() -> list[Chart]:
     out.append(c)
 
     # ---- Pacing 2.0 (issue 11): one pacing state, one card; each wrong-direction situation of the issue -----
-    # P1. Settling flare: usual pain 3, flare 7 days ago peaking at 9 (6 days ago), now 5; steps cut from about
+    # P1. Settling flare: usual pain 3, flare 5 days ago peaking at 9 (4 days ago), now 5; steps cut from about
     #     6000 to 2000 and climbing back (3500 yesterday). An earlier flare 60 days ago settled in 3 days.
+    #     Before: "scale back to about 2500" (half a 14-day mean that includes the flare days), below yesterday.
     #     Expected: rebuild from 3500 toward the pre-flare quota 4800 (80% of 6000), never a cut below 3500.
     c = Chart("pacing-flare-settling", "pt-settling", "female", "1974-04-12", "Bauer", "Anna")
     c.condition(*CHRONIC_LBP_SCT)
-    steps = steady(6000, days=range(8, 41))
-    steps.update({7: 4500, 6: 2000, 5: 2200, 4: 2600, 3: 3000, 2: 3300, 1: 3500})
+    steps = steady(6000, days=range(6, 41))
+    steps.update({5: 4500, 4: 2000, 3: 2500, 2: 3000, 1: 3500})
     c.steps(steps)
-    pain = flat(3, range(8, 56))
+    pain = flat(3, range(6, 56))
     pain.update({60: 7, 59: 8, 58: 6, 57: 4, 56: 3})
-    pain.update({7: 6, 6: 9, 5: 8, 4: 7, 3: 6, 2: 5.5, 1: 5})
+    pain.update({5: 6, 4: 9, 3: 8, 2: 6.5, 1: 5})
     c.pain(pain)
     labs_recent(c)
     out.append(c)

@@ -45,7 +45,7 @@ EXPECTED = {
     "pacing-variable-no-pain-link": ("variable", {"quota": 6000}),
     "pacing-flare-settling": ("flare_settling", {
         "rebuild_from": 3500, "pre_flare_quota": 4800, "rebuild_step": 500, "flare_peak_pain": 9.0,
-        "flare_onset_days_ago": 7, "flare_peak_days_ago": 6, "flares_90d": 2, "settled_flares_90d": 1,
+        "flare_onset_days_ago": 5, "flare_peak_days_ago": 4, "flares_90d": 2, "settled_flares_90d": 1,
         "days_to_settle": 3}),
     "pacing-flare-settled": ("flare_settled", {"rebuild_from": 3700, "pre_flare_quota": 4000, "flare_days": 6}),
     "pacing-at-maintenance": ("at_maintenance", {"goal_target": 6000}),
