@@ -64,7 +64,8 @@ KIND_ATTRIBUTES = {
                "goal_target": "1", "fall_percent": "1", "fall_before": "1", "fall_after": "1",
                "fall_drug": None, "fall_drug_start": None, "fall_drug_days_ago": "1", "flare_severity": None,
                "measure_code": None, "measure_display": None, "target_ucum": None,
-               "bout_active": "1", "bout_rest_min": "1", "bout_rest_max": "1"},
+               "bout_active": "1", "bout_rest_min": "1", "bout_rest_max": "1", "pain_mean_7d": "1",
+               "pain_prev_mean_7d": "1"},
 }
 DEFAULT_ATTRIBUTE = {"observation": "value", "daily_series": "mean_7d", "condition": "present",
                      "medication": "present", "patient": "value", "goal": "present",

@@ -18,6 +18,8 @@ The state is one of (checked in this order, the first that holds wins):
     insufficient_data                          no activity recorded in the last 28 days (nothing to pace from)
     building_baseline                          fewer than min_days of activity or pain in the last 14 days
     at_maintenance                             the typical level meets the target of an agreed pacing Goal
+    step_up_pain                               activity up more than the steady band this week and pain up more than
+                                               pain_rise_allowed (short of a flare): back to last week's level
     progressing                                activity rising week on week with stable pain
     steady                                     activity steady week on week, small day-to-day swings, stable pain
     variable                                   none of these (activity falling or swinging without the boom-bust
@@ -57,6 +59,7 @@ STATE_TEXT = {
     "flare_settling": "flare settling: pain coming down",
     "flare_settled": "flare settled: rebuilding activity",
     "boom_bust": "boom-bust: big swings with pain after busy days",
+    "step_up_pain": "pain rose after a step up in activity",
 }
 
 
@@ -299,8 +302,15 @@ def derive(definition, data, now: dt.datetime) -> Fact:
         pain_stable = (len(pain_week) >= 4 and len(pain_prev) >= 4
                        and _mean(pain_week) <= _mean(pain_prev) + p["pain_rise_allowed"])
         m7, prev7 = _mean(week) if len(week) >= 4 else None, _mean(prev_week) if len(prev_week) >= 4 else None
+        if len(pain_week) >= 4 and len(pain_prev) >= 4:
+            fact.values.update(pain_mean_7d=round(_mean(pain_week), 1), pain_prev_mean_7d=round(_mean(pain_prev), 1))
+        stepped_up = m7 is not None and prev7 and m7 > prev7 * (1 + p["steady_band"])
+        pain_rose = (len(pain_week) >= 4 and len(pain_prev) >= 4
+                     and _mean(pain_week) > _mean(pain_prev) + p["pain_rise_allowed"])
         if target is not None and typical >= target * p["maintenance_met"] and pain_stable:
             state = "at_maintenance"
+        elif stepped_up and pain_rose:
+            state = "step_up_pain"  # more activity this week and more pain: back to last week's level
         elif pain_stable and m7 is not None and prev7 and m7 > prev7 * (1 + p["steady_band"]):
             state = "progressing"
         elif (pain_stable and m7 is not None and prev7 and abs(m7 / prev7 - 1) <= p["steady_band"]

@@ -495,6 +495,20 @@ def patients() -> list[Chart]:
     labs_recent(c)
     out.append(c)
 
+    # P9. Response to a step up: steps 5000 last week, 5800 this week; pain 3 last week, 4.5 this week (short of a
+    #     flare). Expected: go back to about 5000 for a week; no step-up, no flare card.
+    c = Chart("pacing-step-up-pain", "pt-stepup", "male", "1976-01-25", "Nakamura", "Hiro")
+    c.condition(*CHRONIC_LBP_ICD)
+    steps = steady(5000, days=range(8, 15))
+    steps.update(steady(5800, days=range(1, 8)))
+    c.steps(steps)
+    pain = flat(3, range(8, 15))
+    pain.update(flat(4.5, range(1, 8)))
+    c.pain(pain)
+    c.goal("Walk 5800 steps a day", status_days_ago=7, target=("steps", 5800), due_days=7)
+    labs_recent(c)
+    out.append(c)
+
     # 10. Short sleep recorded in minutes (about 5.8 h a night).
     c = Chart("sleep-short-minutes", "pt-sleep", "female", "1970-08-08", "Rossi", "Giulia")
     c.condition(*CHRONIC_LBP_ICD)

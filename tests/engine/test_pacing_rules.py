@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PATIENTS = ROOT / "tests" / "examples" / "patients"
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
 STATE_CARDS = {"pacing.establish-baseline", "pacing.flare-scale-back", "pacing.flare-rebuild", "pacing.boom-bust",
-               "pacing.progress", "pacing.goal-review"}
+               "pacing.progress", "pacing.goal-review", "pacing.step-up-response"}
 PACING_CATEGORY = "https://pacecds.org/fhir/CodeSystem/goal-category"
 CASES = yaml.safe_load((ROOT / "tests" / "examples" / "cases.yaml").read_text())["cases"]
 

@@ -59,6 +59,8 @@ EXPECTED = {
                                                 "fall_drug_start": "2026-11-10", "fall_drug_days_ago": 10}),
     "pacing-new-drug-no-fall": ("steady", {}),
     "sleep-short-minutes": ("insufficient_data", {}),
+    "pacing-step-up-pain": ("step_up_pain", {"mean_7d": 5800, "prev_mean_7d": 5000, "pain_mean_7d": 4.5,
+                                             "pain_prev_mean_7d": 3.0}),
 }
 
 
