@@ -65,7 +65,8 @@ KIND_ATTRIBUTES = {
                "fall_drug": None, "fall_drug_start": None, "fall_drug_days_ago": "1", "flare_severity": None,
                "measure_code": None, "measure_display": None, "target_ucum": None,
                "bout_active": "1", "bout_rest_min": "1", "bout_rest_max": "1", "pain_mean_7d": "1",
-               "pain_prev_mean_7d": "1"},
+               "pain_prev_mean_7d": "1", "hr_ceiling": "1", "hr_days": "1", "hr_over_days": "1",
+               "hr_highest": "1", "rpe_ceiling": "1", "rpe_days": "1", "rpe_over_days": "1", "rpe_highest": "1"},
 }
 DEFAULT_ATTRIBUTE = {"observation": "value", "daily_series": "mean_7d", "condition": "present",
                      "medication": "present", "patient": "value", "goal": "present",
@@ -421,9 +422,9 @@ def _compute_daily_values(definition, data, now, fact, series_days: int = SERIES
                              if c.get("code") in by_code), mode)
             per_day.setdefault(ago, {}).setdefault(mode, []).append(value)
             used.append(_ref(obs))
-    combine = {"sum": sum, "mean": statistics.fmean, "last": lambda v: v[-1]}
+    combine = {"sum": sum, "mean": statistics.fmean, "last": lambda v: v[-1], "max": max}
     # a day's total ('last') wins over partial counts ('sum') of the same day: nothing is counted twice
-    return {ago: next(combine[m](modes[m]) for m in ("last", "mean", "sum") if m in modes)
+    return {ago: next(combine[m](modes[m]) for m in ("last", "max", "mean", "sum") if m in modes)
             for ago, modes in per_day.items()}, used
 
 

@@ -323,11 +323,52 @@ def derive(definition, data, now: dt.datetime) -> Fact:
     if "medications" in roles:
         _activity_fall(fact, roles["medications"], data, now, activity, p, step, used)
 
+    # -- intensity cues against the patient's own ceilings (set by the clinician as a Goal target) --------
+    for role, prefix in (("heart_rate", "hr"), ("exertion", "rpe")):
+        if role in roles:
+            _intensity(fact, roles[role], prefix, data, now, used)
+
     fact.values["state"] = state
     fact.values["state_text"] = STATE_TEXT[state]
     fact.values["present"] = True
     fact.provenance = sorted(set(activity_refs) | set(pain_refs) | set(used))
     return fact
+
+
+def _ceiling(definition, data) -> tuple[float | None, str | None]:
+    """The patient's own ceiling for a measure: the lowest upper limit (detailRange.high, or detailQuantity) of an
+    active or accepted Goal whose target measures it. None when no clinician has set one: no default applies."""
+    best, ref = None, None
+    for goal in data.of_type("Goal"):
+        if goal.get("lifecycleStatus") not in ("active", "accepted"):
+            continue
+        for t in goal.get("target") or []:
+            if not isinstance(t, dict) or not definition.matches(t.get("measure")):
+                continue
+            q = (t.get("detailRange") or {}).get("high") or t.get("detailQuantity")
+            if not isinstance(q, dict) or not isinstance(q.get("value"), (int, float)):
+                continue
+            value = definition.to_unit(float(q["value"]), q.get("code") or q.get("unit"))
+            if value is not None and (best is None or value < best):
+                best, ref = value, _ref(goal)
+    return best, ref
+
+
+def _intensity(fact, definition, prefix, data, now, used) -> None:
+    """Days of the last 7 with a reading, the highest, and the days above the patient's ceiling."""
+    values, refs = _daily_values(definition, data, now, fact)
+    week = [values[d] for d in range(0, 7) if d in values]  # today counts: a reading above the ceiling is news
+    ceiling, ref = _ceiling(definition, data)
+    fact.values[f"{prefix}_days"] = len(week)
+    if week:
+        fact.values[f"{prefix}_highest"] = round(max(week))
+    if ceiling is None:
+        return
+    fact.values[f"{prefix}_ceiling"] = round(ceiling)
+    if week:
+        fact.values[f"{prefix}_over_days"] = sum(1 for v in week if v > ceiling)
+        used.extend(refs)
+    used.append(ref)
 
 
 def _set_levels(fact, typical: float, p: dict, step: int) -> None:

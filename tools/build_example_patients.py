@@ -238,6 +238,17 @@ class Chart:
             r["target"] = [t]
         return self.add(r)
 
+    def ceiling_goal(self, kind: str, high: float, ucum: str, text: str) -> dict:
+        """A clinician-set intensity ceiling: a Goal whose target measure is the reading, with an upper limit."""
+        system, code, display = CODES[kind]
+        return self.add({
+            "resourceType": "Goal", "id": self._id("goal"), "lifecycleStatus": "active",
+            "description": {"text": text}, "subject": self.subject, "startDate": day(30).date().isoformat(),
+            "statusDate": day(10).date().isoformat(),
+            "target": [{"measure": {"coding": [{"system": system, "code": code, "display": display}]},
+                        "detailRange": {"high": {"value": high, "unit": ucum, "system": UCUM, "code": ucum}},
+                        "dueDate": (NOW + dt.timedelta(days=60)).date().isoformat()}]})
+
     def bundle(self) -> dict:
         return {"resourceType": "Bundle", "id": self.name, "type": "collection", "entry": self.entries}
 
@@ -468,6 +479,33 @@ def patients() -> list[Chart]:
         c.obs("heart_rate", 112, "beats/minute", day(d, 17, 20), category="vital-signs", ucum_code="/min")
         c.obs("resting_heart_rate", 68, "beats/minute", day(d, 7), category="vital-signs", ucum_code="/min")
         c.obs("rpe", 12, "{score}", day(d, 17, 25), category="survey", ucum_code="{score}")
+    c.ceiling_goal("heart_rate", 120, "/min", "Keep heart rate below 120/min during exercise")
+    c.ceiling_goal("rpe", 13, "{score}", "Keep perceived exertion at 13 (somewhat hard) or below")
+    labs_recent(c)
+    out.append(c)
+
+    # P6b. The same wheelchair user, but heart rate 132/min on 4 of the last 7 days, above the ceiling of 120/min
+    #      his physiotherapist set (a Goal). Expected: intensity card (gentler, shorter bouts) besides the step-up.
+    c = Chart("pacing-heart-rate-over-ceiling", "pt-hrover", "male", "1979-10-30", "Adeyemi", "Tayo")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.series("exercise_minutes", steady(30), "min", "min", hour=17)
+    c.pain(flat(4))
+    for d in range(1, 15):
+        c.obs("heart_rate", 132 if d in (1, 2, 4, 6) else 112, "beats/minute", day(d, 17, 20),
+              category="vital-signs", ucum_code="/min")
+    c.ceiling_goal("heart_rate", 120, "/min", "Keep heart rate below 120/min during exercise")
+    labs_recent(c)
+    out.append(c)
+
+    # P6c. Perceived exertion 15 (hard) on 3 of the last 7 days, above her agreed ceiling of 13; no heart rate.
+    #      Expected: the exertion wording of the intensity card.
+    c = Chart("pacing-exertion-over-ceiling", "pt-rpeover", "female", "1986-06-06", "Kaur", "Simran")
+    c.condition(*FIBROMYALGIA_ICD)
+    c.steps(steady(4000))
+    c.pain(flat(4))
+    for d in range(1, 15):
+        c.obs("rpe", 15 if d in (1, 3, 5) else 11, "{score}", day(d, 17, 25), category="survey", ucum_code="{score}")
+    c.ceiling_goal("rpe", 13, "{score}", "Keep perceived exertion at 13 (somewhat hard) or below")
     labs_recent(c)
     out.append(c)
 

@@ -59,6 +59,9 @@ EXPECTED = {
                                                 "fall_drug_start": "2026-11-10", "fall_drug_days_ago": 10}),
     "pacing-new-drug-no-fall": ("steady", {}),
     "sleep-short-minutes": ("insufficient_data", {}),
+    "pacing-heart-rate-over-ceiling": ("steady", {"hr_ceiling": 120, "hr_days": 6, "hr_over_days": 4,
+                                                  "hr_highest": 132}),
+    "pacing-exertion-over-ceiling": ("steady", {"rpe_ceiling": 13, "rpe_over_days": 3, "rpe_highest": 15}),
     "pacing-step-up-pain": ("step_up_pain", {"mean_7d": 5800, "prev_mean_7d": 5000, "pain_mean_7d": 4.5,
                                              "pain_prev_mean_7d": 3.0}),
 }
@@ -158,6 +161,14 @@ def test_minutes_from_a_duration_in_hours_are_converted(tree):
                                   "system": "http://unitsofmeasure.org", "code": "h"}
     fact, _ = pacing(tree, doc)
     assert fact.values["typical"] == 30 and fact.values["state"] == "steady"
+
+
+def test_no_intensity_ceiling_without_a_clinician_set_goal(tree):
+    doc = copy.deepcopy(chart("pacing-heart-rate-over-ceiling"))
+    doc["entry"] = [e for e in doc["entry"] if e["resource"]["resourceType"] != "Goal"]
+    fact, _ = pacing(tree, doc)
+    assert fact.values["hr_highest"] == 132 and fact.values["hr_days"] == 6  # days 0-6, today has none
+    assert "hr_ceiling" not in fact.values and "hr_over_days" not in fact.values
 
 
 def test_an_old_drug_start_is_not_looked_at(tree):
