@@ -199,6 +199,13 @@ def derive(definition, data, now: dt.datetime) -> Fact:
     if settled:
         fact.values["days_to_settle"] = round(statistics.fmean(e.days_to_settle for e in settled))
         fact.values["last_settled_days_ago"] = settled[-1].settled
+    if found:  # the flare record in plain words, for cards (onset, peak and recovery of each episode)
+        history = [f"{len(found)} flare{'s' if len(found) > 1 else ''} in the last 90 days"]
+        for e in found[-3:]:
+            when = (now - dt.timedelta(days=e.onset)).date().isoformat()
+            end = (f"settled after {e.days_to_settle} days" if e.settled is not None else "not settled yet")
+            history.append(f"from {when}: peak {e.peak_pain:g}/10 on day {e.onset - e.peak + 1}, {end}")
+        fact.values["flare_history"] = history
 
     # -- activity levels ------------------------------------------------------------------------------
     fact.values["days_recorded"] = recent_days(activity)

@@ -174,3 +174,12 @@ def test_no_intensity_ceiling_without_a_clinician_set_goal(tree):
 def test_an_old_drug_start_is_not_looked_at(tree):
     fact, _ = pacing(tree, chart("pacing-fall-after-new-drug"), now=NOW + dt.timedelta(days=60))
     assert "fall_percent" not in fact.values
+
+
+def test_flare_history_in_plain_words(tree):
+    fact, _ = pacing(tree, chart("pacing-flare-settling"))
+    assert fact.values["flare_history"] == [
+        "2 flares in the last 90 days",
+        "from 2026-09-21: peak 8/10 on day 2, settled after 3 days",
+        "from 2026-11-15: peak 9/10 on day 2, not settled yet",
+    ]
