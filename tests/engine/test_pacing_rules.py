@@ -143,3 +143,15 @@ def test_a_suggestion_with_a_missing_value_is_not_offered(ruleset):
                if c["extension"]["pacecds.rule"]["id"] == "pacing.flare-rebuild"]
     assert "rebuild activity gradually from today's level" in card["summary"]
     assert "suggestions" not in card
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c["input"].split("/")[-1] + ":" + c["name"][:30])
+def test_pacing_cards_never_print_missing_values_or_statistics_jargon(ruleset, case):
+    doc = json.loads((ROOT / "tests" / "examples" / case["input"]).read_text())
+    for card in ruleset.evaluate(doc, now=parse_now(case["now"]), hook=case.get("hook")).cards:
+        if not card["extension"]["pacecds.rule"]["id"].startswith("pacing."):
+            continue
+        text = card["summary"] + "\n" + card.get("detail", "")
+        assert "not recorded" not in text, text
+        for jargon in ("coefficient", "variation", "cv ", "slope", "standard deviation", "mean_"):
+            assert jargon not in text.lower(), (jargon, text)
