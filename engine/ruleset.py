@@ -113,17 +113,27 @@ class Ruleset:
     def data_requirements(self, hook: str) -> list[dict]:
         """What the rules of a hook read: resource types and codes (for prefetch templates)."""
         out: dict[str, set] = {}
-        for definition in self._programs[hook].definitions:
+
+        def add(definition):
+            if definition.kind == "pacing":  # reads other facts by role: each asks for its own resources
+                for other in definition.inputs:
+                    add(other)
+                return
             for rtype in definition.resource_types:
                 if rtype == "Medication":
                     continue  # read through MedicationRequest/Statement references, never searched by patient
-                if rtype == "QuestionnaireResponse":
-                    out.setdefault(rtype, set())  # items are matched by linkId: no code search exists
+                if rtype in ("QuestionnaireResponse", "Goal"):
+                    # items are matched by linkId, goals by category, description or target measure after they
+                    # arrive: no code search selects them
+                    out.setdefault(rtype, set())
                     continue
                 codes = out.setdefault(rtype, set())
                 codes |= {f"{s}|{c}" for s, c in definition.codes}
                 if definition.valueset is not None:
                     codes |= {f"{s}|{c}" for s, c in definition.valueset.codes}
+
+        for definition in self._programs[hook].definitions:
+            add(definition)
         return [{"resourceType": t, "codes": sorted(c)} for t, c in sorted(out.items())]
 
     def evaluate(self, request: dict | PatientData, now: dt.datetime | None = None,

@@ -155,3 +155,14 @@ def test_pacing_cards_never_print_missing_values_or_statistics_jargon(ruleset, c
         assert "not recorded" not in text, text
         for jargon in ("coefficient", "variation", "cv ", "slope", "standard deviation", "mean_"):
             assert jargon not in text.lower(), (jargon, text)
+
+
+def test_prefetch_asks_only_for_what_the_pacing_fact_reads(ruleset):
+    """The pacing fact reads other facts by role: Observations by their codes, every open Goal (recognised after
+    they arrive), medications by theirs; never the union of all of them for every type."""
+    reqs = {r["resourceType"]: set(r["codes"]) for r in ruleset.data_requirements("patient-view")}
+    assert {"http://loinc.org|55411-3", "http://loinc.org|68516-4", "http://loinc.org|8867-4",
+            "http://loinc.org|41950-7", "http://loinc.org|72514-3"} <= reqs["Observation"]
+    assert not any("rxnorm" in c for c in reqs["Observation"])
+    assert len(reqs["Observation"]) < 40  # short enough to stay a code filter in the prefetch template
+    assert reqs["Goal"] == set()
