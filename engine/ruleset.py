@@ -118,6 +118,7 @@ class Ruleset:
             if definition.kind == "pacing":  # reads other facts by role: each asks for its own resources
                 for other in definition.inputs:
                     add(other)
+                out.setdefault("QuestionnaireResponse", set())  # the activity inventory (by questionnaire)
                 return
             for rtype in definition.resource_types:
                 if rtype == "Medication":

@@ -65,7 +65,8 @@ KIND_ATTRIBUTES = {
                "fall_drug": None, "fall_drug_start": None, "fall_drug_days_ago": "1", "flare_severity": None,
                "measure_code": None, "measure_display": None, "target_ucum": None,
                "bout_active": "1", "bout_rest_min": "1", "bout_rest_max": "1", "pain_mean_7d": "1",
-               "pain_prev_mean_7d": "1", "flare_history": None, "hr_ceiling": "1", "hr_days": "1", "hr_over_days": "1",
+               "pain_prev_mean_7d": "1", "flare_history": None, "bad_day_activities": None, "bad_day_text": None,
+               "hr_ceiling": "1", "hr_days": "1", "hr_over_days": "1",
                "hr_highest": "1", "rpe_ceiling": "1", "rpe_days": "1", "rpe_over_days": "1", "rpe_highest": "1"},
 }
 DEFAULT_ATTRIBUTE = {"observation": "value", "daily_series": "mean_7d", "condition": "present",
@@ -73,7 +74,8 @@ DEFAULT_ATTRIBUTE = {"observation": "value", "daily_series": "mean_7d", "conditi
                      "medication_classes": "class_count", "opioid_mme": "total", "series_pair": "difference",
                      "pacing": "state"}
 # attributes that are lists or text rather than numbers (for card templates)
-LIST_ATTRIBUTES = {"names", "codes", "classes", "lines", "uncomputed", "flare_history"}
+LIST_ATTRIBUTES = {"names", "codes", "classes", "lines", "uncomputed", "flare_history", "bad_day_activities",
+                   "bad_day_text"}
 TEXT_ATTRIBUTES = {"name", "state", "state_text", "activity", "activity_unit", "fall_drug", "fall_drug_start",
                    "unsmart_text", "flare_severity", "measure_code", "measure_display", "target_ucum"}
 
@@ -115,7 +117,7 @@ class FactDefinition:
             "medication_classes": medication,
             "opioid_mme": medication,
             "series_pair": {"Observation"},
-            "pacing": {"Observation", "Goal"} | medication,
+            "pacing": {"Observation", "Goal", "QuestionnaireResponse"} | medication,
         }[self.kind]
 
     @cached_property

@@ -335,6 +335,15 @@ def derive(definition, data, now: dt.datetime) -> Fact:
         if role in roles:
             _intensity(fact, roles[role], prefix, data, now, used)
 
+    # -- bad-day substitutes from the activity inventory ---------------------------------------------
+    substitutes, inventory_ref = bad_day_activities(data, now)
+    if substitutes:
+        fact.values["bad_day_activities"] = substitutes
+        used.append(inventory_ref)
+    # one line for cards and plans (a list of one, so it renders up to the list width, not the short text width)
+    fact.values["bad_day_text"] = [", ".join(substitutes) if substitutes else
+                                   "none recorded yet: agree lower-demand activities for bad days with the patient"]
+
     fact.values["state"] = state
     fact.values["state_text"] = STATE_TEXT[state]
     fact.values["present"] = True
@@ -376,6 +385,42 @@ def _intensity(fact, definition, prefix, data, now, used) -> None:
         fact.values[f"{prefix}_over_days"] = sum(1 for v in week if v > ceiling)
         used.extend(refs)
     used.append(ref)
+
+
+INVENTORY_QUESTIONNAIRE = "https://pacecds.org/fhir/Questionnaire/activity-inventory"
+INVENTORY_DEMAND_SYSTEM = "https://pacecds.org/fhir/CodeSystem/activity-demand"
+INVENTORY_MAX_AGE_DAYS = 365  # a choice: an inventory older than a year is not used
+QR_OK = {"completed", "amended"}
+
+
+def bad_day_activities(data, now: dt.datetime) -> tuple[list[str], str | None]:
+    """The low-demand activities of the patient's latest activity inventory, and the inventory's reference.
+
+    The inventory is a QuestionnaireResponse to the pacecds questionnaire INVENTORY_QUESTIONNAIRE (a documented
+    local choice: no standard activity inventory was found): repeating groups `activity`, each with `name`
+    (valueString) and `demand` (valueCoding low | moderate | high in INVENTORY_DEMAND_SYSTEM). The low-demand
+    ones are the bad-day substitutes."""
+    latest, when_latest = None, None
+    for qr in data.of_type("QuestionnaireResponse"):
+        if qr.get("status") not in QR_OK or str(qr.get("questionnaire") or "").split("|")[0] != INVENTORY_QUESTIONNAIRE:
+            continue
+        when = parse_time(qr.get("authored"))
+        if when is None or when > now or (now - when).days > INVENTORY_MAX_AGE_DAYS:
+            continue
+        if when_latest is None or when > when_latest:
+            latest, when_latest = qr, when
+    if latest is None:
+        return [], None
+    names = []
+    for group in latest.get("item") or []:
+        if not isinstance(group, dict) or group.get("linkId") != "activity":
+            continue
+        answers = {i.get("linkId"): (i.get("answer") or [{}])[0] for i in group.get("item") or [] if isinstance(i, dict)}
+        name = (answers.get("name") or {}).get("valueString")
+        demand = (answers.get("demand") or {}).get("valueCoding") or {}
+        if name and demand.get("system") == INVENTORY_DEMAND_SYSTEM and demand.get("code") == "low":
+            names.append(name)
+    return names[:5], _ref(latest)
 
 
 def _set_levels(fact, typical: float, p: dict, step: int) -> None:

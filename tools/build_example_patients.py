@@ -249,6 +249,18 @@ class Chart:
                         "detailRange": {"high": {"value": high, "unit": ucum, "system": UCUM, "code": ucum}},
                         "dueDate": (NOW + dt.timedelta(days=60)).date().isoformat()}]})
 
+    def activity_inventory(self, activities: list[tuple[str, str]], days_ago: int, status="completed") -> dict:
+        """The patient's activity inventory: a QuestionnaireResponse to the pacecds questionnaire (docs/knowledge-base.md)."""
+        return self.add({
+            "resourceType": "QuestionnaireResponse", "id": self._id("qr-inventory"),
+            "questionnaire": "https://pacecds.org/fhir/Questionnaire/activity-inventory", "status": status,
+            "subject": self.subject, "authored": iso(day(days_ago, 11)),
+            "item": [{"linkId": "activity", "item": [
+                {"linkId": "name", "answer": [{"valueString": name}]},
+                {"linkId": "demand", "answer": [{"valueCoding": {
+                    "system": "https://pacecds.org/fhir/CodeSystem/activity-demand", "code": demand,
+                    "display": demand}}]}]} for name, demand in activities]})
+
     def bundle(self) -> dict:
         return {"resourceType": "Bundle", "id": self.name, "type": "collection", "entry": self.entries}
 
@@ -433,6 +445,9 @@ def patients() -> list[Chart]:
     c.condition(*FIBROMYALGIA_ICD)
     c.steps({d: (12500 if d in highs else 2500) for d in range(1, 15)})
     c.pain({d: (7.5 if (d + 1) in highs else 3) for d in range(1, 15)})
+    # her activity inventory (pacecds questionnaire): the low-demand ones are the bad-day substitutes
+    c.activity_inventory([("Gardening", "high"), ("Vacuuming the house", "high"), ("Swimming", "moderate"),
+                          ("Gentle walk round the block", "low"), ("Seated stretching", "low")], days_ago=20)
     labs_recent(c)
     out.append(c)
 

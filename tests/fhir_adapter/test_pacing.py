@@ -183,3 +183,21 @@ def test_flare_history_in_plain_words(tree):
         "from 2026-09-21: peak 8/10 on day 2, settled after 3 days",
         "from 2026-11-15: peak 9/10 on day 2, not settled yet",
     ]
+
+
+def test_bad_day_substitutes_come_from_the_activity_inventory(tree):
+    fact, _ = pacing(tree, chart("pacing-boom-bust-flare-days"))
+    assert fact.values["bad_day_activities"] == ["Gentle walk round the block", "Seated stretching"]
+    assert any(p.startswith("QuestionnaireResponse/") for p in fact.provenance)
+    fact, _ = pacing(tree, chart("pacing-boom-bust"))  # no inventory: said so, never invented
+    assert "bad_day_activities" not in fact.values
+    assert fact.values["bad_day_text"] == ["none recorded yet: agree lower-demand activities for bad days with the patient"]
+
+
+def test_an_inventory_in_progress_is_not_used(tree):
+    doc = copy.deepcopy(chart("pacing-boom-bust-flare-days"))
+    for e in doc["entry"]:
+        if e["resource"]["resourceType"] == "QuestionnaireResponse":
+            e["resource"]["status"] = "in-progress"
+    fact, _ = pacing(tree, doc)
+    assert "bad_day_activities" not in fact.values
