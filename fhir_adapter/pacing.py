@@ -336,7 +336,7 @@ def derive(definition, data, now: dt.datetime) -> Fact:
             _intensity(fact, roles[role], prefix, data, now, used)
 
     # -- bad-day substitutes from the activity inventory ---------------------------------------------
-    substitutes, inventory_ref = bad_day_activities(data, now)
+    substitutes, inventory_ref = bad_day_activities(data, now, p["inventory_max_age_days"])
     if substitutes:
         fact.values["bad_day_activities"] = substitutes
         used.append(inventory_ref)
@@ -389,11 +389,10 @@ def _intensity(fact, definition, prefix, data, now, used) -> None:
 
 INVENTORY_QUESTIONNAIRE = "https://pacecds.org/fhir/Questionnaire/activity-inventory"
 INVENTORY_DEMAND_SYSTEM = "https://pacecds.org/fhir/CodeSystem/activity-demand"
-INVENTORY_MAX_AGE_DAYS = 365  # a choice: an inventory older than a year is not used
 QR_OK = {"completed", "amended"}
 
 
-def bad_day_activities(data, now: dt.datetime) -> tuple[list[str], str | None]:
+def bad_day_activities(data, now: dt.datetime, max_age_days: float) -> tuple[list[str], str | None]:
     """The low-demand activities of the patient's latest activity inventory, and the inventory's reference.
 
     The inventory is a QuestionnaireResponse to the pacecds questionnaire INVENTORY_QUESTIONNAIRE (a documented
@@ -405,7 +404,7 @@ def bad_day_activities(data, now: dt.datetime) -> tuple[list[str], str | None]:
         if qr.get("status") not in QR_OK or str(qr.get("questionnaire") or "").split("|")[0] != INVENTORY_QUESTIONNAIRE:
             continue
         when = parse_time(qr.get("authored"))
-        if when is None or when > now or (now - when).days > INVENTORY_MAX_AGE_DAYS:
+        if when is None or when > now or (now - when).days > max_age_days:
             continue
         if when_latest is None or when > when_latest:
             latest, when_latest = qr, when
@@ -436,13 +435,13 @@ def _set_levels(fact, typical: float, p: dict, step: int) -> None:
 def _activity_fall(fact, meds_def, data, now, activity, p, step, used) -> None:
     """The largest fall in activity in the 14 days after a medication of the class fact was started, against
     the 14 days before, when at least fall_min_days are recorded on each side and the fall is fall_percent or
-    more. Only drugs started between fall_min_days and 42 days ago are looked at."""
+    more. Only drugs started between fall_min_days and fall_max_start_days ago are looked at."""
     best = None
     for resource, concept in active_medications(data, "active"):
         if concept is None or not meds_def.matches(concept):
             continue
         start = _start_days_ago(resource, now)
-        if start is None or start < p["fall_min_days"] or start > 42:
+        if start is None or start < p["fall_min_days"] or start > p["fall_max_start_days"]:
             continue
         before = [activity[d] for d in range(start + 1, start + 15) if d in activity]
         after = [activity[d] for d in range(max(1, start - 13), start + 1) if d in activity]
