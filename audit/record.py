@@ -148,15 +148,36 @@ def _evaluated(item: Any) -> dict:
             "version": _get(item, "rule_version") or _get(item, "version")}
 
 
-def _card(card: dict) -> dict:
+def _card(card: dict, data_keys: dict | None = None) -> dict:
     ext = card.get("extension") or {}
     rule = ext.get("pacecds.rule") or {}
-    return {
+    out = {
         "uuid": card.get("uuid"),
         "summary": card.get("summary"),
         "indicator": card.get("indicator"),
         "rule": {"id": rule.get("id"), "version": rule.get("version")} if rule else None,
     }
+    key = (data_keys or {}).get(card.get("uuid"))
+    if key:
+        out["dataKey"] = key
+    return out
+
+
+def card_data_key(fired: Any) -> str | None:
+    """What the data behind a fired rule's card is: a hash of the rule id and the resources its facts used
+    (provenance). New or removed data (a new day's steps, a corrected value) changes it; the passing of time
+    alone does not. Used to show again a card the clinician overrode once the data behind it changed."""
+    rule_id = _get(fired, "rule_id")
+    facts = _get(fired, "facts") or {}
+    if rule_id is None:
+        return None
+    used = sorted({str(p) for f in facts.values() if isinstance(f, dict) for p in f.get("provenance") or []})
+    return hashlib.sha256(canonical_json({"rule": rule_id, "data": used}).encode("utf-8")).hexdigest()
+
+
+def data_keys_of(result: Any) -> dict:
+    """card uuid -> card_data_key for every card of an evaluation result."""
+    return {_get(f, "card_uuid"): card_data_key(f) for f in _get(result, "fired") or [] if _get(f, "card_uuid")}
 
 
 def _ruleset_info(result: Any, ruleset: Any) -> dict:
@@ -174,7 +195,7 @@ def _ruleset_info(result: Any, ruleset: Any) -> dict:
 def build_decision_record(result: Any, *, hook: str, hook_instance: str, service_id: str,
                           patient_id: str | None, latency_ms: float, key: bytes,
                           ruleset: Any = None, time: str | None = None,
-                          explanation: Any = None) -> dict:
+                          explanation: Any = None, suppressed: list | None = None) -> dict:
     """Turn an engine EvaluationResult into the record `AuditStore.record_evaluation` stores.
 
     `ruleset` (name/version/sha256) is optional: without it the result's own `ruleset`
@@ -188,6 +209,7 @@ def build_decision_record(result: Any, *, hook: str, hook_instance: str, service
     if not isinstance(key, (bytes, bytearray)) or len(key) < 16:
         raise ValueError("audit key must be at least 16 bytes")
     pid = patient_id if patient_id is not None else _get(result, "patient_id")
+    keys = data_keys_of(result)
     record = {
         "type": "evaluation",
         "time": time or utc_now(),
@@ -199,11 +221,14 @@ def build_decision_record(result: Any, *, hook: str, hook_instance: str, service
         "ruleset": _ruleset_info(result, ruleset),
         "rulesEvaluated": [_evaluated(e) for e in (_get(result, "evaluated") or [])],
         "rulesFired": [_fired(f) for f in (_get(result, "fired") or [])],
-        "cards": [_card(c) for c in (_get(result, "cards") or [])],
+        "cards": [_card(c, keys) for c in (_get(result, "cards") or [])],
         "shadow": [_fired(f) for f in (_get(result, "shadow") or [])],
         "missing": sorted(_get(result, "missing") or []),
         "latencyMs": round(float(latency_ms), 3),
     }
+    if suppressed:
+        # cards decided but not shown: the clinician overrode the same card on the same data (see the service)
+        record["suppressed"] = [dict(_card(c, keys), reason=reason) for c, reason in suppressed]
     if explanation is not None:
         record["explanation"] = {"rules": [
             {k: r.get(k) for k in ("id", "version", "status", "fired", "condition")}

@@ -304,13 +304,36 @@ class AuditStore:
         return seq
 
     def record_result(self, result: Any, *, hook: str, hook_instance: str, service_id: str,
-                      patient_id: str | None, latency_ms: float, ruleset: Any = None) -> int:
+                      patient_id: str | None, latency_ms: float, ruleset: Any = None,
+                      suppressed: list | None = None) -> int:
         """build_decision_record + record_evaluation with this store's key: the one call the
-        service makes after evaluating and before it answers."""
+        service makes after evaluating and before it answers. `suppressed`: (card, reason) pairs decided
+        but not shown (kept in the record)."""
         from .record import build_decision_record
         return self.record_evaluation(build_decision_record(
             result, hook=hook, hook_instance=hook_instance, service_id=service_id, patient_id=patient_id,
-            latency_ms=latency_ms, key=self.key, ruleset=ruleset))
+            latency_ms=latency_ms, key=self.key, ruleset=ruleset, suppressed=suppressed))
+
+    def overridden(self, patient_id: str, since: str) -> dict:
+        """(rule id, data key) -> time of the feedback, for the cards of this patient that a clinician overrode
+        since `since` (ISO time). The data key is the one recorded with the card (audit.record.card_data_key)."""
+        from .record import patient_key
+        pkey = patient_key(patient_id, self.key)
+        out: dict = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(sa.select(records).where(records.c.kind == "feedback",
+                                                             records.c.recorded_at >= since)):
+                fb = json.loads(row.body)
+                if fb.get("outcome") != "overridden" or not fb.get("evaluationSeq"):
+                    continue
+                ev = conn.execute(sa.select(records).where(records.c.seq == fb["evaluationSeq"],
+                                                           records.c.patient_key == pkey)).first()
+                if ev is None:
+                    continue
+                for card in json.loads(ev.body).get("cards") or []:
+                    if card.get("uuid") == fb.get("card") and card.get("dataKey") and card.get("rule"):
+                        out[(card["rule"].get("id"), card["dataKey"])] = fb.get("time")
+        return out
 
     def record_feedback(self, service_id: str, feedback: dict) -> bool:
         """Store CDS Hooks feedback (one item, or a body with a `feedback` list).

@@ -86,23 +86,37 @@ class CardMaker:
         card.update(orjson.loads(self._fixed))
         # suggestions create resources for this patient; without a patient id there is nothing safe to create
         if self._suggestions and patient_id is not None:
-            suggestions = prune([
-                {
-                    "label": label.render(lookup),
-                    "uuid": str(uuid.uuid4()),
-                    "isRecommended": recommended,
-                    "actions": [
-                        {"type": kind, "description": description.render(lookup),
-                         "resource": _render_resource(resource, lookup)}
-                        for kind, description, resource in actions
-                    ],
-                }
-                for label, recommended, actions in self._suggestions
-            ])
+            suggestions = prune([s for s in (self._suggestion(label, recommended, actions, lookup)
+                                             for label, recommended, actions in self._suggestions) if s])
             if suggestions:
                 card["suggestions"] = suggestions
                 card["selectionBehavior"] = self._selection_behavior
         return card
+
+
+    @staticmethod
+    def _suggestion(label, recommended, actions, lookup) -> dict | None:
+        """One suggestion, or None when any value it would write is missing: a resource that would carry
+        "not recorded" (or no number where a number belongs) is never offered."""
+        missing = []
+
+        def tracking(ref):
+            value = lookup(ref)
+            if value is None:
+                missing.append(ref)
+            return value
+
+        out = {
+            "label": label.render(tracking),
+            "uuid": str(uuid.uuid4()),
+            "isRecommended": recommended,
+            "actions": [
+                {"type": kind, "description": description.render(tracking),
+                 "resource": _render_resource(resource, tracking)}
+                for kind, description, resource in actions
+            ],
+        }
+        return None if missing else out
 
 
 def _compile_resource(template):

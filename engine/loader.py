@@ -276,6 +276,9 @@ def _link_fact_inputs(fact_docs: list, facts: dict, errors: _Collector) -> None:
         if not isinstance(doc.data, dict) or not isinstance(doc.data.get("facts"), dict):
             continue
         for name, raw in doc.data["facts"].items():
+            if isinstance(raw, dict) and raw.get("kind") == "pacing" and name in facts:
+                _link_pacing(doc, name, raw, facts, errors)
+                continue
             if not isinstance(raw, dict) or raw.get("kind") != "series_pair" or name not in facts:
                 continue
             inputs = []
@@ -299,6 +302,29 @@ def _link_fact_inputs(fact_docs: list, facts: dict, errors: _Collector) -> None:
                 continue
             del facts[name]
             errors.unavailable_facts.setdefault(name, doc.file)
+
+
+PACING_ROLES = {"activity": ("daily_series",), "minutes": ("daily_series",), "symptom": ("daily_series",),
+                "goal": ("goal",), "medications": ("medication_classes", "medication"),
+                "heart_rate": ("daily_series",), "exertion": ("daily_series",)}
+
+
+def _link_pacing(doc, name: str, raw: dict, facts: dict, errors: _Collector) -> None:
+    """A pacing fact reads other facts by role (activity and symptom required): resolve them by name."""
+    roles, inputs = [], []
+    for role, kinds in PACING_ROLES.items():
+        if role not in raw:
+            continue
+        other = facts.get(raw[role])
+        if other is None or other.kind not in kinds:
+            errors.add(doc.position(("facts", name, role)),
+                       f"{role}: '{raw[role]}' is not a {' or '.join(kinds)} fact")
+            del facts[name]
+            return
+        roles.append(role)
+        inputs.append(other)
+    codes = frozenset().union(*(i.match_keys for i in inputs))
+    facts[name] = dataclasses.replace(facts[name], roles=tuple(roles), inputs=tuple(inputs), codes=codes)
 
 
 def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collector,
@@ -374,6 +400,7 @@ def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collec
             classes=tuple(classes), drug_table=tables.get("drug_table"), factor_table=tables.get("factor_table"),
             daily_by_code=tuple(sorted((raw.get("daily_by_code") or {}).items())),
             questionnaire_items=raw.get("questionnaire_items", False),
+            parameters=tuple(sorted((k, float(v["value"])) for k, v in (raw.get("parameters") or {}).items())),
         )
         if classes:  # codes of every class: for prefetch requirements and validation scope
             facts[name] = dataclasses.replace(

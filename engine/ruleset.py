@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fhir_adapter import InputError, PatientData, ResourceValidator, pool_request
-from fhir_adapter.facts import Fact, derive_facts, is_number
+from fhir_adapter.derive import derive_facts
+from fhir_adapter.facts import Fact, is_number
 from fhir_adapter.selection import ResourceSelector
 
 from . import conditions
@@ -23,6 +24,7 @@ from .loader import LoadedTree, Rule, load_tree
 HOOKS = ("patient-view", "order-select", "order-sign")
 # kinds whose absence is missing data (a lab never drawn), not a negative finding
 MEASURED_KINDS = {"observation", "daily_series", "patient"}
+STATE_KINDS = {"pacing"}  # facts whose values explain shows in full
 
 
 
@@ -112,17 +114,28 @@ class Ruleset:
     def data_requirements(self, hook: str) -> list[dict]:
         """What the rules of a hook read: resource types and codes (for prefetch templates)."""
         out: dict[str, set] = {}
-        for definition in self._programs[hook].definitions:
+
+        def add(definition):
+            if definition.kind == "pacing":  # reads other facts by role: each asks for its own resources
+                for other in definition.inputs:
+                    add(other)
+                out.setdefault("QuestionnaireResponse", set())  # the activity inventory (by questionnaire)
+                return
             for rtype in definition.resource_types:
                 if rtype == "Medication":
                     continue  # read through MedicationRequest/Statement references, never searched by patient
-                if rtype == "QuestionnaireResponse":
-                    out.setdefault(rtype, set())  # items are matched by linkId: no code search exists
+                if rtype in ("QuestionnaireResponse", "Goal"):
+                    # items are matched by linkId, goals by category, description or target measure after they
+                    # arrive: no code search selects them
+                    out.setdefault(rtype, set())
                     continue
                 codes = out.setdefault(rtype, set())
                 codes |= {f"{s}|{c}" for s, c in definition.codes}
                 if definition.valueset is not None:
                     codes |= {f"{s}|{c}" for s, c in definition.valueset.codes}
+
+        for definition in self._programs[hook].definitions:
+            add(definition)
         return [{"resourceType": t, "codes": sorted(c)} for t, c in sorted(out.items())]
 
     def evaluate(self, request: dict | PatientData, now: dt.datetime | None = None,
@@ -193,6 +206,10 @@ class Ruleset:
             "ruleset": self.meta,
             "missing": result.missing,
             "data_notes": result.data_notes,
+            # derived summaries the rules test (the pacing state, its quota and targets, flare episodes)
+            "states": {name: {"values": dict(fact.values), "provenance": list(fact.provenance)}
+                       for name, fact in sorted(result.facts.items())
+                       if self.tree.facts[name].kind in STATE_KINDS},
             "rules": rules,
             "cards": result.cards,
         }

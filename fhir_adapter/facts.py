@@ -40,7 +40,9 @@ KIND_ATTRIBUTES = {
     "condition": {"present": None, "count": "1", "codes": None, "names": None},
     "medication": {"present": None, "count": "1", "codes": None, "names": None, "name": None},
     "patient": {"value": None, "present": None},
-    "goal": {"present": None, "count": "1", "days_since_review": "d"},
+    # open goals the fact's codes recognise (category, description or target measure); days_since_review is the
+    # goal reviewed longest ago; unsmart_count: goals without a measurable target (measure and amount) or due date
+    "goal": {"present": None, "count": "1", "days_since_review": "d", "unsmart_count": "1", "unsmart_text": None},
     # active medications across several classes (value sets): how many classes, how many distinct drugs
     "medication_classes": {"present": None, "class_count": "1", "drug_count": "1", "classes": None,
                            "names": None, "name": None, "codes": None},
@@ -50,13 +52,33 @@ KIND_ATTRIBUTES = {
     # two daily series: the symptom on the day after an above-average activity day vs after the other days
     "series_pair": {"present": None, "difference": "unit", "mean_after_high": "unit", "mean_after_low": "unit",
                     "pairs_high": "1", "pairs_low": "1"},
+    # the patient's pacing state and targets from their own activity and pain series (fhir_adapter.pacing);
+    # numbers are in the patient's own activity unit (steps or minutes a day), named by `activity`
+    "pacing": {"present": None, "state": None, "state_text": None, "activity": None, "activity_unit": None,
+               "days_recorded": "1", "pain_days": "1", "typical": "1", "quota": "1", "step_up": "1",
+               "step_size": "1", "flare_floor": "1", "pre_flare_quota": "1", "rebuild_from": "1",
+               "rebuild_step": "1", "latest_activity": "1", "low_day": "1", "high_day": "1",
+               "mean_7d": "1", "prev_mean_7d": "1", "pain_latest": "1", "pain_usual": "1",
+               "pain_after_busy": "1", "pain_after_quiet": "1", "pain_rise_after_busy": "1", "swing": "1",
+               "flare_onset_days_ago": "1", "flare_peak_days_ago": "1", "flare_peak_pain": "1", "flare_days": "1",
+               "flares_90d": "1", "settled_flares_90d": "1", "days_to_settle": "1", "last_settled_days_ago": "1",
+               "goal_target": "1", "fall_percent": "1", "fall_before": "1", "fall_after": "1",
+               "fall_drug": None, "fall_drug_start": None, "fall_drug_days_ago": "1", "flare_severity": None,
+               "measure_code": None, "measure_display": None, "target_ucum": None,
+               "bout_active": "1", "bout_rest_min": "1", "bout_rest_max": "1", "pain_mean_7d": "1",
+               "pain_prev_mean_7d": "1", "flare_history": None, "bad_day_activities": None, "bad_day_text": None,
+               "hr_ceiling": "1", "hr_days": "1", "hr_over_days": "1",
+               "hr_highest": "1", "rpe_ceiling": "1", "rpe_days": "1", "rpe_over_days": "1", "rpe_highest": "1"},
 }
 DEFAULT_ATTRIBUTE = {"observation": "value", "daily_series": "mean_7d", "condition": "present",
                      "medication": "present", "patient": "value", "goal": "present",
-                     "medication_classes": "class_count", "opioid_mme": "total", "series_pair": "difference"}
+                     "medication_classes": "class_count", "opioid_mme": "total", "series_pair": "difference",
+                     "pacing": "state"}
 # attributes that are lists or text rather than numbers (for card templates)
-LIST_ATTRIBUTES = {"names", "codes", "classes", "lines", "uncomputed"}
-TEXT_ATTRIBUTES = {"name"}
+LIST_ATTRIBUTES = {"names", "codes", "classes", "lines", "uncomputed", "flare_history", "bad_day_activities",
+                   "bad_day_text"}
+TEXT_ATTRIBUTES = {"name", "state", "state_text", "activity", "activity_unit", "fall_drug", "fall_drug_start",
+                   "unsmart_text", "flare_severity", "measure_code", "measure_display", "target_ucum"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,8 @@ class FactDefinition:
     inputs: tuple = ()  # series_pair: (activity FactDefinition, symptom FactDefinition)
     daily_by_code: tuple = ()  # daily_series: ((code, sum|mean|last), ...) overriding `daily` for that code
     questionnaire_items: bool = False  # observation: also read QuestionnaireResponse items named by the code
+    roles: tuple = ()  # pacing: the role of each of `inputs` (activity, minutes, symptom, goal, medications)
+    parameters: tuple = ()  # pacing: ((name, value), ...) from the fact's `parameters` (each with its source)
 
     @property
     def resource_types(self) -> set[str]:
@@ -94,6 +118,7 @@ class FactDefinition:
             "medication_classes": medication,
             "opioid_mme": medication,
             "series_pair": {"Observation"},
+            "pacing": {"Observation", "Goal", "QuestionnaireResponse"} | medication,
         }[self.kind]
 
     @cached_property
@@ -134,14 +159,6 @@ class Fact:
     @property
     def present(self) -> bool:
         return bool(self.values.get("present"))
-
-
-def derive_facts(data: PatientData, definitions, now: dt.datetime) -> dict[str, Fact]:
-    out = {}
-    for definition in definitions:
-        derive = _DERIVERS[definition.kind]
-        out[definition.name] = derive(definition, data, now)
-    return out
 
 
 # -- time ---------------------------------------------------------------------------------
@@ -382,15 +399,16 @@ def _derive_observation(definition, data, now) -> Fact:
     return fact
 
 
-def _daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[str]]:
+def _daily_values(definition, data, now, fact, days: int | None = None) -> tuple[dict[int, float], list[str]]:
     """Days ago (0 = today, up to SERIES_DAYS - 1) -> the day's value, and the resources used. Missing days stay missing.
 
     Computed once per evaluation: a daily series fact and a series_pair reading it share the result."""
     def compute():
         scratch = Fact(definition.name)
-        daily, used = _compute_daily_values(definition, data, now, scratch)
+        daily, used = _compute_daily_values(definition, data, now, scratch, days or SERIES_DAYS)
         return daily, used, scratch.notes
-    daily, used, notes = _per_evaluation(data, ("daily_values", definition.name, now), compute)
+    key = ("daily_values", definition.name, now) + ((days,) if days else ())
+    daily, used, notes = _per_evaluation(data, key, compute)
     fact.notes.extend(notes)
     return dict(daily), list(used)
 
@@ -398,25 +416,25 @@ def _daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[s
 SERIES_DAYS = 28  # a daily series holds today and the 27 days before (windows end yesterday)
 
 
-def _compute_daily_values(definition, data, now, fact) -> tuple[dict[int, float], list[str]]:
+def _compute_daily_values(definition, data, now, fact, series_days: int = SERIES_DAYS):
     # a reading from before the series' days is never used (nor noted): 2 days' margin for time zones
-    rows = _observation_values(definition, data, now, fact, since=now - dt.timedelta(days=SERIES_DAYS + 2))
+    rows = _observation_values(definition, data, now, fact, since=now - dt.timedelta(days=series_days + 2))
     today = now.date().toordinal()
     by_code = dict(definition.daily_by_code)
     per_day: dict[int, dict[str, list[float]]] = {}  # days ago -> combine mode -> readings
     used = []
     for when, value, obs in rows:
         ago = today - _utc_day(when)
-        if ago < SERIES_DAYS:
+        if ago < series_days:
             mode = definition.daily
             if by_code:
                 mode = next((by_code[c["code"]] for c in (obs.get("code") or {}).get("coding") or []
                              if c.get("code") in by_code), mode)
             per_day.setdefault(ago, {}).setdefault(mode, []).append(value)
             used.append(_ref(obs))
-    combine = {"sum": sum, "mean": statistics.fmean, "last": lambda v: v[-1]}
+    combine = {"sum": sum, "mean": statistics.fmean, "last": lambda v: v[-1], "max": max}
     # a day's total ('last') wins over partial counts ('sum') of the same day: nothing is counted twice
-    return {ago: next(combine[m](modes[m]) for m in ("last", "mean", "sum") if m in modes)
+    return {ago: next(combine[m](modes[m]) for m in ("last", "max", "mean", "sum") if m in modes)
             for ago, modes in per_day.items()}, used
 
 
@@ -687,19 +705,48 @@ def _derive_series_pair(definition, data, now) -> Fact:
 MIN_PAIRS = 3
 
 
+GOAL_ANY_STATUS = GOAL_OPEN | {"completed"}  # a completed goal still says which level was agreed
+
+
+def recognised_goals(definition, data, statuses=GOAL_OPEN) -> list[dict]:
+    """Goals of the given lifecycle statuses that the definition's codes recognise (any category, the
+    description or a target's measure); every goal of those statuses when the definition has no codes."""
+    goals = [g for g in data.of_type("Goal") if g.get("lifecycleStatus") in statuses]
+    if definition.codes or definition.valueset is not None:
+        goals = [g for g in goals if definition.matches(g.get("description"))
+                 or any(definition.matches(c) for c in g.get("category") or [] if isinstance(c, dict))
+                 or any(definition.matches(t.get("measure")) for t in g.get("target") or [] if isinstance(t, dict))]
+    return goals
+
+
+def goal_is_smart(goal: dict) -> bool:
+    """A measurable target (a measure and an amount) and a due date (or duration) on at least one target."""
+    for t in goal.get("target") or []:
+        if not isinstance(t, dict) or not t.get("measure"):
+            continue
+        amount = any(k in t for k in ("detailQuantity", "detailRange", "detailInteger", "detailRatio"))
+        due = "dueDate" in t or "dueDuration" in t
+        if amount and due:
+            return True
+    return False
+
+
 def _derive_goal(definition, data, now) -> Fact:
     fact = Fact(definition.name, unit="d")
-    goals = [g for g in data.of_type("Goal") if g.get("lifecycleStatus") in GOAL_OPEN]
-    if definition.codes or definition.valueset is not None:
-        goals = [g for g in goals if definition.matches(g.get("description")) or definition.matches(g.get("category", [{}])[0] if g.get("category") else None)]
+    goals = recognised_goals(definition, data)
     fact.values.update(present=bool(goals), count=len(goals))
     reviewed = []
     for g in goals:
         when = parse_time(g.get("statusDate")) or parse_time((g.get("meta") or {}).get("lastUpdated")) or parse_time(g.get("startDate"))
         if when is not None and when <= now:
             reviewed.append((now - when).total_seconds() / 86400.0)
-    if reviewed:
-        fact.values["days_since_review"] = min(reviewed)
+    if reviewed:  # every goal is due its review: the one reviewed longest ago decides
+        fact.values["days_since_review"] = max(reviewed)
+    unsmart = [g for g in goals if not goal_is_smart(g)]
+    if goals:
+        fact.values["unsmart_count"] = len(unsmart)
+    if unsmart:
+        fact.values["unsmart_text"] = (unsmart[0].get("description") or {}).get("text") or "unnamed goal"
     fact.provenance = [_ref(g) for g in goals]
     return fact
 
@@ -723,7 +770,8 @@ def _derive_patient(definition, data, now) -> Fact:
     return fact
 
 
-_DERIVERS = {
+# how each kind of fact is derived (fhir_adapter.derive adds the kinds other modules own, e.g. pacing)
+DERIVERS = {
     "observation": _derive_observation,
     "daily_series": _derive_daily_series,
     "condition": _derive_condition,

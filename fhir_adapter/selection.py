@@ -12,9 +12,9 @@ from .valuesets import MEMO_MAX_CHARS, code_key
 # Resource types whose facts pick resources by one coded field, and the fact kinds that do so.
 _CODED_FIELD = {"Observation": "code", "Condition": "code", "MedicationRequest": "medicationCodeableConcept",
                 "MedicationStatement": "medicationCodeableConcept"}
-_CODED_KINDS = {"Observation": {"observation", "daily_series", "series_pair"}, "Condition": {"condition"},
-                "MedicationRequest": {"medication", "medication_classes", "opioid_mme"},
-                "MedicationStatement": {"medication", "medication_classes", "opioid_mme"}}
+_CODED_KINDS = {"Observation": {"observation", "daily_series", "series_pair", "pacing"}, "Condition": {"condition"},
+                "MedicationRequest": {"medication", "medication_classes", "opioid_mme", "pacing"},
+                "MedicationStatement": {"medication", "medication_classes", "opioid_mme", "pacing"}}
 # (series_pair, medication_classes and opioid_mme carry the union of the codes they read in FactDefinition.codes)
 
 

@@ -117,7 +117,7 @@ def fact_line(name: str, fact: dict, vs_titles: dict) -> str:
         bits.append(f"unit `{fact['unit']}`")
     if fact.get("scope") and fact["scope"] != "active":
         bits.append(f"scope {fact['scope']}")
-    for key in ("activity", "symptom", "drug_table", "factor_table"):
+    for key in ("activity", "minutes", "symptom", "goal", "medications", "drug_table", "factor_table"):
         if fact.get(key):
             bits.append(f"{key} `{fact[key]}`")
     return "; ".join(bits)
@@ -212,6 +212,17 @@ def build(rules_dir: Path) -> str:
     for name in sorted(facts):
         lines.append(f"- {fact_line(name, facts[name], vs_titles)} (`{facts[name]['_file']}`)")
     lines.append("")
+    for name in sorted(facts):
+        params = facts[name].get("parameters") or {}
+        if not params:
+            continue
+        lines += [f"### Parameters of the fact `{name}`", "",
+                  "Rules testing this fact use these numbers (a clinician may change them in the YAML; see "
+                  "docs/knowledge-base.md for the model).", "",
+                  "| parameter | value | where it comes from |", "| --- | --- | --- |"]
+        for pname, p in params.items():
+            lines.append(f"| `{pname}` | {_num(p['value'])} | {str(p.get('note', '')).replace('|', '/')} |")
+        lines.append("")
     return "\n".join(lines)
 
 

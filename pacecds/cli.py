@@ -104,6 +104,11 @@ def render_explanation(explanation: dict) -> str:
         lines.append("missing data: " + ", ".join(explanation["missing"]))
     for note in explanation["data_notes"]:
         lines.append(f"data note: {note}")
+    for name, state in (explanation.get("states") or {}).items():
+        values = state["values"]
+        lines.append(f"{name}: {values.get('state')} ({values.get('state_text')})")
+        shown = {k: v for k, v in values.items() if k not in ("state", "state_text", "present")}
+        lines.append("  " + ", ".join(f"{k} {v}" for k, v in shown.items()))
     for rule in explanation["rules"]:
         state = "FIRED" if rule["fired"] else "not fired"
         shadow = " (draft: shadow mode)" if rule["status"] == "draft" else ""

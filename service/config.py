@@ -64,6 +64,9 @@ class ServiceConfig:
     ruleset: Any = None                           # an already loaded ruleset (tests, embedding)
     audit_store: Any = None                       # an AuditStore (or None: built from config when available)
     audit: bool = True                            # PACECDS_AUDIT=0 disables the audit store (dev only)
+    # PACECDS_OVERRIDE_SUPPRESS_DAYS: a card the clinician overrode for a patient is not shown again for this many
+    # days unless the data behind it changed (0 = off); 7 is a pacecds choice. Needs the audit store (feedback).
+    override_suppress_days: int = 7
 
     @property
     def production(self) -> bool:
@@ -110,6 +113,11 @@ class ServiceConfig:
             values["dev"] = True
         if env.get("PACECDS_RULES_RELOAD_SECONDS"):
             values["rules_reload_s"] = _number(env, "PACECDS_RULES_RELOAD_SECONDS", 0.0)
+        if env.get("PACECDS_OVERRIDE_SUPPRESS_DAYS", "").strip() != "":
+            raw = env["PACECDS_OVERRIDE_SUPPRESS_DAYS"].strip()
+            if not raw.isdigit():
+                raise ConfigError(f"PACECDS_OVERRIDE_SUPPRESS_DAYS={raw!r} is not a whole number of days (0 = off)")
+            values["override_suppress_days"] = int(raw)
         if env.get("PACECDS_AUDIT", "").strip().lower() in ("0", "false", "off", "no"):
             values["audit"] = False
         values.update(overrides)

@@ -103,12 +103,13 @@ def invoke(state: ServiceState, service_id: str, body: dict, server_allowed=None
     except InputError as e:
         raise ApiError(400, f"Invalid FHIR data: {e}") from None
 
+    suppressed = suppress_overridden(state, result, body["context"].get("patientId"))
     response = result.response()
     missing = list(gathered.missing)
     if missing:
         response.setdefault("extension", {})[MISSING_DATA_EXTENSION] = missing
     latency_ms = (time.perf_counter() - started) * 1000
-    record_evaluation(state, ruleset, service, body, result, latency_ms)
+    record_evaluation(state, ruleset, service, body, result, latency_ms, suppressed)
     log.info("evaluated hookInstance=%s service=%s hook=%s cards=%d fetched=%s missing=%d latency_ms=%.1f",
              body["hookInstance"], service.id, hook, len(response.get("cards", [])),
              ",".join(gathered.fetched) or "-", len(missing), latency_ms)
@@ -144,8 +145,37 @@ def _check_draft_orders_patient(context: dict) -> None:
                            expression=[f"context.draftOrders.entry[{i}]"])
 
 
+def suppress_overridden(state: ServiceState, result, patient_id: str | None) -> list:
+    """Take out of the response the cards this patient's clinician overrode in the last
+    override_suppress_days days on the same data (same rule, same resources behind it); return them with the
+    reason, for the audit record. Nothing is suppressed without an audit store (no feedback to go by)."""
+    days = state.cfg.override_suppress_days
+    if not days or state.audit_store is None or not patient_id or not result.cards:
+        return []
+    from audit.record import data_keys_of, format_time
+
+    overridden_of = getattr(state.audit_store, "overridden", None)
+    if overridden_of is None:  # a store that keeps no feedback
+        return []
+    overridden = overridden_of(str(patient_id), format_time(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)))
+    if not overridden:
+        return []
+    keys = data_keys_of(result)
+    kept, suppressed = [], []
+    for card in result.cards:
+        rule_id = ((card.get("extension") or {}).get("pacecds.rule") or {}).get("id")
+        when = overridden.get((rule_id, keys.get(card.get("uuid"))))
+        if when is None:
+            kept.append(card)
+        else:
+            suppressed.append((card, f"overridden by the clinician at {when} on the same data; "
+                                     f"not shown again for {days} days unless the data change"))
+    result.cards[:] = kept
+    return suppressed
+
+
 def record_evaluation(state: ServiceState, ruleset, service: ServiceDef, body: dict, result,
-                      latency_ms: float) -> None:
+                      latency_ms: float, suppressed: list | None = None) -> None:
     """Append the decision to the audit store before the cards go out (no tokens, no raw body).
 
     The store returns only after its commit, so no card leaves without its record; if the store fails,
@@ -153,9 +183,10 @@ def record_evaluation(state: ServiceState, ruleset, service: ServiceDef, body: d
     """
     if state.audit_store is None:
         return
+    extra = {"suppressed": suppressed} if suppressed else {}
     state.audit_store.record_result(result, hook=service.hook, hook_instance=body["hookInstance"],
                                     service_id=service.id, patient_id=body["context"].get("patientId"),
-                                    latency_ms=latency_ms, ruleset=ruleset)
+                                    latency_ms=latency_ms, ruleset=ruleset, **extra)
 
 
 def feedback(state: ServiceState, service_id: str, body: dict) -> dict:

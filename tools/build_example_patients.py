@@ -45,7 +45,15 @@ CODES = {
     "hb": (LOINC, "718-7", "Hemoglobin [Mass/volume] in Blood"),
     "ferritin": (LOINC, "2276-4", "Ferritin [Mass/volume] in Serum or Plasma"),
     "tsh": (LOINC, "3016-3", "Thyrotropin [Units/volume] in Serum or Plasma"),
+    "exercise_minutes": (LOINC, "55411-3", "Exercise duration"),
+    "heart_rate": (LOINC, "8867-4", "Heart rate"),
+    "resting_heart_rate": (LOINC, "40443-4", "Heart rate --resting"),
+    "rpe": ("https://pacecds.org/fhir/CodeSystem/instrument-score", "borg-rpe", "Borg rating of perceived exertion (6-20)"),
 }
+
+PACING_GOAL_CATEGORY = "https://pacecds.org/fhir/CodeSystem/goal-category"  # local pacecds code (docs/knowledge-base.md)
+GOAL_MEASURES = {"steps": ("41950-7", "Number of steps in 24 hour Measured", "steps/day", "/d"),
+                 "minutes": ("55411-3", "Exercise duration", "minutes/day", "min/d")}
 
 DRUGS = {  # RxNorm clinical drugs; every code is a member of a value set in rules/valuesets
     "oxycodone5": "oxycodone hydrochloride 5 MG Oral Tablet",            # 1049621
@@ -207,13 +215,51 @@ class Chart:
             "dosage": [self._dosage(dose, unit, freq, period, period_unit, prn, text)],
         })
 
-    def goal(self, text: str, status="active", status_days_ago: int | None = 10, start_days_ago=60) -> dict:
+    def goal(self, text: str, status="active", status_days_ago: int | None = 10, start_days_ago=60,
+             target: tuple | None = None, due_days: int | None = None, pacing_category: bool = False) -> dict:
+        """target: ("steps", 6000) or ("minutes", 30) a day, coded as pacecds writes it (LOINC measure, UCUM)."""
         r = {"resourceType": "Goal", "id": self._id("goal"), "lifecycleStatus": status,
              "description": {"text": text}, "subject": self.subject,
              "startDate": day(start_days_ago).date().isoformat()}
+        if pacing_category:
+            r["category"] = [{"coding": [{"system": PACING_GOAL_CATEGORY, "code": "activity-pacing",
+                                          "display": "Activity pacing"}]}]
         if status_days_ago is not None:
             r["statusDate"] = day(status_days_ago).date().isoformat()
+        t: dict = {}
+        if target is not None:
+            kind, amount = target
+            code, display, unit, ucum = GOAL_MEASURES[kind]
+            t.update(measure={"coding": [{"system": LOINC, "code": code, "display": display}]},
+                     detailQuantity={"value": amount, "unit": unit, "system": UCUM, "code": ucum})
+        if due_days is not None:
+            t["dueDate"] = (NOW + dt.timedelta(days=due_days)).date().isoformat()
+        if t:
+            r["target"] = [t]
         return self.add(r)
+
+    def ceiling_goal(self, kind: str, high: float, ucum: str, text: str) -> dict:
+        """A clinician-set intensity ceiling: a Goal whose target measure is the reading, with an upper limit."""
+        system, code, display = CODES[kind]
+        return self.add({
+            "resourceType": "Goal", "id": self._id("goal"), "lifecycleStatus": "active",
+            "description": {"text": text}, "subject": self.subject, "startDate": day(30).date().isoformat(),
+            "statusDate": day(10).date().isoformat(),
+            "target": [{"measure": {"coding": [{"system": system, "code": code, "display": display}]},
+                        "detailRange": {"high": {"value": high, "unit": ucum, "system": UCUM, "code": ucum}},
+                        "dueDate": (NOW + dt.timedelta(days=60)).date().isoformat()}]})
+
+    def activity_inventory(self, activities: list[tuple[str, str]], days_ago: int, status="completed") -> dict:
+        """The patient's activity inventory: a QuestionnaireResponse to the pacecds questionnaire (docs/knowledge-base.md)."""
+        return self.add({
+            "resourceType": "QuestionnaireResponse", "id": self._id("qr-inventory"),
+            "questionnaire": "https://pacecds.org/fhir/Questionnaire/activity-inventory", "status": status,
+            "subject": self.subject, "authored": iso(day(days_ago, 11)),
+            "item": [{"linkId": "activity", "item": [
+                {"linkId": "name", "answer": [{"valueString": name}]},
+                {"linkId": "demand", "answer": [{"valueCoding": {
+                    "system": "https://pacecds.org/fhir/CodeSystem/activity-demand", "code": demand,
+                    "display": demand}}]}]} for name, demand in activities]})
 
     def bundle(self) -> dict:
         return {"resourceType": "Bundle", "id": self.name, "type": "collection", "entry": self.entries}
@@ -355,8 +401,164 @@ def patients() -> list[Chart]:
     c.condition(*KNEE_OA_ICD)
     c.steps(steady(5000))
     c.pain(flat(4))
-    c.goal("Walk to the shop and back", status_days_ago=70, start_days_ago=120)
+    c.goal("Walk 5000 steps a day (maintenance)", status_days_ago=70, start_days_ago=120, target=("steps", 5000),
+           due_days=30)
     c.goal("Swim twice a week", status="cancelled", status_days_ago=2)
+    labs_recent(c)
+    out.append(c)
+
+    # ---- Pacing 2.0 (issue 11): one pacing state, one card; each wrong-direction situation of the issue -----
+    # P1. Settling flare: usual pain 3, flare 5 days ago peaking at 9 (4 days ago), now 5; steps cut from about
+    #     6000 to 2000 and climbing back (3500 yesterday). An earlier flare 60 days ago settled in 3 days.
+    #     Before: "scale back to about 2500" (half a 14-day mean that includes the flare days), below yesterday.
+    #     Expected: rebuild from 3500 toward the pre-flare quota 4800 (80% of 6000), never a cut below 3500.
+    c = Chart("pacing-flare-settling", "pt-settling", "female", "1974-04-12", "Bauer", "Anna")
+    c.condition(*CHRONIC_LBP_SCT)
+    steps = steady(6000, days=range(6, 41))
+    steps.update({5: 4500, 4: 2000, 3: 2500, 2: 3000, 1: 3500})
+    c.steps(steps)
+    pain = flat(3, range(6, 56))
+    pain.update({60: 7, 59: 8, 58: 6, 57: 4, 56: 3})
+    pain.update({5: 6, 4: 9, 3: 8, 2: 6.5, 1: 5})
+    c.pain(pain)
+    labs_recent(c)
+    out.append(c)
+
+    # P2. Settled flare: a flare 12 days ago (peak 8) settled 6 days ago (pain back to 3-4); steps 5000 before it,
+    #     3700 yesterday, still below the pre-flare quota of 4000. Expected: keep rebuilding from 3700 to 4000.
+    c = Chart("pacing-flare-settled", "pt-settled", "male", "1969-09-02", "Kowalczyk", "Piotr")
+    c.condition(*CHRONIC_LBP_ICD)
+    steps = steady(5000, days=range(13, 41))
+    steps.update({12: 3000, 11: 2000, 10: 2200, 9: 2500, 8: 2800, 7: 3000, 6: 3200, 5: 3300, 4: 3400, 3: 3500,
+                  2: 3600, 1: 3700})
+    c.steps(steps)
+    pain = flat(3, range(13, 41))
+    pain.update({12: 7, 11: 8, 10: 7, 9: 6, 8: 5, 7: 4.5, 6: 4, 5: 3.5, 4: 3, 3: 3, 2: 3, 1: 3})
+    c.pain(pain)
+    labs_recent(c)
+    out.append(c)
+
+    # P3. Boom-bust whose bust days look like flares: usual pain 3, 7.5/10 on the day after each busy day (yesterday
+    #     too). Before: a boom-bust card ("about 7500", the mean) and a flare card ("about 3750"). Expected: one
+    #     boom-bust card, one target from the quota (80% of the usual 7500 = 6000), no flare card.
+    c = Chart("pacing-boom-bust-flare-days", "pt-boomflare", "female", "1980-12-01", "Rahman", "Amina")
+    c.condition(*FIBROMYALGIA_ICD)
+    c.steps({d: (12500 if d in highs else 2500) for d in range(1, 15)})
+    c.pain({d: (7.5 if (d + 1) in highs else 3) for d in range(1, 15)})
+    # her activity inventory (pacecds questionnaire): the low-demand ones are the bad-day substitutes
+    c.activity_inventory([("Gardening", "high"), ("Vacuuming the house", "high"), ("Swimming", "moderate"),
+                          ("Gentle walk round the block", "low"), ("Seated stretching", "low")], days_ago=20)
+    labs_recent(c)
+    out.append(c)
+
+    # P4. At maintenance: steady at 6000 steps with stable pain, and his pacing Goal (reviewed 10 days ago) agrees
+    #     6000 steps a day as the maintenance level. Expected: no step-up, no goal card: nothing to do.
+    c = Chart("pacing-at-maintenance", "pt-maint", "male", "1958-05-17", "Osei", "Kwame")
+    c.condition(*KNEE_OA_ICD)
+    c.steps(steady(6000))
+    c.pain(flat(4))
+    c.goal("Walk 6000 steps a day, every day (maintenance level)", status_days_ago=10, start_days_ago=90,
+           target=("steps", 6000), due_days=60)
+    labs_recent(c)
+    out.append(c)
+
+    # P5. Steps fell 40% after cyclobenzaprine was started 10 days ago (6000 -> 3600), pain unchanged; a pacing
+    #     goal reviewed 10 days ago. Expected: an association card naming cyclobenzaprine and its start date.
+    c = Chart("pacing-fall-after-new-drug", "pt-newdrug", "female", "1965-02-08", "Santos", "Maria")
+    c.condition(*CHRONIC_LBP_SCT)
+    steps = steady(6000, days=range(11, 29))
+    steps.update(steady(3600, days=range(1, 11)))
+    c.steps(steps)
+    c.pain(flat(4, range(1, 29)))
+    c.med_request("cyclobenzaprine10", freq=1, period=1, period_unit="d", authored_days_ago=10)
+    c.goal("Walk 6000 steps a day", status_days_ago=10, target=("steps", 6000), due_days=30)
+    labs_recent(c)
+    out.append(c)
+
+    # P5b. Trap: the same drug started 10 days ago, steps unchanged at 6000 -> no association card.
+    c = Chart("pacing-new-drug-no-fall", "pt-newdrugok", "male", "1971-07-21", "Ito", "Kenji")
+    c.condition(*CHRONIC_LBP_SCT)
+    c.steps(steady(6000, days=range(1, 29)))
+    c.pain(flat(4, range(1, 29)))
+    c.med_request("cyclobenzaprine10", freq=1, period=1, period_unit="d", authored_days_ago=10)
+    labs_recent(c)
+    out.append(c)
+
+    # P6. Wheelchair user: no steps; exercise sessions (55411-3) of about 30 minutes a day, heart rate and Borg
+    #     RPE recorded, pain stable. Expected: minute-based pacing: steady at 30 minutes, step up to 35.
+    c = Chart("pacing-wheelchair-minutes", "pt-wheel", "male", "1979-10-30", "Adeyemi", "Tunde")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.series("exercise_minutes", steady(30), "min", "min", hour=17)
+    c.pain(flat(4))
+    for d in range(1, 15):
+        c.obs("heart_rate", 112, "beats/minute", day(d, 17, 20), category="vital-signs", ucum_code="/min")
+        c.obs("resting_heart_rate", 68, "beats/minute", day(d, 7), category="vital-signs", ucum_code="/min")
+        c.obs("rpe", 12, "{score}", day(d, 17, 25), category="survey", ucum_code="{score}")
+    c.ceiling_goal("heart_rate", 120, "/min", "Keep heart rate below 120/min during exercise")
+    c.ceiling_goal("rpe", 13, "{score}", "Keep perceived exertion at 13 (somewhat hard) or below")
+    labs_recent(c)
+    out.append(c)
+
+    # P6b. The same wheelchair user, but heart rate 132/min on 4 of the last 7 days, above the ceiling of 120/min
+    #      his physiotherapist set (a Goal). Expected: intensity card (gentler, shorter bouts) besides the step-up.
+    c = Chart("pacing-heart-rate-over-ceiling", "pt-hrover", "male", "1979-10-30", "Adeyemi", "Tayo")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.series("exercise_minutes", steady(30), "min", "min", hour=17)
+    c.pain(flat(4))
+    for d in range(1, 15):
+        c.obs("heart_rate", 132 if d in (1, 2, 4, 6) else 112, "beats/minute", day(d, 17, 20),
+              category="vital-signs", ucum_code="/min")
+    c.ceiling_goal("heart_rate", 120, "/min", "Keep heart rate below 120/min during exercise")
+    labs_recent(c)
+    out.append(c)
+
+    # P6c. Perceived exertion 15 (hard) on 3 of the last 7 days, above her agreed ceiling of 13; no heart rate.
+    #      Expected: the exertion wording of the intensity card.
+    c = Chart("pacing-exertion-over-ceiling", "pt-rpeover", "female", "1986-06-06", "Kaur", "Simran")
+    c.condition(*FIBROMYALGIA_ICD)
+    c.steps(steady(4000))
+    c.pain(flat(4))
+    for d in range(1, 15):
+        c.obs("rpe", 15 if d in (1, 3, 5) else 11, "{score}", day(d, 17, 25), category="survey", ucum_code="{score}")
+    c.ceiling_goal("rpe", 13, "{score}", "Keep perceived exertion at 13 (somewhat hard) or below")
+    labs_recent(c)
+    out.append(c)
+
+    # P7. Goal review on pacing goals only: a diabetes goal reviewed 7 days ago, the pacing goal (5000 steps a
+    #     day, met) last reviewed 120 days ago. Before: no card (the diabetes review hid it). Expected: goal review,
+    #     "last reviewed 120 days ago".
+    c = Chart("pacing-goal-review-other-goal", "pt-goalmix", "female", "1960-03-03", "Lindgren", "Eva")
+    c.condition(*KNEE_OA_ICD)
+    c.steps(steady(5000))
+    c.pain(flat(4))
+    c.goal("Walk 5000 steps a day", status_days_ago=120, start_days_ago=150, target=("steps", 5000), due_days=20)
+    c.goal("HbA1c below 7% (diabetes)", status_days_ago=7, start_days_ago=200)
+    labs_recent(c)
+    out.append(c)
+
+    # P8. Pacing goal that is not SMART: activity rising (4800 -> 5500, pain stable) and the pacing goal pacecds
+    #     category "activity pacing" says only "Walk more", no target, no date. Expected: a nudge to make it SMART.
+    c = Chart("pacing-goal-not-smart", "pt-notsmart", "female", "1982-08-19", "Moretti", "Giulia")
+    c.condition(*CHRONIC_LBP_SCT)
+    steps = steady(4800, days=range(8, 15))
+    steps.update(steady(5500, days=range(1, 8)))
+    c.steps(steps)
+    c.pain(flat(4))
+    c.goal("Walk more", status_days_ago=5, pacing_category=True)
+    labs_recent(c)
+    out.append(c)
+
+    # P9. Response to a step up: steps 5000 last week, 5800 this week; pain 3 last week, 4.5 this week (short of a
+    #     flare). Expected: go back to about 5000 for a week; no step-up, no flare card.
+    c = Chart("pacing-step-up-pain", "pt-stepup", "male", "1976-01-25", "Nakamura", "Hiro")
+    c.condition(*CHRONIC_LBP_ICD)
+    steps = steady(5000, days=range(8, 15))
+    steps.update(steady(5800, days=range(1, 8)))
+    c.steps(steps)
+    pain = flat(3, range(8, 15))
+    pain.update(flat(4.5, range(1, 8)))
+    c.pain(pain)
+    c.goal("Walk 5800 steps a day", status_days_ago=7, target=("steps", 5800), due_days=7)
     labs_recent(c)
     out.append(c)
 

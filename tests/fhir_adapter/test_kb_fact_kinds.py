@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fhir_adapter import pool_request
-from fhir_adapter.facts import FactDefinition, derive_facts
+from fhir_adapter.derive import derive_facts
+from fhir_adapter.facts import FactDefinition
 from fhir_adapter.mme import daily_mme
 from fhir_adapter.valuesets import from_fhir_json
 

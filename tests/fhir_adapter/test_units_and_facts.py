@@ -3,7 +3,8 @@ import datetime as dt
 import pytest
 
 from fhir_adapter import pool_request, ucum
-from fhir_adapter.facts import FactDefinition, derive_facts
+from fhir_adapter.derive import derive_facts
+from fhir_adapter.facts import FactDefinition
 
 NOW = dt.datetime(2026, 11, 1, 12, tzinfo=dt.timezone.utc)
 LOINC = "http://loinc.org"

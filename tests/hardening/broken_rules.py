@@ -61,6 +61,7 @@ CORPUS = [
     ("facts-not-mapping", LABS, None, "facts:\n  - hemoglobin\n", "facts"),
     ("valueset-bad-json", "valuesets/cds-pregnancy.json", None, '{"resourceType": "ValueSet", "compose": ', "cds-pregnancy.json"),
     ("valueset-wrong-type", "valuesets/cds-pregnancy.json", None, '{"resourceType": "CodeSystem", "id": "x"}', "ValueSet"),
-    ("manifest-missing-version", MANIFEST, "version: 1.0.0", "", "version"),
+    # the top-level version line (rule entries are indented), whatever the release number is
+    ("manifest-missing-version", MANIFEST, "\nversion: ", "\nold_version: ", "version"),
     ("duplicate-rule-id", "anemia/copy.yaml", None, "@" + HB, "duplicate"),
 ]

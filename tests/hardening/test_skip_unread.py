@@ -58,13 +58,14 @@ def test_unread_but_broken_observation_is_skipped_and_read_one_is_refused(rulese
     bundle = make_bundle("small", patient_id="skip-broken")
     obs = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
     read = next(o for o in obs if o["code"]["coding"][0]["code"] == "718-7")  # hemoglobin
-    # a heart rate (LOINC 8867-4): an observation no fact of this ruleset reads
+    # a body temperature (LOINC 8310-5): an observation no fact of this ruleset reads (heart rate, the example
+    # before ruleset 1.1.0, is now read as a pacing intensity cue)
     unread = copy.deepcopy(read)
-    unread.update(id="skip-broken-heart-rate", code={"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-                  valueQuantity={"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"})
+    unread.update(id="skip-broken-temperature", code={"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
+                  valueQuantity={"value": 36.8, "unit": "Cel", "system": "http://unitsofmeasure.org", "code": "Cel"})
     unread.pop("referenceRange", None)
     read_codes = {c.split("|", 1)[1] for req in ruleset.data_requirements("patient-view") for c in req["codes"]}
-    assert "8867-4" not in read_codes
+    assert "8310-5" not in read_codes
     bundle["entry"].append({"resource": unread})
     broken = copy.deepcopy(bundle)
     for entry in broken["entry"]:
@@ -98,7 +99,7 @@ def test_malformed_codes_are_validated_not_skipped(ruleset, code):
 def test_skipping_unread_resources_changes_no_fact(ruleset, name):
     """Facts from the validated pool (unread resources skipped) equal facts from every resource of the input."""
     from fhir_adapter import pool_request
-    from fhir_adapter.facts import derive_facts
+    from fhir_adapter.derive import derive_facts
 
     if name.startswith("generated-"):
         doc, now = make_bundle(name.split("-")[1], patient_id=name), BENCH_NOW

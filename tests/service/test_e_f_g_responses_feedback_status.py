@@ -9,6 +9,7 @@ import pytest
 
 from service.validation import is_valid
 from tests.service.conftest import (
+    PATIENT_ID,
     PUBLIC_URL,
     bearer,
     fixture,
@@ -334,3 +335,44 @@ def test_F2_feedback_item_with_an_extra_member_named_feedback_is_stored(client, 
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json() == {"recorded": 1, "duplicates": 0}
     assert audit.count() == before + 1
+
+
+# --------------------------------------------------------------------------- alert burden: override suppression
+
+def test_an_overridden_card_is_not_shown_again_on_the_same_data_and_the_audit_keeps_it(client, audit):
+    """Issue 11 (alert burden): the clinician overrode the card; the same chart opened again gives no card,
+    the audit record keeps the decision as suppressed; new data behind the rule brings the card back."""
+    hb = [hb_observation("hb", 10.0)]
+    card = cards_for(client, hb)["cards"][0]
+    fb = {"feedback": [{"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-26T10:05:31Z",
+                        "overrideReason": {"reason": card["overrideReasons"][0]}}]}
+    assert client.post(FB, json=fb).status_code == 200
+
+    again = cards_for(client, hb)
+    assert [c for c in again.get("cards", []) if c["extension"]["pacecds.rule"]["id"] == card["extension"]["pacecds.rule"]["id"]] == []
+    [latest] = audit.find(patient_id=PATIENT_ID, limit=1)
+    rec = audit.get(latest["hookInstance"])
+    assert [s["rule"]["id"] for s in rec["suppressed"]] == ["anemia.low-hemoglobin"]
+    assert "overridden by the clinician" in rec["suppressed"][0]["reason"]
+    assert [f["id"] for f in rec["rulesFired"]] == ["anemia.low-hemoglobin"]  # the decision itself is kept
+
+    changed = cards_for(client, hb + [hb_observation("hb-new", 9.8)])  # a new result: the data changed
+    assert [c["extension"]["pacecds.rule"]["id"] for c in changed["cards"]] == ["anemia.low-hemoglobin"]
+
+
+def test_override_suppression_can_be_turned_off(make_app, audit):
+    client = make_app(override_suppress_days=0).test_client()
+    hb = [hb_observation("hb", 10.0)]
+    card = cards_for(client, hb)["cards"][0]
+    client.post(FB, json={"feedback": [{"card": card["uuid"], "outcome": "overridden",
+                                        "outcomeTimestamp": "2026-11-26T10:05:31Z"}]})
+    assert len(cards_for(client, hb)["cards"]) == 1
+
+
+def test_override_suppression_days_from_the_environment():
+    from service.config import ConfigError, ServiceConfig
+
+    assert ServiceConfig.from_env({}).override_suppress_days == 7
+    assert ServiceConfig.from_env({"PACECDS_OVERRIDE_SUPPRESS_DAYS": "0"}).override_suppress_days == 0
+    with pytest.raises(ConfigError):
+        ServiceConfig.from_env({"PACECDS_OVERRIDE_SUPPRESS_DAYS": "-3"})
