@@ -26,8 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from . import config
-from .record import (GENESIS_HASH, RECORD_FORMAT, TIME_RE, canonical_json, chain_hash, scrub, seal,
-                     seal_key, utc_now)
+from .record import GENESIS_HASH, RECORD_FORMAT, TIME_RE, canonical_json, chain_hash, scrub, seal, seal_key, utc_now
 
 metadata = sa.MetaData()
 
@@ -666,7 +665,8 @@ class AuditStore:
         if body is not None and body.get("type") == "evaluation":
             for c in body.get("cards") or []:
                 if isinstance(c, dict) and c.get("uuid"):
-                    rule = c.get("rule") if isinstance(c.get("rule"), dict) else {}
+                    r = c.get("rule")
+                    rule: dict = r if isinstance(r, dict) else {}
                     expected.setdefault(str(c["uuid"]), (rule.get("id"), rule.get("version")))
         out: list[Problem] = []
         while card_rows.peek is not None and card_rows.peek.seq < row.seq:

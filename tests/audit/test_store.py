@@ -16,8 +16,8 @@ from audit import AuditStore, build_decision_record, patient_key
 from audit.store import records
 
 from .conftest import AUDIT_KEY, raw_exec
-from .legacy import load_format1_log
 from .fakes import Ruleset, result
+from .legacy import load_format1_log
 
 CANARY = "CANARY-TOKEN-7f3e9c"
 JWT = ("eyJhbGciOiJSUzM4NCIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJodHRwczovL2Voci5leGFtcGxlIiwic3ViIjoi"
