@@ -559,8 +559,8 @@ class AuditStore:
                     outside = p is not None and p.kind == "inserted" and (row.seq > walk_head or row.seq <= 0)
                     if p is None and seals_checked:
                         if skey is None:
-                            try:
-                                skey = self.seal_key
+                            try:  # verify never creates a key: a new one could only call every record forged
+                                skey = self._seal_key or seal_key(self._key or config.load_audit_key(create=False))
                             except config.MissingAuditKey:
                                 seals_checked = False
                         if skey is not None and row.seal is None:
