@@ -144,10 +144,17 @@ def cmd_verify(args) -> int:
 
 
 def _verify_file(args) -> int:
+    from . import config
     from .store import verify_export
+    key = None
+    if not args.no_seals:
+        try:
+            key = config.load_audit_key(create=False)
+        except config.MissingAuditKey:
+            key = None
     try:
         with open(args.file, encoding="utf-8") as f:
-            rep = verify_export(f)
+            rep = verify_export(f, key=key)
     except OSError as e:
         print(f"pacecds audit: {e}", file=sys.stderr)
         return 2
@@ -156,6 +163,8 @@ def _verify_file(args) -> int:
     elif rep.ok:
         print(f"OK: {rep.records} exported records chain correctly; last is record {rep.head_seq}, "
               f"sha256 {rep.head_hash}")
+        print("every record is sealed with the audit key" if rep.seals_checked else
+              "seals NOT checked (no audit key, or --no-seals): compare the last hash with a head you kept")
     else:
         print(f"FAILED: the export has been altered; first bad record: {rep.first_bad}")
         for p in rep.problems[1:]:

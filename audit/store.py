@@ -733,7 +733,8 @@ class AuditStore:
                     return
                 start = first
             for row in self._rows(conn, records.c.seq >= start):
-                yield {"seq": row.seq, "prevHash": row.prev_hash, "hash": row.hash, "record": json.loads(row.body)}
+                yield {"seq": row.seq, "prevHash": row.prev_hash, "hash": row.hash, "seal": row.seal,
+                       "record": json.loads(row.body)}
 
     def stats(self, since: str | None = None) -> dict:
         """Per rule: evaluated, fired, shadow-fired, cards, accepted, overridden, override reasons."""
@@ -858,9 +859,11 @@ class _RecentHashes:
                                  .where(records.c.hash == h, records.c.seq < before)).scalar()
 
 
-def verify_export(lines: Iterable[str | dict]) -> VerifyReport:
+def verify_export(lines: Iterable[str | dict], key: bytes | None = None) -> VerifyReport:
     """Check an export offline: each line's hash over its record, and each line chained to the
-    one before. The first line's prevHash is taken as given (compare it with a head hash you kept)."""
+    one before. The first line's prevHash is taken as given (compare it with a head hash you kept).
+    With the audit `key`, each line's seal too (else `seals_checked` is false)."""
+    skey = seal_key(key) if key is not None else None
     problems: list[Problem] = []
     last_seq: int | None = None
     last_hash: str | None = None
@@ -884,6 +887,11 @@ def verify_export(lines: Iterable[str | dict]) -> VerifyReport:
         elif last_hash is not None and prev != last_hash:
             kind = "deleted" if isinstance(seq, int) and isinstance(last_seq, int) and seq > last_seq + 1 else "changed"
             problems.append(Problem(seq, kind, f"does not follow record {last_seq}"))
+        elif skey is not None and not line.get("seal"):
+            problems.append(Problem(seq, "inserted", "it has no seal: added by someone without the audit key"))
+        elif skey is not None and (not isinstance(seq, int) or line.get("seal") != seal(skey, seq, str(h))):
+            problems.append(Problem(seq, "changed", "its seal does not match: rewritten or renumbered without the "
+                                                    "audit key, or this is not the key the service uses"))
         last_seq, last_hash = seq, h
     return VerifyReport(ok=not problems, records=n, head_seq=last_seq or 0, head_hash=last_hash or first_prev,
-                        problems=problems)
+                        problems=problems, seals_checked=skey is not None or n == 0)

@@ -260,3 +260,29 @@ def test_the_card_index_has_the_cards_of_every_record(store):
     with store.engine.connect() as conn:
         n = conn.execute(sa.select(sa.func.count()).select_from(cards)).scalar_one()
     assert n == 3 and store.verify().ok
+
+
+def test_an_export_carries_the_seals_and_verify_file_checks_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PACECDS_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("PACECDS_DATABASE_URL", f"sqlite:///{tmp_path}/e.db")
+    monkeypatch.setenv("PACECDS_AUDIT_KEY", AUDIT_KEY.decode())
+    s = AuditStore.from_config(key=AUDIT_KEY)
+    _fill(s, 3)
+    s.close()
+    out = tmp_path / "log.jsonl"
+    assert run(capsys, "audit", "export", "-o", str(out))[0] == 0
+    rc, text, _ = run(capsys, "audit", "verify", "--file", str(out))
+    assert rc == 0 and "every record is sealed" in text
+    # a whole export re-chained by someone without the key: every hash fits, the seals do not
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    prev = lines[0]["prevHash"]
+    for line in lines:
+        line["record"]["hookInstance"] = "rewritten"
+        line["prevHash"], line["hash"] = prev, chain_hash(prev, canonical_json(line["record"]))
+        prev = line["hash"]
+    forged = tmp_path / "forged.jsonl"
+    forged.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    rc, text, _ = run(capsys, "audit", "verify", "--file", str(forged))
+    assert rc == 1 and "record 1: changed: its seal does not match" in text
+    rc, text, _ = run(capsys, "audit", "verify", "--file", str(forged), "--no-seals")
+    assert rc == 0 and "seals NOT checked" in text
