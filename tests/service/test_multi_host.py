@@ -55,15 +55,21 @@ def shared_pg_url():
 
 
 def _host(make_app, issuers, url):
-    """One host: its own audit store (own engine and pool) on the shared database, configured as
-    PACECDS_DATABASE_URL would configure it."""
-    store = AuditStore.from_config(url, key=KEY)
-    app = make_app(public_url=PUBLIC_URL, trusted_issuers=issuers, database_url=url, audit_store=store)
-    return app, store
+    """One host, configured as PACECDS_DATABASE_URL configures it: the service opens its own audit store (own
+    engine and pool) on the shared database, and the jti store with it. The key comes from PACECDS_AUDIT_KEY."""
+    app = make_app(public_url=PUBLIC_URL, trusted_issuers=issuers, database_url=url, audit_store=None)
+    return app, app.extensions["pacecds"].audit_store
+
+
+@pytest.fixture(autouse=True)
+def _audit_key(monkeypatch, tmp_path):
+    monkeypatch.setenv("PACECDS_AUDIT_KEY", KEY.decode())   # the same key on every host
+    monkeypatch.setenv("PACECDS_VAR_DIR", str(tmp_path / "var"))
 
 
 def test_two_hosts_on_one_postgresql_refuse_replays_and_keep_one_chain(make_app, issuers, shared_pg_url):
     (app_a, store_a), (app_b, store_b) = (_host(make_app, issuers, shared_pg_url) for _ in range(2))
+    assert store_a is not store_b and store_a.engine is not store_b.engine
     try:
         a, b = app_a.test_client(), app_b.test_client()
         for first, second in ((a, b), (b, a)):
