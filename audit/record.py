@@ -88,7 +88,7 @@ def seal_key(key: bytes) -> bytes:
 def seal(key: bytes, seq: int, record_hash: str) -> str:
     """HMAC-SHA256 over a record's number and chain hash (which covers every record before it): only a
     holder of the audit key can add a record, or rewrite one, that `verify` accepts. `key` is `seal_key(...)`."""
-    return hmac.new(key, f"pacecds-record\n{int(seq)}\n{record_hash}".encode("ascii"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, f"pacecds-record\n{int(seq)}\n{record_hash}".encode("ascii"), "sha256").hex()
 
 
 def utc_now() -> str:
