@@ -36,7 +36,7 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
 
     ruleset = cfg.ruleset if cfg.ruleset is not None else _load_ruleset(cfg)
     audit_store = cfg.audit_store if cfg.audit_store is not None else _load_audit_store(cfg)
-    authenticator = Authenticator.from_config(cfg)
+    authenticator = Authenticator.from_config(cfg, audit_store)
     if authenticator is None:
         log.warning("!" * 78)
         log.warning("!! pacecds: NO TRUSTED ISSUERS CONFIGURED (PACECDS_TRUSTED_ISSUERS): every caller is accepted.")
@@ -195,4 +195,4 @@ def _load_audit_store(cfg: ServiceConfig):
     except ImportError:
         log.warning("audit store not available (engine.audit missing): decisions and feedback are not recorded")
         return None
-    return AuditStore.from_config()  # PACECDS_DATABASE_URL, else SQLite under var/
+    return AuditStore.from_config(cfg.database_url)  # PACECDS_DATABASE_URL, else SQLite under var/

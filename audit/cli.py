@@ -33,6 +33,9 @@ def register_audit_commands(subparsers) -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="machine-readable report")
     v.add_argument("--expect-head", metavar="SHA256",
                    help="a chain-head hash noted earlier: fail unless it is still a record of the chain")
+    v.add_argument("--no-seals", action="store_true",
+                   help="check the hash chain and tables without the audit key (then a database writer could "
+                        "have forged records: see docs/security.md)")
     v.add_argument("--file", metavar="EXPORT.jsonl",
                    help="verify an export (from `audit export`) instead of the database")
     v.set_defaults(func=cmd_verify)
@@ -106,12 +109,19 @@ def cmd_verify(args) -> int:
     if store is None:
         return 2
     try:
-        rep = store.verify()
+        rep = store.verify(seals=not args.no_seals)
         anchor_ok = True
         if args.expect_head:
             anchor_ok = _hash_in_chain(store, args.expect_head)
     finally:
         store.close()
+    if not rep.seals_checked and not args.no_seals:
+        from . import config
+        print("pacecds audit verify: cannot check the records' seals without the audit key the service uses "
+              f"({config.ENV_KEY} is not set and there is no key file at "
+              f"{config.var_dir(create=False) / config.KEY_FILE}); give that key, or pass --no-seals to check "
+              "the hash chain only", file=sys.stderr)
+        return 2
     if args.json:
         out = rep.as_dict()
         if args.expect_head:
@@ -120,6 +130,8 @@ def cmd_verify(args) -> int:
     else:
         if rep.ok:
             print(f"OK: {rep.records} records; chain head is record {rep.head_seq}, sha256 {rep.head_hash}")
+            print("every record is sealed with the audit key" if rep.seals_checked else
+                  "seals NOT checked (--no-seals): records added or rewritten by a database writer would pass")
         else:
             first = rep.first_bad
             print(f"FAILED: the decision log has been tampered with; first bad record: {first}")
@@ -132,10 +144,17 @@ def cmd_verify(args) -> int:
 
 
 def _verify_file(args) -> int:
+    from . import config
     from .store import verify_export
+    key = None
+    if not args.no_seals:
+        try:
+            key = config.load_audit_key(create=False)
+        except config.MissingAuditKey:
+            key = None
     try:
         with open(args.file, encoding="utf-8") as f:
-            rep = verify_export(f)
+            rep = verify_export(f, key=key)
     except OSError as e:
         print(f"pacecds audit: {e}", file=sys.stderr)
         return 2
@@ -144,6 +163,8 @@ def _verify_file(args) -> int:
     elif rep.ok:
         print(f"OK: {rep.records} exported records chain correctly; last is record {rep.head_seq}, "
               f"sha256 {rep.head_hash}")
+        print("every record is sealed with the audit key" if rep.seals_checked else
+              "seals NOT checked (no audit key, or --no-seals): compare the last hash with a head you kept")
     else:
         print(f"FAILED: the export has been altered; first bad record: {rep.first_bad}")
         for p in rep.problems[1:]:

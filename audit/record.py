@@ -17,6 +17,13 @@ from typing import Any
 
 GENESIS_HASH = "0" * 64
 
+# Record format, in each record's hashed body as "format" (absent = 1).
+#   1: records written before seals (they stay verifiable: same hash chain, sealed when the store was upgraded).
+#   2: "time" is the time the record entered the log (never before the previous record's), feedback records
+#      carry their "feedbackKey", and every record is sealed (see `seal`) as it is appended.
+RECORD_FORMAT = 2
+TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
+
 # Keys that carry credentials or whole requests; never stored, at any depth.
 FORBIDDEN_KEYS = frozenset(
     k.lower()
@@ -70,6 +77,18 @@ def _json_default(o: Any) -> Any:
 
 def chain_hash(prev_hash: str, body: str) -> str:
     return hashlib.sha256((prev_hash + "\n" + body).encode("utf-8")).hexdigest()
+
+
+def seal_key(key: bytes) -> bytes:
+    """The key that seals records, derived from the audit key (kept outside the database: PACECDS_AUDIT_KEY
+    or the key file), so that a seal never reveals the pseudonymisation key nor the other way round."""
+    return hmac.new(bytes(key), b"pacecds-audit-seal-v1", hashlib.sha256).digest()
+
+
+def seal(key: bytes, seq: int, record_hash: str) -> str:
+    """HMAC-SHA256 over a record's number and chain hash (which covers every record before it): only a
+    holder of the audit key can add a record, or rewrite one, that `verify` accepts. `key` is `seal_key(...)`."""
+    return hmac.digest(key, f"pacecds-record\n{int(seq)}\n{record_hash}".encode("ascii"), "sha256").hex()
 
 
 def utc_now() -> str:

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from . import config
-from .record import GENESIS_HASH, canonical_json, chain_hash, scrub, utc_now
+from .record import GENESIS_HASH, RECORD_FORMAT, TIME_RE, canonical_json, chain_hash, scrub, seal, seal_key, utc_now
 
 metadata = sa.MetaData()
 
@@ -51,6 +51,7 @@ records = sa.Table(
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("seal", sa.String(64)),  # HMAC(seal key, seq + hash); the key is not in the database
 )
 
 cards = sa.Table(
@@ -62,6 +63,15 @@ cards = sa.Table(
     sa.PrimaryKeyConstraint("card_uuid", "seq"),
 )
 
+# Accepted JWT ids until they expire, shared by every host on the database (see audit.replay).
+jti_table = sa.Table(
+    "pacecds_jti", metadata,
+    sa.Column("iss", sa.Text, nullable=False),
+    sa.Column("jti", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.PrimaryKeyConstraint("iss", "jti"),
+)
+
 # Columns copied out of the body for indexing; verify checks they still agree with it.
 _INDEXED = {
     "kind": "type", "recorded_at": "time", "hook_instance": "hookInstance", "hook": "hook",
@@ -70,6 +80,7 @@ _INDEXED = {
 _MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 _ADVISORY_LOCK_ID = 0x70616365  # "pace": serialises concurrent migrations on PostgreSQL
 VERSION_TABLE = "pacecds_audit_alembic_version"
+_UNSEALED_REVISIONS = ("0001", "0002")  # schemas before record seals
 
 
 @dataclass
@@ -90,6 +101,7 @@ class VerifyReport:
     head_seq: int
     head_hash: str
     problems: list[Problem] = field(default_factory=list)
+    seals_checked: bool = True   # False: no audit key, only the hash chain and the tables were checked
 
     @property
     def first_bad(self) -> Problem | None:
@@ -97,6 +109,7 @@ class VerifyReport:
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "records": self.records, "head": {"seq": self.head_seq, "hash": self.head_hash},
+                "seals_checked": self.seals_checked,
                 "problems": [vars(p) for p in self.problems],
                 "first_bad": vars(self.first_bad) if self.first_bad else None}
 
@@ -157,6 +170,7 @@ class AuditStore:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._key = key
+        self._seal_key: bytes | None = None
         self._create_key = True  # open_existing (readers) never creates a key file
         # A store opened before a fork (gunicorn --preload) must not share pooled
         # connections with its children: the child drops them without closing.
@@ -227,8 +241,24 @@ class AuditStore:
         with self._write() as conn:
             if self.dialect == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_ID})
+            before = self._revision(conn)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+            if before in _UNSEALED_REVISIONS and self._revision(conn) not in _UNSEALED_REVISIONS:
+                self._seal_legacy_records(conn)
+
+    @staticmethod
+    def _revision(conn) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+    def _seal_legacy_records(self, conn) -> None:
+        """Seal the records written before seals existed, once, in the transaction that adds the seal column
+        (under the migration lock). A seal on such a record says only that it was in the log at the upgrade."""
+        key = self.seal_key
+        rows = conn.execute(sa.select(records.c.seq, records.c.hash).where(records.c.seal.is_(None))).all()
+        for row in rows:
+            conn.execute(records.update().where(records.c.seq == row.seq).values(seal=seal(key, row.seq, row.hash)))
 
     @staticmethod
     def head_revision() -> str:
@@ -251,6 +281,13 @@ class AuditStore:
             self._key = config.load_audit_key(create=self._create_key)
         return self._key
 
+    @property
+    def seal_key(self) -> bytes:
+        """Derived from the audit key (PACECDS_AUDIT_KEY or the key file): never stored in the database."""
+        if self._seal_key is None:
+            self._seal_key = seal_key(self.key)
+        return self._seal_key
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -265,15 +302,30 @@ class AuditStore:
             # Durable at COMMIT even if the server or role was configured with synchronous_commit=off.
             conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
             q = q.with_for_update()
-        row = conn.execute(q).one()
+        row = conn.execute(q).first()
+        if row is None:
+            raise RuntimeError("the decision log's chain head row is missing: nothing can be appended "
+                               "(run `pacecds audit verify`)")
         return int(row.seq), row.hash
+
+    @staticmethod
+    def _log_time(conn, head_seq: int, wanted: Any = None) -> str:
+        """The time a record enters the log: `wanted` (else now), but never before the previous record's time,
+        so that times never go backwards along the chain, whatever the clocks of several writers say."""
+        t = wanted if isinstance(wanted, str) and TIME_RE.match(wanted) else utc_now()
+        if head_seq > 0:
+            last = conn.execute(sa.select(records.c.recorded_at).where(records.c.seq == head_seq)).scalar()
+            if isinstance(last, str) and TIME_RE.match(last) and last > t:
+                t = last
+        return t
 
     def _append(self, conn, seq: int, prev: str, body: dict, *, feedback_key: str | None = None) -> str:
         text = canonical_json(body)
         h = chain_hash(prev, text)
         values = {col: body.get(src) for col, src in _INDEXED.items()}
         conn.execute(records.insert().values(seq=seq, body=text, prev_hash=prev, hash=h,
-                                             feedback_key=feedback_key, **values))
+                                             feedback_key=feedback_key, seal=seal(self.seal_key, seq, h),
+                                             **values))
         return h
 
     def _set_head(self, conn, seq: int, h: str) -> None:
@@ -285,10 +337,12 @@ class AuditStore:
             raise ValueError("an evaluation record needs a hookInstance")
         body, _ = scrub(record)
         body["type"] = "evaluation"
-        body.setdefault("time", utc_now())
+        body["format"] = RECORD_FORMAT
         body.pop("card", None)
+        self.seal_key  # noqa: B018 - load (or create) the key before taking the chain lock
         with self._write() as conn:
             seq, prev = self._lock_head(conn)
+            body["time"] = self._log_time(conn, seq, body.get("time"))
             seq += 1
             h = self._append(conn, seq, prev, body)
             rows = [{"card_uuid": c["uuid"], "seq": seq,
@@ -349,8 +403,10 @@ class AuditStore:
         import hashlib
 
         stored = False
+        self.seal_key  # noqa: B018 - load (or create) the key before taking the chain lock
         with self._write() as conn:
             seq, prev = self._lock_head(conn)
+            now = self._log_time(conn, seq)
             for item in items:
                 clean, _ = scrub(item)
                 fkey = hashlib.sha256(canonical_json({"serviceId": service_id, "item": clean})
@@ -358,20 +414,20 @@ class AuditStore:
                 exists = conn.execute(sa.select(records.c.seq).where(records.c.feedback_key == fkey)).first()
                 if exists:
                     continue
-                link = conn.execute(
-                    sa.select(cards.c.seq, cards.c.rule_id, cards.c.rule_version, records.c.hook_instance)
-                    .join(records, records.c.seq == cards.c.seq)
-                    .where(cards.c.card_uuid == str(clean["card"]))
-                    .order_by(cards.c.seq.desc()).limit(1)).first()
+                # the index only finds candidates: the link is taken from the chained record that returned the card
+                link = self._card_decision(conn, str(clean["card"]))
+                card = next(c for c in link["cards"] if c.get("uuid") == str(clean["card"])) if link else None
+                rule = (card or {}).get("rule") or {}
                 body = {
-                    "type": "feedback", "time": utc_now(), "serviceId": service_id,
+                    "type": "feedback", "format": RECORD_FORMAT, "time": now, "serviceId": service_id,
                     "card": str(clean["card"]), "outcome": clean.get("outcome"),
                     "outcomeTimestamp": clean.get("outcomeTimestamp"),
                     "acceptedSuggestions": clean.get("acceptedSuggestions") or [],
                     "overrideReason": clean.get("overrideReason"),
-                    "evaluationSeq": link.seq if link else None,
-                    "hookInstance": link.hook_instance if link else None,
-                    "rule": {"id": link.rule_id, "version": link.rule_version} if link else None,
+                    "evaluationSeq": link["seq"] if link else None,
+                    "hookInstance": link.get("hookInstance") if link else None,
+                    "rule": {"id": rule.get("id"), "version": rule.get("version")} if link else None,
+                    "feedbackKey": fkey,
                 }
                 seq += 1
                 prev = self._append(conn, seq, prev, body, feedback_key=fkey)
@@ -405,12 +461,33 @@ class AuditStore:
     def get_by_card(self, card_uuid: str) -> dict | None:
         """The evaluation record that returned this card (the uuid an EHR logs or shows)."""
         with self.engine.connect() as conn:
-            seq = conn.execute(sa.select(cards.c.seq).where(cards.c.card_uuid == card_uuid)
-                               .order_by(cards.c.seq.desc()).limit(1)).scalar()
-            if seq is None:
+            found = self._card_decision(conn, card_uuid)
+            if found is None:
                 return None
-            row = conn.execute(sa.select(records).where(records.c.seq == seq)).first()
+            row = conn.execute(sa.select(records).where(records.c.seq == found["seq"])).first()
             return self._full(conn, row) if row is not None else None
+
+    @staticmethod
+    def _card_decision(conn, card_uuid: str, before: int | None = None) -> dict | None:
+        """The latest evaluation record that itself lists this card: the audit_card index names candidates,
+        the chained record decides (an index row pointing elsewhere finds nothing rather than a wrong decision)."""
+        q = sa.select(cards.c.seq).where(cards.c.card_uuid == card_uuid)
+        if before is not None:
+            q = q.where(cards.c.seq < before)
+        seqs = conn.execute(q.order_by(cards.c.seq.desc())).scalars().all()
+        for seq in seqs:
+            row = conn.execute(sa.select(records.c.seq, records.c.body).where(
+                records.c.seq == seq, records.c.kind == "evaluation")).first()
+            if row is None:
+                continue
+            try:
+                body = json.loads(row.body)
+            except ValueError:
+                continue
+            if any(isinstance(c, dict) and c.get("uuid") == card_uuid for c in body.get("cards") or []):
+                body["seq"] = row.seq
+                return body
+        return None
 
     def _full(self, conn, row) -> dict:
         rec = self._decode(row)
@@ -463,52 +540,187 @@ class AuditStore:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(records)).scalar_one()
 
-    def verify(self, *, max_problems: int = 100) -> VerifyReport:
-        """Walk the chain from the first record; report every break, first one first."""
+    def verify(self, *, max_problems: int = 100, seals: bool = True) -> VerifyReport:
+        """Walk the chain from the first record; report every break, first one first.
+
+        Besides the hash chain: every record's seal (with the audit key, which is not in the database; skipped
+        when `seals` is false or no key is available, and then `seals_checked` is false), record times never
+        going backwards and formats never going back, the card index (audit_card) against the cards inside the
+        chained records, and each feedback record's link to the decision that returned its card."""
         problems: list[Problem] = []
         seen = _RecentHashes()   # hash -> seq, to tell insertions from deletions
         n = 0
         last_seq, last_hash = 0, GENESIS_HASH
+        last_time: Any = None
+        last_format = 1
+        seals_checked = seals
+        skey: bytes | None = None
+        gone: list[tuple[int, int]] = []   # ranges of records reported deleted
+        dangling: list[Any] = []           # card index rows naming no record
         with self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():  # one snapshot: head and records agree
-                head_seq, head_hash = (lambda r: (int(r.seq), r.hash))(
-                    conn.execute(sa.select(chain_head.c.seq, chain_head.c.hash)).one())
+                heads = conn.execute(sa.select(chain_head.c.seq, chain_head.c.hash)).all()
+                head_seq: int | None = None
+                head_hash = GENESIS_HASH
+                if len(heads) == 1:
+                    head_seq, head_hash = int(heads[0].seq), heads[0].hash
+                else:
+                    problems.append(Problem(None, "deleted" if not heads else "changed",
+                                            "the chain head row (audit_chain_head) is missing: where the log ends "
+                                            "cannot be checked" if not heads else
+                                            f"the chain head table holds {len(heads)} rows instead of one"))
+                walk_head = head_seq if head_seq is not None else 2 ** 62
+                card_rows = _Peek(conn.execution_options(yield_per=1000).execute(
+                    sa.select(cards).order_by(cards.c.seq, cards.c.card_uuid)))
                 for row in self._rows(conn):
                     n += 1
                     seen.conn = conn
-                    p = self._check_row(row, last_seq, last_hash, seen, head_seq)
+                    body = _json_object(row.body)
+                    p = self._check_row(row, body, last_seq, last_hash, seen, walk_head)
+                    outside = p is not None and p.kind == "inserted" and (row.seq > walk_head or row.seq <= 0)
+                    if p is None and seals_checked:
+                        if skey is None:
+                            try:  # verify never creates a key: a new one could only call every record forged
+                                skey = self._seal_key or seal_key(self._key or config.load_audit_key(create=False))
+                            except config.MissingAuditKey:
+                                seals_checked = False
+                        if skey is not None and row.seal is None:
+                            p = Problem(row.seq, "inserted", "it has no seal: added by someone without the audit "
+                                                             "key (forged)")
+                        elif skey is not None and row.seal != seal(skey, row.seq, row.hash):
+                            p = Problem(row.seq, "changed", "its seal does not match: rewritten or renumbered by "
+                                                            "someone without the audit key (forged), or this is "
+                                                            "not the key the service uses")
+                    if p is None and body is not None:
+                        p = self._check_order(row, body, last_time, last_format)
+                    if p is None and body is not None and body.get("type") == "feedback":
+                        p = self._check_feedback(conn, row, body)
                     if p:
                         problems.append(p)
-                        if p.kind == "inserted" and (row.seq > head_seq or row.seq <= 0):
-                            continue  # not part of the chain: judge the next record against the last good one
+                        if p.kind == "deleted" and p.seq is not None:
+                            gone.append((p.seq, row.seq - 1))
+                    problems.extend(self._check_cards(row, body, card_rows, dangling))
+                    if outside:
+                        continue  # not part of the chain: judge the next record against the last good one
                     seen[row.hash] = row.seq
                     last_seq, last_hash = row.seq, row.hash
+                    if body is not None:
+                        last_time = body.get("time")
+                        fmt = body.get("format", 1)
+                        last_format = fmt if isinstance(fmt, int) else last_format
                     if len(problems) >= max_problems:
                         break
                 else:
-                    if last_seq < head_seq:
+                    dangling.extend(card_rows.rest())
+                    if head_seq is None:
+                        pass
+                    elif last_seq < head_seq:
+                        gone.append((last_seq + 1, head_seq))
                         problems.append(Problem(last_seq + 1, "deleted",
                                                 f"records {last_seq + 1}..{head_seq} are missing from the end "
                                                 f"(chain head is record {head_seq})"))
                     elif last_hash != head_hash:
                         problems.append(Problem(last_seq, "changed",
                                                 "last record's hash differs from the chain head"))
+        # index rows of records reported deleted are a consequence, not news; any other is a problem of its own
+        for r in dangling:
+            if not any(a <= r.seq <= b for a, b in gone):
+                problems.append(Problem(r.seq, "changed", f"the card index (audit_card) names card {r.card_uuid} "
+                                                          f"for record {r.seq}, which does not exist"))
+        if head_seq is None:
+            head_seq, head_hash = last_seq, last_hash
         return VerifyReport(ok=not problems, records=n, head_seq=head_seq, head_hash=head_hash,
-                            problems=problems)
+                            problems=problems, seals_checked=seals_checked or n == 0)
 
     @staticmethod
-    def _check_row(row, last_seq: int, last_hash: str, seen: "_RecentHashes", head_seq: int) -> Problem | None:
+    def _check_order(row, body: dict, last_time: Any, last_format: int) -> Problem | None:
+        """Format 2 on: times never go backwards, formats never go back, feedback_key is the hashed one."""
+        seq = row.seq
+        fmt = body.get("format", 1)
+        if not isinstance(fmt, int) or isinstance(fmt, bool) or not 1 <= fmt <= RECORD_FORMAT:
+            return Problem(seq, "changed", f"unknown record format {fmt!r}")
+        if fmt < last_format:
+            return Problem(seq, "changed", f"record format {fmt} after format {last_format}: written by an older "
+                                           "pacecds than the records before it")
+        if fmt < 2:
+            return None  # format 1: times were taken before the chain lock, so concurrent writers could swap them
+        t = body.get("time")
+        if not isinstance(t, str) or not TIME_RE.match(t):
+            return Problem(seq, "changed", f"time {t!r} is not a UTC time of the form 2026-12-02T13:07:15.000000Z")
+        if isinstance(last_time, str) and TIME_RE.match(last_time) and t < last_time:
+            return Problem(seq, "changed", f"time {t} is before the previous record's ({last_time}): times went "
+                                           "backwards")
+        if body.get("type") == "feedback" and row.feedback_key != body.get("feedbackKey"):
+            return Problem(seq, "changed", "column feedback_key differs from the hashed content")
+        return None
+
+    def _check_feedback(self, conn, row, body: dict) -> Problem | None:
+        """A feedback record is linked to the decision that returned its card, with that card's rule."""
+        card, ev = body.get("card"), body.get("evaluationSeq")
+        if ev is None:
+            earlier = self._card_decision(conn, str(card), before=row.seq)
+            if earlier is not None:
+                return Problem(row.seq, "changed", f"feedback on card {card} is not linked to record "
+                                                   f"{earlier['seq']}, which returned that card")
+            return None
+        target = None
+        if isinstance(ev, int) and 0 < ev < row.seq:
+            target = conn.execute(sa.select(records.c.body).where(records.c.seq == ev,
+                                                                  records.c.kind == "evaluation")).first()
+        tbody = _json_object(target.body) if target is not None else None
+        found = [c for c in (tbody or {}).get("cards") or [] if isinstance(c, dict) and c.get("uuid") == card]
+        if not found:
+            return Problem(row.seq, "changed", f"feedback on card {card} refers to record {ev}, which did not "
+                                               "return that card")
+        rule = found[0].get("rule") or {}
+        if (body.get("rule") != {"id": rule.get("id"), "version": rule.get("version")}
+                or body.get("hookInstance") != (tbody or {}).get("hookInstance")):
+            return Problem(row.seq, "changed", f"feedback on card {card} names another rule or hookInstance than "
+                                               f"record {ev}, which returned the card")
+        return None
+
+    @staticmethod
+    def _check_cards(row, body: dict | None, card_rows: "_Peek", dangling: list) -> list[Problem]:
+        """The card index rows of this record are exactly the cards inside it (uuid, rule id and version)."""
+        expected: dict[str, tuple] = {}
+        if body is not None and body.get("type") == "evaluation":
+            for c in body.get("cards") or []:
+                if isinstance(c, dict) and c.get("uuid"):
+                    r = c.get("rule")
+                    rule: dict = r if isinstance(r, dict) else {}
+                    expected.setdefault(str(c["uuid"]), (rule.get("id"), rule.get("version")))
+        out: list[Problem] = []
+        while card_rows.peek is not None and card_rows.peek.seq < row.seq:
+            dangling.append(card_rows.pop())
+        actual: dict[str, tuple] = {}
+        while card_rows.peek is not None and card_rows.peek.seq == row.seq:
+            r = card_rows.pop()
+            actual[r.card_uuid] = (r.rule_id, r.rule_version)
+        for u in sorted(set(expected) | set(actual)):
+            if u not in actual:
+                out.append(Problem(row.seq, "changed", f"the card index (audit_card) lacks card {u}, which this "
+                                                       "record returned"))
+            elif u not in expected:
+                out.append(Problem(row.seq, "changed", f"the card index (audit_card) names card {u}, which this "
+                                                       "record did not return"))
+            elif actual[u] != expected[u]:
+                out.append(Problem(row.seq, "changed", f"the card index (audit_card) gives card {u} rule "
+                                                       f"{actual[u][0]} {actual[u][1]}, the record "
+                                                       f"{expected[u][0]} {expected[u][1]}"))
+        return out
+
+    @staticmethod
+    def _check_row(row, body: dict | None, last_seq: int, last_hash: str, seen: "_RecentHashes",
+                   head_seq: int) -> Problem | None:
         seq = row.seq
         if seq > head_seq or seq <= 0:
             return Problem(seq, "inserted", f"lies outside the chain (the chain head is record {head_seq})")
         if chain_hash(row.prev_hash, row.body) != row.hash:
             return Problem(seq, "changed", "content does not match its hash")
-        try:
-            body = json.loads(row.body)
-        except ValueError:
-            return Problem(seq, "changed", "content is not JSON")
+        if body is None:
+            return Problem(seq, "changed", "content is not a JSON object")
         for col, src in _INDEXED.items():
             if getattr(row, col) != body.get(src):
                 return Problem(seq, "changed", f"column {col} ({getattr(row, col)!r}) differs from the "
@@ -544,7 +756,8 @@ class AuditStore:
                     return
                 start = first
             for row in self._rows(conn, records.c.seq >= start):
-                yield {"seq": row.seq, "prevHash": row.prev_hash, "hash": row.hash, "record": json.loads(row.body)}
+                yield {"seq": row.seq, "prevHash": row.prev_hash, "hash": row.hash, "seal": row.seal,
+                       "record": json.loads(row.body)}
 
     def stats(self, since: str | None = None) -> dict:
         """Per rule: evaluated, fired, shadow-fired, cards, accepted, overridden, override reasons."""
@@ -598,6 +811,30 @@ def _reason_label(reason: Any) -> str:
     return label
 
 
+def _json_object(text: str) -> dict | None:
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+class _Peek:
+    """An iterator over rows with one row of look-ahead."""
+
+    def __init__(self, rows: Iterable[Any]):
+        self._it = iter(rows)
+        self.peek = next(self._it, None)
+
+    def pop(self) -> Any:
+        r, self.peek = self.peek, next(self._it, None)
+        return r
+
+    def rest(self) -> Iterator[Any]:
+        while self.peek is not None:
+            yield self.pop()
+
+
 class _WriteTxn:
     """`with store._write() as conn:` — a write transaction that commits or rolls back, then closes."""
 
@@ -645,9 +882,11 @@ class _RecentHashes:
                                  .where(records.c.hash == h, records.c.seq < before)).scalar()
 
 
-def verify_export(lines: Iterable[str | dict]) -> VerifyReport:
+def verify_export(lines: Iterable[str | dict], key: bytes | None = None) -> VerifyReport:
     """Check an export offline: each line's hash over its record, and each line chained to the
-    one before. The first line's prevHash is taken as given (compare it with a head hash you kept)."""
+    one before. The first line's prevHash is taken as given (compare it with a head hash you kept).
+    With the audit `key`, each line's seal too (else `seals_checked` is false)."""
+    skey = seal_key(key) if key is not None else None
     problems: list[Problem] = []
     last_seq: int | None = None
     last_hash: str | None = None
@@ -671,6 +910,11 @@ def verify_export(lines: Iterable[str | dict]) -> VerifyReport:
         elif last_hash is not None and prev != last_hash:
             kind = "deleted" if isinstance(seq, int) and isinstance(last_seq, int) and seq > last_seq + 1 else "changed"
             problems.append(Problem(seq, kind, f"does not follow record {last_seq}"))
+        elif skey is not None and not line.get("seal"):
+            problems.append(Problem(seq, "inserted", "it has no seal: added by someone without the audit key"))
+        elif skey is not None and (not isinstance(seq, int) or line.get("seal") != seal(skey, seq, str(h))):
+            problems.append(Problem(seq, "changed", "its seal does not match: rewritten or renumbered without the "
+                                                    "audit key, or this is not the key the service uses"))
         last_seq, last_hash = seq, h
     return VerifyReport(ok=not problems, records=n, head_seq=last_seq or 0, head_hash=last_hash or first_prev,
-                        problems=problems)
+                        problems=problems, seals_checked=skey is not None or n == 0)

@@ -230,6 +230,23 @@ class SqliteReplayStore:
             db.close()
 
 
+def replay_store_for(cfg: ServiceConfig, audit_store=None):
+    """Where accepted jtis are kept, so that a replayed token is refused by every worker that could receive it:
+    an explicit store; else PACECDS_REPLAY_DB (a SQLite file shared by one host's workers); else, with
+    PACECDS_DATABASE_URL set, a table in that database (shared by every host on it: the audit store's own
+    database when the service has one, which is then the same database); else memory (one process)."""
+    if cfg.replay_store is not None:
+        return cfg.replay_store
+    if cfg.replay_db:
+        return SqliteReplayStore(cfg.replay_db)
+    if cfg.database_url:
+        from audit import AuditStore, DatabaseReplayStore
+        if audit_store is None or not hasattr(audit_store, "engine"):
+            audit_store = AuditStore.from_config(cfg.database_url)  # creates (migrates) the table if needed
+        return DatabaseReplayStore(audit_store.engine)
+    return MemoryReplayStore()
+
+
 # --------------------------------------------------------------------------- the authenticator
 
 @dataclass
@@ -243,11 +260,11 @@ class Authenticator:
     clock: Callable[[], float] = time.time
 
     @classmethod
-    def from_config(cls, cfg: ServiceConfig) -> "Authenticator | None":
+    def from_config(cls, cfg: ServiceConfig, audit_store=None) -> "Authenticator | None":
         if not cfg.auth_enabled:
             return None
         issuers = load_trusted_issuers(cfg.trusted_issuers_file, cfg.trusted_issuers, cfg.production)
-        replay = SqliteReplayStore(cfg.replay_db) if cfg.replay_db else MemoryReplayStore()
+        replay = replay_store_for(cfg, audit_store)
         return cls(issuers=issuers, algorithms=tuple(cfg.jwt_algorithms), leeway_s=cfg.jwt_leeway_s,
                    max_lifetime_s=cfg.jwt_max_lifetime_s,
                    jwks=JwksCache(ttl_s=cfg.jwks_cache_s, timeout_s=cfg.fhir_timeout_s), replay=replay)

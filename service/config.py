@@ -52,6 +52,9 @@ class ServiceConfig:
     jwt_max_lifetime_s: int = 3600                # PACECDS_JWT_MAX_LIFETIME: bounds the jti store
     jwks_cache_s: int = 3600                      # PACECDS_JWKS_CACHE_SECONDS
     replay_db: str | None = None                  # PACECDS_REPLAY_DB: SQLite file shared by workers; None = memory
+    database_url: str | None = None               # PACECDS_DATABASE_URL: the audit database; shared by hosts, it
+                                                  # also holds the jti store (unless PACECDS_REPLAY_DB is set)
+    replay_store: Any = None                      # an object with add(iss, jti, expires_at) (tests, embedding)
     cors_origins: tuple[str, ...] = ()            # PACECDS_CORS_ORIGINS (comma separated)
     max_body_bytes: int = 5 * 1024 * 1024         # PACECDS_MAX_BODY_BYTES -> 413 above it
     fhir_timeout_s: float = 2.0                   # PACECDS_FHIR_TIMEOUT: one outbound HTTP call
@@ -99,6 +102,8 @@ class ServiceConfig:
         values["jwks_cache_s"] = _number(env, "PACECDS_JWKS_CACHE_SECONDS", cls.jwks_cache_s, int)
         if env.get("PACECDS_REPLAY_DB"):
             values["replay_db"] = env["PACECDS_REPLAY_DB"]
+        if env.get("PACECDS_DATABASE_URL"):
+            values["database_url"] = env["PACECDS_DATABASE_URL"].strip()
         if env.get("PACECDS_CORS_ORIGINS"):
             values["cors_origins"] = _csv(env["PACECDS_CORS_ORIGINS"])
         values["max_body_bytes"] = _number(env, "PACECDS_MAX_BODY_BYTES", cls.max_body_bytes, int)
@@ -121,8 +126,10 @@ class ServiceConfig:
         if env.get("PACECDS_AUDIT", "").strip().lower() in ("0", "false", "off", "no"):
             values["audit"] = False
         values.update(overrides)
-        if "replay_db" not in values and (values.get("trusted_issuers_file") or values.get("trusted_issuers")):
-            # Every worker process must see every jti, or a token replayed to another worker would pass.
+        if ("replay_db" not in values and not values.get("database_url") and not values.get("replay_store")
+                and (values.get("trusted_issuers_file") or values.get("trusted_issuers"))):
+            # Every worker process must see every jti, or a token replayed to another worker would pass. With a
+            # database configured the jti store is in it (every host sees it: Authenticator.from_config).
             var = env.get("PACECDS_VAR_DIR") or "var"
             values["replay_db"] = os.path.join(var, "pacecds-jti.sqlite")
         cfg = cls(**values)

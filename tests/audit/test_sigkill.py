@@ -123,7 +123,7 @@ def test_sigkill_under_load_loses_no_answered_decision(db_url, tmp_path):
             proc.wait(10)
 
     assert len(answered) >= MIN_OK_BEFORE_KILL, (tmp_path / "gunicorn.log").read_text()[-2000:]
-    store = AuditStore.from_config(db_url)
+    store = AuditStore.from_config(db_url, key=b"sigkill-test-key-0123456789")  # seals are checked with its key
     try:
         missing = [h for h in answered if store.get(h) is None]
         assert not missing, f"{len(missing)} of {len(answered)} answered requests have no record"

@@ -17,6 +17,7 @@ from audit.store import records
 
 from .conftest import AUDIT_KEY, raw_exec
 from .fakes import Ruleset, result
+from .legacy import load_format1_log
 
 CANARY = "CANARY-TOKEN-7f3e9c"
 JWT = ("eyJhbGciOiJSUzM4NCIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJodHRwczovL2Voci5leGFtcGxlIiwic3ViIjoi"
@@ -389,13 +390,13 @@ def test_upgrade_from_first_schema_keeps_the_chain(store_url):
     s = AuditStore.from_config(url, schema=schema, key=AUDIT_KEY, migrate=False)
     s.migrate("0001")
     assert s.schema_revision() == "0001"
-    s.record_evaluation(decision("before-upgrade"))
+    load_format1_log(s)   # records as the code of that schema wrote them
     s.migrate()
     assert s.schema_revision() == AuditStore.head_revision() != "0001"
     long_id = "urn:uuid:" + "x" * 300   # longer than the first schema's VARCHAR(128)
     s.record_evaluation(decision(long_id))
     assert s.get(long_id)["hookInstance"] == long_id
-    assert s.get("before-upgrade") is not None and s.verify().ok
+    assert s.get("legacy-0") is not None and s.verify().ok
     s.close()
 
 

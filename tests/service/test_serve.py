@@ -144,7 +144,8 @@ def test_README_serve_and_curl_example_return_cards(served):
     # the decision went to the embedded SQLite default under PACECDS_VAR_DIR
     assert (tmp / "var" / "pacecds-audit.db").exists()
     from audit import AuditStore
-    store = AuditStore.from_config(f"sqlite:///{tmp / 'var' / 'pacecds-audit.db'}", migrate=False)
+    store = AuditStore.from_config(f"sqlite:///{tmp / 'var' / 'pacecds-audit.db'}", migrate=False,
+                                   key=(tmp / "var" / "pacecds-audit.key").read_text().strip().encode())  # seals
     try:
         assert store.count() == 1 and store.verify().ok
     finally:
