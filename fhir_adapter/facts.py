@@ -669,11 +669,6 @@ def active_medications(data: PatientData, scope: str = "active", now: dt.datetim
     notes = notes if notes is not None else []
     start = now - dt.timedelta(days=window_days)
     dispenses = [r for r in data.of_type("MedicationDispense") if r.get("status") in MED_DISPENSE_OK]
-    if on_record:
-        requests = [r for r in data.of_type("MedicationRequest")
-                    if r.get("status") in {"active", "completed", "on-hold"} and r.get("intent") not in ("proposal", "plan")]
-        statements = [r for r in data.of_type("MedicationStatement")
-                      if r.get("status") in MED_STATEMENT_ACTIVE | {"completed"}]
     current_dispensed: set[str] = set()
     dispense_rows = []
     for r in dispenses:
