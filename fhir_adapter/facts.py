@@ -626,7 +626,7 @@ def _dispense_time(r: dict) -> dt.datetime | None:
 def _days_supply(r: dict) -> float | None:
     q = r.get("daysSupply") or {}
     value, unit = q.get("value"), (q.get("code") or q.get("unit") or "d")
-    if not is_number(value) or value <= 0:
+    if value is None or not is_number(value) or value <= 0:
         return None
     days = {"d": 1, "day": 1, "days": 1, "wk": 7, "mo": 30}.get(str(unit).strip().lower())
     return None if days is None else float(value) * days
