@@ -70,7 +70,7 @@ def test_following_the_tutorial_literally(tmp_path):
         assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
         outputs[" ".join(argv[:2])] = result.stdout
     assert outputs["pacecds validate"].startswith("ok: pacecds-core")
-    assert "20 rules (19 active, 1 draft)" in outputs["pacecds validate"]
+    assert "22 rules (21 active, 1 draft)" in outputs["pacecds validate"]
     test_out = outputs["pacecds test"]
     assert "PASS vitamin D 25 nmol/L (10 ng/mL) 18 days ago -> low vitamin D (tutorial)" in test_out
     assert "PASS data-quality trap, the same result two years later is stale" in test_out
