@@ -399,7 +399,7 @@ def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collec
             scope=raw.get("scope", "active"), allow_preliminary=raw.get("allow_preliminary", False),
             classes=tuple(classes), drug_table=tables.get("drug_table"), factor_table=tables.get("factor_table"),
             daily_by_code=tuple(sorted((raw.get("daily_by_code") or {}).items())),
-            questionnaire_items=raw.get("questionnaire_items", False),
+            questionnaire_items=raw.get("questionnaire_items", False), on_record=raw.get("on_record", False),
             parameters=tuple(sorted((k, float(v["value"])) for k, v in (raw.get("parameters") or {}).items())),
         )
         if classes:  # codes of every class: for prefetch requirements and validation scope

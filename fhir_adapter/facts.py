@@ -38,6 +38,8 @@ KIND_ATTRIBUTES = {
                      "mean_14d": "unit", "cv_14d": "1", "slope_14d": "unit/d", "last_value": "unit",
                      "age_days": "d", "present": None},
     "condition": {"present": None, "count": "1", "codes": None, "names": None},
+    # a coded record (Condition, Observation, Procedure, ServiceRequest) dated within the look-back
+    "record": {"present": None, "count": "1", "codes": None, "names": None, "name": None, "age_days": "d"},
     "medication": {"present": None, "count": "1", "codes": None, "names": None, "name": None},
     "patient": {"value": None, "present": None},
     # open goals the fact's codes recognise (category, description or target measure); days_since_review is the
@@ -71,7 +73,7 @@ KIND_ATTRIBUTES = {
                "hr_highest": "1", "rpe_ceiling": "1", "rpe_days": "1", "rpe_over_days": "1", "rpe_highest": "1"},
 }
 DEFAULT_ATTRIBUTE = {"observation": "value", "daily_series": "mean_7d", "condition": "present",
-                     "medication": "present", "patient": "value", "goal": "present",
+                     "medication": "present", "patient": "value", "goal": "present", "record": "present",
                      "medication_classes": "class_count", "opioid_mme": "total", "series_pair": "difference",
                      "pacing": "state"}
 # attributes that are lists or text rather than numbers (for card templates)
@@ -104,14 +106,16 @@ class FactDefinition:
     questionnaire_items: bool = False  # observation: also read QuestionnaireResponse items named by the code
     roles: tuple = ()  # pacing: the role of each of `inputs` (activity, minutes, symptom, goal, medications)
     parameters: tuple = ()  # pacing: ((name, value), ...) from the fact's `parameters` (each with its source)
+    on_record: bool = False  # medication: any order, statement or dispense in the look-back counts (window_days)
 
     @property
     def resource_types(self) -> set[str]:
-        medication = {"MedicationRequest", "MedicationStatement", "Medication"}
+        medication = {"MedicationRequest", "MedicationStatement", "MedicationDispense", "Medication"}
         return {
             "observation": {"Observation", "QuestionnaireResponse"} if self.questionnaire_items else {"Observation"},
             "daily_series": {"Observation"},
             "condition": {"Condition"},
+            "record": {"Condition", "Observation", "Procedure", "ServiceRequest"},
             "medication": medication,
             "patient": {"Patient"},
             "goal": {"Goal"},
@@ -536,6 +540,70 @@ def _derive_condition(definition, data, now) -> Fact:
     return fact
 
 
+RECORD_STATUS_BAD = {"entered-in-error", "cancelled", "revoked", "not-done", "stopped", "draft", "unknown"}
+
+
+def _record_time(r: dict) -> dt.datetime | None:
+    """When a coded record happened: performed, occurred, authored, effective, onset or recorded."""
+    for key in ("performedDateTime", "occurrenceDateTime", "effectiveDateTime", "onsetDateTime"):
+        if (when := parse_time(r.get(key))) is not None:
+            return when
+    for key in ("performedPeriod", "occurrencePeriod", "effectivePeriod", "onsetPeriod"):
+        period = r.get(key) or {}
+        if (when := parse_time(period.get("end")) or parse_time(period.get("start"))) is not None:
+            return when
+    return (parse_time(r.get("authoredOn")) or parse_time(r.get("recordedDate")) or parse_time(r.get("issued")))
+
+
+def _derive_record(definition, data, now) -> Fact:
+    """Coded records of any of the fact's resource types dated within the look-back (window_days).
+
+    Entered-in-error, cancelled, revoked, not-done, stopped and draft records never count; a Condition must be
+    clinically active (or recurrence/relapse) and not refuted; an Observation must be final, amended or
+    corrected. A record with no date is left out and named in the
+    notes (its age cannot be told); so is one older than the look-back."""
+    fact = Fact(definition.name, unit="d")
+    start = now - dt.timedelta(days=definition.window_days) if definition.window_days else None
+    hits = []
+    for rtype in ("Condition", "Observation", "Procedure", "ServiceRequest"):
+        for r in data.of_type(rtype):
+            codeable = r.get("code")
+            if not definition.matches(codeable):
+                continue
+            if rtype == "Condition":
+                if _status_code(r.get("clinicalStatus")) not in CONDITION_ACTIVE or \
+                        _status_code(r.get("verificationStatus")) in CONDITION_BAD_VERIFICATION:
+                    continue
+            elif rtype == "Observation":
+                if r.get("status") not in OBSERVATION_OK:
+                    continue
+            elif r.get("status") in RECORD_STATUS_BAD:
+                continue
+            when = _record_time(r)
+            name = _codeable_name(codeable)
+            if when is None:
+                if rtype == "Condition":  # an active condition with no date is active now
+                    hits.append((r, codeable, now))
+                else:
+                    fact.notes.append(f"{definition.name}: {_ref(r)} ({name}) has no date; not used")
+                continue
+            if when > now and rtype != "ServiceRequest":
+                continue
+            if start is not None and when < start and rtype != "Condition":
+                fact.notes.append(f"{definition.name}: {_ref(r)} ({name}) dated {_day_text(when)}, older than the "
+                                  f"{definition.window_days}-day look-back; not used")
+                continue
+            hits.append((r, codeable, when))
+    fact.values.update(present=bool(hits), count=len(hits))
+    if hits:
+        fact.values["codes"] = [c for _, codeable, _ in hits for c in _codes(codeable)]
+        fact.values["names"] = [_codeable_name(codeable) for _, codeable, _ in hits]
+        fact.values["name"] = fact.values["names"][0]
+        fact.values["age_days"] = max(0.0, min((now - when).total_seconds() / 86400.0 for _, _, when in hits))
+    fact.provenance = [_ref(r) for r, _, _ in hits]
+    return fact
+
+
 def medication_concept(resource: dict, data: PatientData) -> dict | None:
     """The medication CodeableConcept of a MedicationRequest/Statement (inline or referenced)."""
     if resource.get("medicationCodeableConcept"):
@@ -555,25 +623,114 @@ def medication_concept(resource: dict, data: PatientData) -> dict | None:
     return None
 
 
-def active_medications(data: PatientData, scope: str = "active"):
+MED_DISPENSE_OK = {"completed", "in-progress"}
+
+
+def _request_time(r: dict) -> dt.datetime | None:
+    return parse_time(r.get("authoredOn"))
+
+
+def _statement_time(r: dict) -> dt.datetime | None:
+    """The latest time a MedicationStatement speaks of: end of its period, else its time, else when asserted."""
+    period = r.get("effectivePeriod") or {}
+    return (parse_time(period.get("end")) or parse_time(r.get("effectiveDateTime")) or parse_time(period.get("start"))
+            or parse_time(r.get("dateAsserted")))
+
+
+def _dispense_time(r: dict) -> dt.datetime | None:
+    return parse_time(r.get("whenHandedOver")) or parse_time(r.get("whenPrepared"))
+
+
+def _days_supply(r: dict) -> float | None:
+    q = r.get("daysSupply") or {}
+    value, unit = q.get("value"), (q.get("code") or q.get("unit") or "d")
+    if value is None or not is_number(value) or value <= 0:
+        return None
+    days = {"d": 1, "day": 1, "days": 1, "wk": 7, "mo": 30}.get(str(unit).strip().lower())
+    return None if days is None else float(value) * days
+
+
+def _day_text(when: dt.datetime) -> str:
+    return when.date().isoformat()
+
+
+def active_medications(data: PatientData, scope: str = "active", now: dt.datetime | None = None,
+                       window_days: int | None = None, on_record: bool = False, notes: list | None = None):
     """(resource, medication concept) for every usable medication of the scope.
 
     active: the patient's current list; draft: the orders being placed (order-select/order-sign);
-    all: both, i.e. the list as it would be once the orders are signed."""
+    all: both, i.e. the list as it would be once the orders are signed.
+
+    With a look-back (`now` and `window_days`), an "active" record is not taken as proof of current use:
+    a MedicationRequest counts when authored within the look-back (or when a MedicationDispense of the same
+    drug is current), a MedicationStatement when its time is within it, and a MedicationDispense (completed)
+    while its days' supply lasts. `on_record`: any usable order, statement or dispense dated within the
+    look-back counts (for drugs kept at hand, such as naloxone). A record with no date at all is counted and
+    named in `notes`; records left out as too old are named in `notes` too."""
     if scope == "all":
-        yield from active_medications(data, "active")
-        yield from active_medications(data, "draft")
+        yield from active_medications(data, "active", now, window_days, on_record, notes)
+        yield from active_medications(data, "draft", now, window_days, on_record, notes)
         return
     if scope == "draft":
         sources = [r for r in data.draft_orders if r.get("resourceType") in ("MedicationRequest", "MedicationStatement")]
-        usable = [r for r in sources if r.get("status") in ("draft", "active")]
-    else:
-        usable = [
-            r for r in data.of_type("MedicationRequest")
-            if r.get("status") in MED_REQUEST_ACTIVE and r.get("intent") not in ("proposal", "plan")
-        ] + [r for r in data.of_type("MedicationStatement") if r.get("status") in MED_STATEMENT_ACTIVE]
-    for r in usable:
-        yield r, medication_concept(r, data)
+        for r in sources:
+            if r.get("status") in ("draft", "active"):
+                yield r, medication_concept(r, data)
+        return
+    requests = [r for r in data.of_type("MedicationRequest")
+                if r.get("status") in MED_REQUEST_ACTIVE and r.get("intent") not in ("proposal", "plan")]
+    statements = [r for r in data.of_type("MedicationStatement") if r.get("status") in MED_STATEMENT_ACTIVE]
+    if now is None or window_days is None:  # no look-back: the record's status decides (v1 behaviour)
+        for r in requests + statements:
+            yield r, medication_concept(r, data)
+        return
+    notes = notes if notes is not None else []
+    start = now - dt.timedelta(days=window_days)
+    dispenses = [r for r in data.of_type("MedicationDispense") if r.get("status") in MED_DISPENSE_OK]
+    current_dispensed: set[str] = set()
+    dispense_rows = []
+    for r in dispenses:
+        concept = medication_concept(r, data)
+        when = _dispense_time(r)
+        name = _codeable_name(concept)
+        if when is None:
+            notes.append(f"{_ref(r)} ({name}): dispense with no date; not counted")
+            continue
+        if when > now:
+            continue
+        supply = _days_supply(r)
+        if on_record:
+            ok = when >= start
+            why = f"dispensed {_day_text(when)}, before the {window_days}-day look-back"
+        else:
+            ok = supply is not None and when + dt.timedelta(days=supply) >= now
+            why = (f"dispensed {_day_text(when)} with no days' supply; not counted as current use" if supply is None
+                   else f"dispensed {_day_text(when)} for {supply:.0f} days, supply ran out "
+                        f"{_day_text(when + dt.timedelta(days=supply))}; not counted as current use")
+        if ok:
+            current_dispensed.add(_drug_key(concept))
+            dispense_rows.append((r, concept))
+        else:
+            notes.append(f"{_ref(r)} ({name}): {why}")
+    for r, timing, kind in [(r, _request_time(r), "ordered") for r in requests] + \
+                           [(r, _statement_time(r), "recorded") for r in statements]:
+        concept = medication_concept(r, data)
+        name = _codeable_name(concept)
+        if timing is None:
+            notes.append(f"{_ref(r)} ({name}): no date on the record; counted as current (cannot tell its age)")
+            yield r, concept
+        elif timing >= start and timing <= now:
+            yield r, concept
+        elif timing > now and kind == "recorded" and r.get("effectivePeriod"):
+            yield r, concept  # a statement whose period runs past now is current
+        elif timing < start and _drug_key(concept) in current_dispensed:
+            notes.append(f"{_ref(r)} ({name}): {kind} {_day_text(timing)}, older than the {window_days}-day look-back, "
+                         f"but a current dispense of the same drug keeps it current")
+            yield r, concept
+        elif timing < start:
+            notes.append(f"{_ref(r)} ({name}): {kind} {_day_text(timing)}, older than the {window_days}-day look-back; "
+                         f"not counted as current")
+    yield from dispense_rows
 
 
 @dataclass(slots=True)
@@ -584,18 +741,35 @@ class _Medication:
     drug: str  # one key per drug product (see _drug_key)
 
 
-def _medications(data: PatientData, scope: str) -> list[_Medication]:
-    """active_medications() with each drug's codes and product key, once per evaluation and scope
-    (a ruleset has several medication facts, and a class fact asks once per class)."""
-    return _per_evaluation(data, ("medications", scope), lambda: [
-        _Medication(r, concept, coding_keys(concept), _drug_key(concept))
-        for r, concept in active_medications(data, scope)])
+def _medications(data: PatientData, scope: str, now: dt.datetime | None = None, window_days: int | None = None,
+                 on_record: bool = False) -> tuple[list[_Medication], list[str]]:
+    """active_medications() with each drug's codes and product key, and the look-back notes, once per
+    evaluation, scope and look-back (a ruleset has several medication facts, and a class fact asks once per class)."""
+    def compute():
+        notes: list[str] = []
+        meds = [_Medication(r, concept, coding_keys(concept), _drug_key(concept))
+                for r, concept in active_medications(data, scope, now, window_days, on_record, notes)]
+        return meds, notes
+    return _per_evaluation(data, ("medications", scope, now if window_days else None, window_days, on_record), compute)
+
+
+def _medication_notes(fact: Fact, notes: list[str], wanted: frozenset, data: PatientData) -> None:
+    """The look-back notes about records this fact would have read (named in explain's data notes)."""
+    for note in notes:
+        ref = note.split(" ", 1)[0]
+        rtype, _, rid = ref.partition("/")
+        for r in data.of_type(rtype):
+            if r.get("id") == rid and not coding_keys(medication_concept(r, data)).isdisjoint(wanted):
+                fact.notes.append(f"{fact.name}: {note}")
+                break
 
 
 def _derive_medication(definition, data, now) -> Fact:
     fact = Fact(definition.name)
     wanted = definition.match_keys
-    hits = [(m.resource, m.concept) for m in _medications(data, definition.scope) if not m.keys.isdisjoint(wanted)]
+    meds, notes = _medications(data, definition.scope, now, definition.window_days, definition.on_record)
+    _medication_notes(fact, notes, wanted, data)
+    hits = [(m.resource, m.concept) for m in meds if not m.keys.isdisjoint(wanted)]
     fact.values.update(present=bool(hits), count=len(hits))
     if hits:
         fact.values["codes"] = [c for _, concept in hits for c in _codes(concept)]
@@ -614,13 +788,17 @@ def _drug_key(concept: dict | None) -> str:
     return f"name|{_codeable_name(concept).lower()}"
 
 
-def _unique_medications(data: PatientData, scope: str, wanted: frozenset):
+def _unique_medications(data: PatientData, definition: FactDefinition, wanted: frozenset, now: dt.datetime,
+                        fact: Fact | None = None):
     """(resource, concept) of usable medications with a code in `wanted`, one per drug product.
 
     The same drug often appears twice (an order and a reconciled MedicationStatement); it is one drug, so it
     is counted once, preferring the MedicationRequest (it carries the prescriber's dosage)."""
     chosen: dict[str, tuple] = {}
-    for med in _medications(data, scope):
+    meds, notes = _medications(data, definition.scope, now, definition.window_days, definition.on_record)
+    if fact is not None:
+        _medication_notes(fact, notes, wanted, data)
+    for med in meds:
         if med.keys.isdisjoint(wanted):
             continue
         if med.drug not in chosen or (chosen[med.drug][0].get("resourceType") != "MedicationRequest"
@@ -634,7 +812,7 @@ def _derive_medication_classes(definition, data, now) -> Fact:
     classes_found: list[str] = []
     drugs: dict[str, tuple] = {}
     for label, valueset in definition.classes:
-        hits = _unique_medications(data, definition.scope, valueset.codes)
+        hits = _unique_medications(data, definition, valueset.codes, now, fact)
         if hits:
             classes_found.append(label)
             for resource, concept in hits:
@@ -653,7 +831,7 @@ def _derive_opioid_mme(definition, data, now) -> Fact:
     from . import mme
 
     fact = Fact(definition.name, unit=definition.unit)
-    opioids = _unique_medications(data, definition.scope, definition.match_keys)
+    opioids = _unique_medications(data, definition, definition.match_keys, now, fact)
     total, lines, uncomputed = 0.0, [], []
     for resource, concept in opioids:
         result = mme.daily_mme(resource, concept, definition.drug_table or {}, definition.factor_table or {})
@@ -775,6 +953,7 @@ DERIVERS = {
     "observation": _derive_observation,
     "daily_series": _derive_daily_series,
     "condition": _derive_condition,
+    "record": _derive_record,
     "medication": _derive_medication,
     "patient": _derive_patient,
     "goal": _derive_goal,

@@ -139,8 +139,7 @@ def daily_mme(resource: dict, concept: dict | None, table: dict, factors: dict) 
     ingredient = row["ingredient"]
     factor_entry = (factors.get("factors") or {}).get(ingredient)
     if factor_entry is None:
-        out.reason = (f"no CDC 2022 MME factor for {ingredient}"
-                      + (" (buprenorphine is not converted)" if ingredient == "buprenorphine" else ""))
+        out.reason = (factors.get("not_converted") or {}).get(ingredient) or f"no CDC 2022 MME factor for {ingredient}"
         return out
     if row["route"] not in factor_entry["routes"]:
         out.reason = f"the {ingredient} factor covers {'/'.join(factor_entry['routes'])} use, not {row['route']}"
@@ -198,4 +197,6 @@ def daily_mme(resource: dict, concept: dict | None, table: dict, factors: dict) 
         total += mme
     out.mme = round(total, 1)
     out.line = f"{name}: " + "; ".join(parts)
+    if factor_entry.get("caveat"):  # tramadol, tapentadol: the factor's own caveat travels with the number
+        out.line += f" ({factor_entry['caveat']})"
     return out

@@ -11,10 +11,15 @@ from .valuesets import MEMO_MAX_CHARS, code_key
 
 # Resource types whose facts pick resources by one coded field, and the fact kinds that do so.
 _CODED_FIELD = {"Observation": "code", "Condition": "code", "MedicationRequest": "medicationCodeableConcept",
-                "MedicationStatement": "medicationCodeableConcept"}
-_CODED_KINDS = {"Observation": {"observation", "daily_series", "series_pair", "pacing"}, "Condition": {"condition"},
+                "MedicationStatement": "medicationCodeableConcept", "MedicationDispense": "medicationCodeableConcept",
+                "Procedure": "code", "ServiceRequest": "code"}
+_CODED_KINDS = {"Observation": {"observation", "daily_series", "series_pair", "record", "pacing"},
+                "Condition": {"condition", "record"},
                 "MedicationRequest": {"medication", "medication_classes", "opioid_mme", "pacing"},
-                "MedicationStatement": {"medication", "medication_classes", "opioid_mme", "pacing"}}
+                "MedicationStatement": {"medication", "medication_classes", "opioid_mme", "pacing"},
+                "MedicationDispense": {"medication", "medication_classes", "opioid_mme"},
+                "Procedure": {"record"}, "ServiceRequest": {"record"}}
+
 # (series_pair, medication_classes and opioid_mme carry the union of the codes they read in FactDefinition.codes)
 
 

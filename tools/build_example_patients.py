@@ -49,6 +49,7 @@ CODES = {
     "heart_rate": (LOINC, "8867-4", "Heart rate"),
     "resting_heart_rate": (LOINC, "40443-4", "Heart rate --resting"),
     "rpe": ("https://pacecds.org/fhir/CodeSystem/instrument-score", "borg-rpe", "Borg rating of perceived exertion (6-20)"),
+    "hb_molar": (LOINC, "59260-0", "Hemoglobin [Moles/volume] in Blood"),
 }
 
 PACING_GOAL_CATEGORY = "https://pacecds.org/fhir/CodeSystem/goal-category"  # local pacecds code (docs/knowledge-base.md)
@@ -62,6 +63,8 @@ DRUGS = {  # RxNorm clinical drugs; every code is a member of a value set in rul
     "morphine15": "morphine sulfate 15 MG Oral Tablet",                  # 892582
     "tramadol50": "tramadol hydrochloride 50 MG Oral Tablet",            # 835603
     "fentanyl25": "72 HR fentanyl 0.025 MG/HR Transdermal System",       # 245134
+    "fentanyl75": "72 HR fentanyl 0.075 MG/HR Transdermal System",       # 197696
+    "naloxone_nasal": "naloxone hydrochloride 40 MG/ML Nasal Spray",     # 1725059 (CDC naloxone-medications)
     "hydrocodone_apap": "acetaminophen 325 MG / hydrocodone bitartrate 5 MG Oral Tablet",  # 857002
     "alprazolam05": "alprazolam 0.5 MG Oral Tablet",                    # 308048
     "lorazepam1": "lorazepam 1 MG Oral Tablet",                          # 197901
@@ -78,6 +81,7 @@ RXCUI = {
     "fentanyl25": "245134", "hydrocodone_apap": "857002", "alprazolam05": "308048", "lorazepam1": "197901",
     "gabapentin300": "310431", "pregabalin75": "483450", "cyclobenzaprine10": "828348", "zolpidem10": "854873",
     "amitriptyline25": "856834", "trazodone50": "856377", "diphenhydramine25": "1049630",
+    "fentanyl75": "197696", "naloxone_nasal": "1725059",
 }
 
 
@@ -199,7 +203,7 @@ class Chart:
                                                        "display": DRUGS[drug]}], "text": DRUGS[drug]},
              "subject": self.subject, "authoredOn": iso(day(authored_days_ago, 11)),
              "dosageInstruction": [self._dosage(dose, unit, freq, period, period_unit, prn, text)]}
-        if drug == "fentanyl25":
+        if drug in ("fentanyl25", "fentanyl75"):
             r["dosageInstruction"][0]["route"] = {"coding": [{"system": SNOMED, "code": "45890007",
                                                               "display": "Transdermal route"}]}
         return self.add(r)
@@ -213,6 +217,24 @@ class Chart:
             "subject": self.subject, "effectivePeriod": {"start": iso(day(120, 9))},
             "dateAsserted": iso(day(10, 9)),
             "dosage": [self._dosage(dose, unit, freq, period, period_unit, prn, text)],
+        })
+
+    def med_dispense(self, drug: str, days_ago: int, days_supply: int | None, status="completed",
+                     quantity: float = 1) -> dict:
+        r = {"resourceType": "MedicationDispense", "id": self._id("meddisp"), "status": status,
+             "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": RXCUI[drug],
+                                                       "display": DRUGS[drug]}], "text": DRUGS[drug]},
+             "subject": self.subject, "whenHandedOver": iso(day(days_ago, 15)),
+             "quantity": {"value": quantity}}
+        if days_supply is not None:
+            r["daysSupply"] = {"value": days_supply, "unit": "day", "system": UCUM, "code": "d"}
+        return self.add(r)
+
+    def service_request(self, code: str, display: str, days_ago: int, status="active") -> dict:
+        return self.add({
+            "resourceType": "ServiceRequest", "id": self._id("sr"), "status": status, "intent": "order",
+            "code": {"coding": [{"system": SNOMED, "code": code, "display": display}], "text": display},
+            "subject": self.subject, "authoredOn": iso(day(days_ago, 10)),
         })
 
     def goal(self, text: str, status="active", status_days_ago: int | None = 10, start_days_ago=60,
@@ -862,6 +884,77 @@ def patients() -> list[Chart]:
     c.goal("Walk 20 minutes on 5 days a week", status_days_ago=10)
     out.append(c)
 
+    # ---- issue 12: opioid guidance exclusions, naloxone, look-back, molar hemoglobin (now 2026-11-20) ----------
+    # 33. Metastatic breast cancer (ICD-10-CM C50.911, CDC malignant cancer set) on fentanyl 75 mcg/h every 72 h
+    #     = 180 MME/day: the CDC opioid guidance does not apply -> no dose card, no naloxone card.
+    c = Chart("safety-cancer-fentanyl", "pt-cancer", "female", "1960-08-08", "Moreau", "Claire")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.condition(ICD10, "C50.911", "Malignant neoplasm of unspecified site of right female breast", onset_days_ago=200)
+    c.med_request("fentanyl75", dose=1, unit="patch", freq=1, period=72, period_unit="h")
+    labs_recent(c)
+    out.append(c)
+
+    # 34. Hospice care ordered 20 days ago (SNOMED 385763009, CDC end-of-life therapies) on 105 MME/day -> no card.
+    c = Chart("safety-hospice-opioid", "pt-hospice", "male", "1948-01-20", "Novak", "Jan")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.service_request("385763009", "Hospice care (regime/therapy)", 20)
+    c.med_request("oxycodone10", freq=1, period=6, period_unit="h")
+    c.med_statement("morphine15", freq=3, period=1, period_unit="d")
+    labs_recent(c)
+    out.append(c)
+
+    # 35. The same, but the hospice order was 200 days ago (outside the CDC 90-day look-back) -> cards fire.
+    c = Chart("safety-hospice-old", "pt-hospold", "male", "1948-01-20", "Novak", "Petr")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.service_request("385763009", "Hospice care (regime/therapy)", 200)
+    c.med_request("oxycodone10", freq=1, period=6, period_unit="h")
+    c.med_statement("morphine15", freq=3, period=1, period_unit="d")
+    labs_recent(c)
+    out.append(c)
+
+    # 36. 16-year-old on oxycodone 10 mg every 4 h (90 MME/day) and alprazolam: under 18 -> no opioid cards.
+    c = Chart("safety-teen-opioid", "pt-teen", "male", "2010-03-03", "Silva", "Leo")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.med_request("oxycodone10", freq=1, period=4, period_unit="h")
+    c.med_request("alprazolam05", freq=2, period=1, period_unit="d")
+    labs_recent(c)
+    out.append(c)
+
+    # 37. 105 MME/day with naloxone dispensed 200 days ago (on record) -> high-MME card, no naloxone card.
+    c = Chart("safety-naloxone-on-file", "pt-nalox", "male", "1959-09-29", "Clark", "Roberta")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.med_request("oxycodone10", freq=1, period=6, period_unit="h")
+    c.med_statement("morphine15", freq=3, period=1, period_unit="d")
+    c.med_dispense("naloxone_nasal", 200, None, quantity=2)
+    labs_recent(c)
+    out.append(c)
+
+    # 38. Oxycodone 5 mg 4 times a day (30 MME) and an "active" alprazolam order authored 3 years ago, never
+    #     dispensed since: the benzodiazepine is not current -> no opioid + benzodiazepine card, no naloxone card.
+    c = Chart("safety-old-benzo-order", "pt-oldbenzo", "female", "1966-11-11", "Rossi", "Giulia")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.med_request("oxycodone5", freq=4, period=1, period_unit="d")
+    c.med_request("alprazolam05", freq=2, period=1, period_unit="d", authored_days_ago=1095)
+    labs_recent(c)
+    out.append(c)
+
+    # 39. The same 3-year-old alprazolam order, but dispensed 10 days ago for 30 days: current again -> opioid +
+    #     benzodiazepine card, and the naloxone card (benzodiazepine is a risk factor, no naloxone on record).
+    c = Chart("safety-old-benzo-dispensed", "pt-benzodisp", "female", "1966-11-11", "Rossi", "Marta")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.med_request("oxycodone5", freq=4, period=1, period_unit="d")
+    c.med_request("alprazolam05", freq=2, period=1, period_unit="d", authored_days_ago=1095)
+    c.med_dispense("alprazolam05", 10, 30, quantity=60)
+    labs_recent(c)
+    out.append(c)
+
+    # 40. Woman, hemoglobin 4.2 mmol/L under LOINC 59260-0 (x 1.611 = 6.8 g/dL): severe anaemia, critical.
+    c = Chart("anemia-molar-59260", "pt-molar", "female", "1980-04-04", "Jansen", "Sanne")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.lab("hb_molar", 4.2, "mmol/L", 5)
+    c.lab("tsh", 2.0, "m[IU]/L", 5)
+    out.append(c)
+
     return out
 
 
@@ -920,6 +1013,26 @@ def order_requests() -> dict[str, dict]:
     c.med_request("oxycodone5", status="stopped", freq=4, period=1, period_unit="d")
     draft = c.med_request("lorazepam1", freq=1, period=1, period_unit="d", authored_days_ago=0)
     out[c.name] = request(c.name, "order-select", c, draft)
+
+    # issue 12: the draft opioid counts into the total MME at order time.
+    c = Chart("order-mme-crosses-50", "pt-order6", "female", "1972-07-07", "Lopez", "Maria")
+    c.condition(*KNEE_OA_ICD)
+    c.med_request("tramadol50", freq=4, period=1, period_unit="d")
+    draft = c.med_request("oxycodone5", freq=4, period=1, period_unit="d", authored_days_ago=0)
+    out[c.name] = request(c.name, "order-select", c, draft)
+
+    c = Chart("order-mme-crosses-90", "pt-order7", "male", "1963-02-14", "Weber", "Hans")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.med_request("oxycodone10", freq=1, period=6, period_unit="h")
+    draft = c.med_request("morphine15", freq=3, period=1, period_unit="d", authored_days_ago=0)
+    out[c.name] = request(c.name, "order-sign", c, draft)
+
+    c = Chart("order-mme-cancer", "pt-order8", "male", "1963-02-14", "Weber", "Karl")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.condition(ICD10, "C61", "Malignant neoplasm of prostate", onset_days_ago=100)
+    c.med_request("oxycodone10", freq=1, period=6, period_unit="h")
+    draft = c.med_request("morphine15", freq=3, period=1, period_unit="d", authored_days_ago=0)
+    out[c.name] = request(c.name, "order-sign", c, draft)
     return out
 
 

@@ -69,7 +69,9 @@ def test_unknown_value_set_duplicate_id_and_long_summary(rules_copy):
 
 def test_yaml_is_loaded_safely(rules_copy):
     rule = rules_copy / "thyroid" / "tsh-abnormal.yaml"
-    rule.write_text(rule.read_text().replace("version: 1.0.0", "version: !!python/object/apply:os.system ['echo pwned']"))
+    text, n = re.subn(r"(?m)^version: .*$", "version: !!python/object/apply:os.system ['echo pwned']", rule.read_text())
+    assert n == 1
+    rule.write_text(text)
     (error,) = errors_of(rules_copy)
     assert "tsh-abnormal.yaml:2:" in error and "not allowed" in error
 
@@ -85,8 +87,9 @@ def test_broken_yaml_syntax_names_the_line(rules_copy):
 
 def test_active_rule_needs_approval_and_evidence_needs_link(rules_copy):
     rule = rules_copy / "thyroid" / "tsh-abnormal.yaml"
-    text = rule.read_text().replace("approval: {by: pacecds clinical governance group, date: 2026-11-20}\n", "")
-    text = text.replace("    url: https://doi.org/10.1089/thy.2012.0205\n", "")
+    text, n = re.subn(r"(?m)^approval: .*\n", "", rule.read_text())
+    text, m = re.subn(r"(?m)^    url: https://.*\n", "", text, count=1)
+    assert n == 1 and m == 1
     rule.write_text(text)
     errors = errors_of(rules_copy)
     assert any("approval" in e for e in errors)

@@ -3,12 +3,16 @@
 (name, file, old text, new text, words the error must contain). `old` must occur in the file; None
 means "write `new` as the whole file" (a new file when it does not exist). Used by test_broken_rules.py.
 """
+from pathlib import Path
 
 HB = "anemia/low-hemoglobin.yaml"
 TSH = "thyroid/tsh-abnormal.yaml"
 LABS = "facts/labs.yaml"
 DEMO = "facts/demographics.yaml"
 MANIFEST = "ruleset.yaml"
+# the hemoglobin rule's whole approval line (it carries a long note), read from the bundled rules
+APPROVAL_LINE = next(line for line in (Path(__file__).resolve().parents[2] / "rules" / HB).read_text().splitlines()
+                     if line.startswith("approval:"))
 
 CORPUS = [
     # --- YAML syntax -------------------------------------------------------------------------
@@ -28,14 +32,13 @@ CORPUS = [
     ("missing-id", HB, "id: anemia.low-hemoglobin\n", "", "'id' is a required property"),
     ("missing-card", TSH, "card:\n  summary:", "kard:\n  summary:", "card"),
     ("bad-status", HB, "status: active", "status: live", "status"),
-    ("bad-version", HB, "version: 1.0.0", "version: one", "version: 'one'"),
+    ("bad-version", HB, "version: 1.1.0", "version: one", "version: 'one'"),
     ("bad-hook", HB, "hooks: [patient-view]", "hooks: [patient-viewed]", "patient-viewed"),
     ("hooks-not-list", HB, "hooks: [patient-view]", "hooks: patient-view", "hooks"),
     ("unknown-top-level-field", HB, "status: active", "status: active\nsevrity: high", "sevrity"),
     ("bad-indicator", HB, "indicator: warning", "indicator: urgent", "indicator"),
     ("evidence-without-url", HB, "    url: https://iris.who.int/handle/10665/85839\n", "", "url"),
-    ("approval-not-mapping", HB, "approval: {by: pacecds clinical governance group, date: 2026-11-20}",
-     "approval: yes", "approval"),
+    ("approval-not-mapping", HB, APPROVAL_LINE, "approval: yes", "approval"),
     # --- conditions --------------------------------------------------------------------------
     ("unknown-fact", HB, "{fact: age, gte: 15}", "{fact: agee, gte: 15}", "agee"),
     ("unknown-attribute", HB, "{fact: hemoglobin.age_days,", "{fact: hemoglobin.age_dayz,", "age_dayz"),

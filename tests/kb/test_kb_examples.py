@@ -67,7 +67,7 @@ def test_lines_format_is_refused_in_a_summary(tmp_path):
     shutil.copytree(ROOT / "rules", rules)
     path = rules / "meds" / "opioid-benzodiazepine.yaml"
     path.write_text(path.read_text().replace(
-        'summary: "Opioid and benzodiazepine taken together: risk of fatal respiratory depression (CDC 2022 rec. 11, FDA boxed warning)."',
+        'summary: "Opioid and benzodiazepine taken together: risk of fatal respiratory depression; use particular caution (CDC 2022 rec. 11, FDA)."',
         'summary: "Opioids {opioid.names:lines}"'))
     with pytest.raises(RulesetLoadError, match="summary can reach"):
         load_ruleset(rules)

@@ -41,6 +41,16 @@ COPIED = {
     "anxiety.json": "ahrq-pain-management-summary",
     "sleep-disordered-breathing.json": "ahrq-pain-management-summary",
     "cds-pregnancy.json": "ahrq-pain-management-summary",
+    # opioid guidance exclusions, naloxone and substance misuse (issue 12)
+    "sickle-cell-diseases.json": "cdc-opioid-cds",
+    "cdc-malignant-cancer-conditions.json": "cdc-opioid-cds",
+    "conditions-likely-terminal-for-opioid-prescribing.json": "cdc-opioid-cds",
+    "limited-life-expectancy-conditions.json": "cdc-opioid-cds",
+    "therapies-indicating-end-of-life-care.json": "cdc-opioid-cds",
+    "hospice-procedure.json": "cdc-opioid-cds",
+    "hospice-finding.json": "cdc-opioid-cds",
+    "naloxone-medications.json": "cdc-opioid-cds",
+    "conditions-documenting-substance-misuse.json": "cdc-opioid-cds",
 }
 
 

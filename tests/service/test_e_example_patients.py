@@ -80,7 +80,7 @@ def test_E7_E10_E11_E12_E13_E14_H14_example_patient_cards_through_the_service(ca
                 if action["type"] in ("create", "update"):
                     res = action["resource"]
                     get_fhir_model_class(res["resourceType"]).model_validate(res)   # a real FHIR resource
-                    assert res["resourceType"] in ("Goal", "ServiceRequest", "CarePlan", "Task",
+                    assert res["resourceType"] in ("Goal", "ServiceRequest", "CarePlan", "Task", "MedicationRequest",
                                                     "CommunicationRequest")
                     ref = (res.get("subject") or res.get("for") or {}).get("reference")
                     assert ref == f"Patient/{request['context']['patientId']}"   # for this patient only
