@@ -1,0 +1,115 @@
+"""The gunicorn worker `pacecds serve` runs: gthread, with the request head read in the main loop.
+
+gunicorn's gthread worker hands every new connection to a thread, which waits up to 5 s for a first byte and
+then blocks, with no deadline, until the request line and headers are complete. 100 idle sockets, or 64 clients
+sending one header line every few seconds, therefore held every thread of every worker and locked all callers
+out (issue 14, item 1). This worker:
+
+- reads the request line and headers in the worker's main loop (non-blocking, no thread), for new and kept-alive
+  connections alike, and gives the connection to a thread only once the whole head is there (or it is too large
+  for gunicorn's own limits, which then answer 400/431);
+- closes a connection whose head is not complete `HEAD_TIMEOUT_S` after its first wait began (idle or dripping);
+- ends the body read of a request that is still not complete `REQUEST_TIMEOUT_S` after its head began, by
+  shutting the socket's read side, so a client dripping its body holds a thread for a bounded time.
+
+An idle or slow connection costs a file descriptor and a few bytes, never a thread. How many such connections
+one worker keeps is gunicorn's `worker_connections`; beyond it, a reverse proxy in front (docs/security.md) is
+what limits connections per client.
+"""
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import time
+from functools import partial
+
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+HEAD_TIMEOUT_S = 10.0      # request line + headers, from the first wait on a connection
+REQUEST_TIMEOUT_S = 30.0   # head + body, from the first wait
+HEAD_END = b"\r\n\r\n"
+
+
+class PacecdsWorker(ThreadWorker):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._head_limit = (self.cfg.limit_request_line + 2
+                            + self.cfg.limit_request_fields * (self.cfg.limit_request_field_size + 2) + 2)
+        self._inflight: dict[TConn, float] = {}  # connections a thread is reading: body deadline
+
+    # ------------------------------------------------------------------ waiting for a whole head, no thread
+    def accept(self, listener):
+        if self.cfg.is_ssl:  # TLS is the proxy's job; with gunicorn's own TLS keep its reading as it is
+            return super().accept(listener)
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
+        self._wait_head(conn)
+
+    def on_client_socket_readable(self, conn, client):
+        if self.cfg.is_ssl:
+            return super().on_client_socket_readable(conn, client)
+        # A kept-alive connection: its next request's head is read here too.
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._wait_head(conn)
+
+    def _wait_head(self, conn: TConn) -> None:
+        conn.head = bytearray()
+        conn.started = time.monotonic()
+        conn.timeout = conn.started + HEAD_TIMEOUT_S  # gunicorn's murder_pending closes it after that
+        conn.sock.setblocking(False)
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_readable, conn))
+
+    def _on_head_readable(self, conn: TConn, client) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            conn.head += data
+            if HEAD_END not in conn.head and len(conn.head) <= self._head_limit:
+                return  # not complete yet: keep waiting, without a thread
+        self.poller.unregister(client)
+        self.pending_conns.remove(conn)
+        if not data:  # the client closed (or reset) before sending a whole head
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.data_ready = True
+        self._inflight[conn] = conn.started + REQUEST_TIMEOUT_S
+        self.enqueue_req(conn)
+
+    def handle(self, conn):
+        head = getattr(conn, "head", None)
+        if head:
+            conn.head = None
+            conn.sock.setblocking(True)
+            conn.init()  # the HTTP/1 parser (a kept-alive connection already has one)
+            conn.parser.unreader.unread(bytes(head))
+        return super().handle(conn)
+
+    # ------------------------------------------------------------------ bounded body reads
+    def finish_request(self, conn, fs):
+        self._inflight.pop(conn, None)
+        return super().finish_request(conn, fs)
+
+    def murder_pending(self):
+        super().murder_pending()
+        now = time.monotonic()
+        for conn, deadline in list(self._inflight.items()):
+            if now > deadline:
+                del self._inflight[conn]
+                try:  # the thread's blocked read returns end-of-file; writing the answer still works
+                    conn.sock.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
