@@ -93,7 +93,33 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
         mimetype = (request.mimetype or "").lower()
         if mimetype and mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
             raise ApiError(415, f"Content-Type must be application/json, got {mimetype}")
-        return parse_json_body(request.get_data(cache=False))
+        return parse_json_body(read_body())
+
+    def read_body() -> bytes:
+        """The body, at most PACECDS_MAX_BODY_BYTES: with Content-Length, Flask answers 413 before reading; a
+        chunked body (no length; the server terminates the stream) is read here up to the limit and refused
+        with 413 past it, never cut short silently."""
+        if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+            return request.get_data(cache=False)
+        limit = cfg.max_body_bytes
+        stream = request.environ["wsgi.input"]
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:  # every pass reads at least one byte, and at most limit + 1 are read in all
+                chunk = stream.read(min(65536, limit + 1 - size))
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"Request body too large (limit {limit} bytes)")
+                chunks.append(chunk)
+        except ApiError:
+            raise
+        except Exception:  # a malformed or unfinished chunked body (the WSGI server's own error types)
+            raise ApiError(400, "The request body could not be read (incomplete or malformed chunked encoding)") \
+                from None
+        return b"".join(chunks)
 
     @app.get("/cds-services")
     @app.get("/cds-services/")

@@ -24,16 +24,34 @@ import socket
 import time
 from functools import partial
 
+import orjson
+from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from service.errors import operation_outcome
 
 HEAD_TIMEOUT_S = 10.0      # request line + headers, from the first wait on a connection
 REQUEST_TIMEOUT_S = 30.0   # head + body, from the first wait
 HEAD_END = b"\r\n\r\n"
 
 
+def write_operation_outcome(sock, status_int, reason, mesg):
+    """gunicorn's own error answers (a request line or headers too long or malformed, a bad chunked body),
+    as the OperationOutcome JSON every other pacecds error is, instead of gunicorn's HTML page. The message
+    names the problem only: gunicorn's text quotes the offending input back."""
+    body = orjson.dumps(operation_outcome(int(status_int), f"{status_int} {reason}: the request was refused by "
+                                                           f"the HTTP server (see docs/security.md)"))
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 class PacecdsWorker(ThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # In this worker process only: gunicorn's error pages become OperationOutcome JSON (issue 14, item 7).
+        gunicorn_util.write_error = write_operation_outcome
         self._head_limit = (self.cfg.limit_request_line + 2
                             + self.cfg.limit_request_fields * (self.cfg.limit_request_field_size + 2) + 2)
         self._inflight: dict[TConn, float] = {}  # connections a thread is reading: body deadline

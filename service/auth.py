@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -232,6 +233,10 @@ class SqliteReplayStore:
 
 # --------------------------------------------------------------------------- the authenticator
 
+def _numeric_date(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass
 class Authenticator:
     issuers: dict[str, TrustedIssuer]
@@ -303,9 +308,14 @@ class Authenticator:
             raise AuthError(f"token could not be verified: {type(e).__name__}") from None
         now = self.clock()
         iat, exp, jti = claims.get("iat"), claims.get("exp"), claims.get("jti")
-        if not isinstance(iat, (int, float)) or iat > now + self.leeway_s:
+        # PyJWT takes int(exp) (a string of digits passes it): RFC 7519 NumericDate is a JSON number.
+        if not _numeric_date(iat) or not _numeric_date(exp):
+            raise AuthError("exp or iat is not a number")
+        if iat > now + self.leeway_s:
             raise AuthError("iat in the future")
-        if exp - now > self.max_lifetime_s + self.leeway_s:
+        # The lifetime is measured from iat: a token minted long ago stays refused whatever its exp says.
+        longest = self.max_lifetime_s + self.leeway_s
+        if exp - iat > longest or now - iat > longest or exp - now > longest:
             raise AuthError("token lifetime too long")
         if not isinstance(jti, str) or not jti:
             raise AuthError("jti missing")

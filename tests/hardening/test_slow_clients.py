@@ -6,6 +6,7 @@ within a few seconds. Bounded: every socket has a timeout, every loop a count an
 """
 from __future__ import annotations
 
+import json
 import socket
 import time
 from contextlib import ExitStack
@@ -112,3 +113,49 @@ def test_kept_alive_connection_serves_a_second_request_read_in_pieces(served):
                 data += chunk
             answers.append(data)
     assert all(a.startswith(b"HTTP/1.1 200") for a in answers), answers
+
+
+def _raw(base: str, request: bytes, *, body_iter=(), timeout: float = 5.0) -> bytes:
+    with socket.create_connection(_address(base), timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(request)
+        try:
+            for part in body_iter:
+                s.sendall(part)
+        except OSError:
+            pass  # the server may answer and close before the whole body is sent
+        data = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(data) < 1_000_000:
+            try:
+                chunk = s.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def test_item7_chunked_body_over_the_limit_is_413_from_the_real_server(served):
+    """PACECDS_MAX_BODY_BYTES is 5 MiB by default: 6 MiB in chunks is refused, as with Content-Length."""
+    piece = b"x" * 65536
+    chunks = (b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(96))
+    head = (b"POST /cds-services/pacing-review HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    answer = _raw(served, head, body_iter=[b'a\r\n{"hook": "\r\n', *chunks, b"0\r\n\r\n"])
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert b'"OperationOutcome"' in answer
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GET /cds-services HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", b"431"),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"414"),
+    (b"GET /cds-services HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n", b"400"),
+], ids=["header-too-large", "request-line-too-long", "malformed-header"])
+def test_item7_errors_gunicorn_raises_itself_are_operation_outcomes(served, request_bytes, status):
+    answer = _raw(served, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 " + status), answer[:300]
+    assert b"application/json" in head
+    assert json.loads(body)["resourceType"] == "OperationOutcome"
