@@ -21,6 +21,7 @@ import requests
 import yaml
 
 from .config import ConfigError, ServiceConfig
+from .urls import url_within
 
 log = logging.getLogger("pacecds.auth")
 
@@ -330,8 +331,9 @@ class Authenticator:
         allowed = self.issuers[iss].fhir_servers if iss in self.issuers else ()
         if not allowed:
             return True
-        url = fhir_server.rstrip("/")
-        return any(url == a or url.startswith(a + "/") for a in allowed)
+        if "?" in fhir_server or "#" in fhir_server:
+            return False  # a base URL has neither
+        return any(url_within(fhir_server, a) for a in allowed)
 
     def _key_for(self, issuer: TrustedIssuer, header: dict, kid: str) -> dict:
         jku = header.get("jku")
