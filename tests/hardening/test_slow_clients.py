@@ -67,7 +67,7 @@ def _probes(base: str, n: int = 5, pause: float = 0.5) -> list[float]:
     return times
 
 
-def test_100_idle_sockets_do_not_lock_out_discovery(served):
+def test_item1_100_idle_sockets_do_not_lock_out_discovery(served):
     with ExitStack() as stack:
         _idle_sockets(stack, served, 100)
         time.sleep(0.5)  # let the workers accept them
@@ -75,7 +75,7 @@ def test_100_idle_sockets_do_not_lock_out_discovery(served):
     assert max(times) < PROBE_TIMEOUT_S, times
 
 
-def test_slowloris_header_drip_does_not_lock_out_discovery(served):
+def test_item1_slowloris_header_drip_does_not_lock_out_discovery(served):
     with ExitStack() as stack:
         socks = _idle_sockets(stack, served, 64)
         for s in socks:
@@ -95,7 +95,7 @@ def test_slowloris_header_drip_does_not_lock_out_discovery(served):
     assert times and max(times) < PROBE_TIMEOUT_S, times
 
 
-def test_kept_alive_connection_serves_a_second_request_read_in_pieces(served):
+def test_item1_kept_alive_connection_serves_a_second_request_read_in_pieces(served):
     """The head of a kept-alive connection's next request is read by the main loop too, even in pieces."""
     with socket.create_connection(_address(served), timeout=PROBE_TIMEOUT_S) as s:
         s.settimeout(PROBE_TIMEOUT_S)
