@@ -7,7 +7,8 @@ out (issue 14, item 1). This worker:
 
 - reads the request line and headers in the worker's main loop (non-blocking, no thread), for new and kept-alive
   connections alike, and gives the connection to a thread only once the whole head is there (or it is too large
-  for gunicorn's own limits, which then answer 400/431);
+  for gunicorn's own limits, which then answer 400/431), and, for a body with a Content-Length of at most
+  MAX_BUFFERED_BODY, once the whole body is there too;
 - closes a connection whose head is not complete `HEAD_TIMEOUT_S` after its first wait began (idle or dripping);
 - ends the body read of a request that is still not complete `REQUEST_TIMEOUT_S` after its head began, by
   shutting the socket's read side, so a client dripping its body holds a thread for a bounded time.
@@ -19,6 +20,7 @@ what limits connections per client.
 from __future__ import annotations
 
 import errno
+import re
 import selectors
 import socket
 import time
@@ -33,6 +35,11 @@ from service.errors import operation_outcome
 HEAD_TIMEOUT_S = 10.0      # request line + headers, from the first wait on a connection
 REQUEST_TIMEOUT_S = 30.0   # head + body, from the first wait
 HEAD_END = b"\r\n\r\n"
+MAX_BUFFERED_BODY = 8 * 1024 * 1024          # larger bodies are read by a thread (they get 413 anyway by default)
+MAX_BUFFERED_PER_WORKER = 64 * 1024 * 1024   # bodies being buffered at once by one worker's main loop
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*(?=\r\n)", re.I)
+_TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding[ \t]*:", re.I)
+_EXPECT = re.compile(rb"\r\nexpect[ \t]*:", re.I)
 
 
 def write_operation_outcome(sock, status_int, reason, mesg):
@@ -55,6 +62,8 @@ class PacecdsWorker(ThreadWorker):
         self._head_limit = (self.cfg.limit_request_line + 2
                             + self.cfg.limit_request_fields * (self.cfg.limit_request_field_size + 2) + 2)
         self._inflight: dict[TConn, float] = {}  # connections a thread is reading: body deadline
+        self._body_wait: dict[TConn, float] = {}  # connections whose body the main loop is reading: deadline
+        self._reserved = 0                         # body bytes the main loop has committed to buffer
 
     # ------------------------------------------------------------------ waiting for a whole head, no thread
     def accept(self, listener):
@@ -80,6 +89,8 @@ class PacecdsWorker(ThreadWorker):
 
     def _wait_head(self, conn: TConn) -> None:
         conn.head = bytearray()
+        conn.need = None        # bytes to buffer in all (head + body) once the head is known to have a body
+        conn.reserved = 0
         conn.started = time.monotonic()
         conn.timeout = conn.started + HEAD_TIMEOUT_S  # gunicorn's murder_pending closes it after that
         conn.sock.setblocking(False)
@@ -95,17 +106,50 @@ class PacecdsWorker(ThreadWorker):
             data = b""
         if data:
             conn.head += data
-            if HEAD_END not in conn.head and len(conn.head) <= self._head_limit:
-                return  # not complete yet: keep waiting, without a thread
-        self.poller.unregister(client)
-        self.pending_conns.remove(conn)
-        if not data:  # the client closed (or reset) before sending a whole head
+            if conn.need is None:
+                end = conn.head.find(HEAD_END)
+                if end < 0 and len(conn.head) <= self._head_limit:
+                    return  # not complete yet: keep waiting, without a thread
+                body = self._body_to_buffer(bytes(conn.head[:end + 4])) if end >= 0 else 0
+                if body:
+                    # A body of known, moderate length is read here too (a client dripping it holds no thread)
+                    # until REQUEST_TIMEOUT_S after the head began.
+                    conn.need = end + 4 + body
+                    conn.reserved = body
+                    self._reserved += body
+                    self.pending_conns.remove(conn)
+                    self._body_wait[conn] = conn.started + REQUEST_TIMEOUT_S
+            if conn.need is not None and len(conn.head) < conn.need:
+                return
+        self._stop_waiting(conn, client)
+        if not data:  # the client closed (or reset) before sending a whole request
             self.nr_conns -= 1
             conn.close()
             return
         conn.data_ready = True
         self._inflight[conn] = conn.started + REQUEST_TIMEOUT_S
         self.enqueue_req(conn)
+
+    def _stop_waiting(self, conn: TConn, client) -> None:
+        self.poller.unregister(client)
+        if self._body_wait.pop(conn, None) is None:
+            self.pending_conns.remove(conn)
+        self._reserved -= conn.reserved
+        conn.reserved = 0
+
+    def _body_to_buffer(self, head: bytes) -> int:
+        """How many body bytes to read before a thread is used: the Content-Length of a plain request body that
+        fits the per-request and per-worker bounds; 0 (a thread reads it, within REQUEST_TIMEOUT_S) for a
+        chunked body, an `Expect: 100-continue` (the client waits for our answer first), or anything else."""
+        if _TRANSFER_ENCODING.search(head) or _EXPECT.search(head):
+            return 0
+        lengths = _CONTENT_LENGTH.findall(head)
+        if len(lengths) != 1:
+            return 0  # none, or several (gunicorn refuses those itself)
+        length = int(lengths[0])
+        if length > MAX_BUFFERED_BODY or self._reserved + length > MAX_BUFFERED_PER_WORKER:
+            return 0
+        return length
 
     def handle(self, conn):
         head = getattr(conn, "head", None)
@@ -124,6 +168,11 @@ class PacecdsWorker(ThreadWorker):
     def murder_pending(self):
         super().murder_pending()
         now = time.monotonic()
+        for conn, deadline in list(self._body_wait.items()):
+            if now > deadline:  # a body still not complete REQUEST_TIMEOUT_S after its head began
+                self._stop_waiting(conn, conn.sock)
+                self.nr_conns -= 1
+                conn.close()
         for conn, deadline in list(self._inflight.items()):
             if now > deadline:
                 del self._inflight[conn]

@@ -95,6 +95,37 @@ def test_item1_slowloris_header_drip_does_not_lock_out_discovery(served):
     assert times and max(times) < PROBE_TIMEOUT_S, times
 
 
+def test_item1_slow_body_drip_does_not_lock_out_discovery(served):
+    """A R.U.D.Y. variant: whole heads announcing a 1000-byte JSON body, then one byte per socket every ~0.5 s."""
+    with ExitStack() as stack:
+        socks = _idle_sockets(stack, served, 24)
+        for s in socks:
+            s.sendall(b"POST /cds-services/pacing-review HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        times = []
+        deadline = time.monotonic() + 8
+        for _ in range(6):
+            if time.monotonic() > deadline:
+                break
+            for s in socks:
+                try:
+                    s.sendall(b" ")
+                except OSError:
+                    pass
+            times.append(_probes(served, n=1, pause=0)[0])
+            time.sleep(0.5)
+    assert times and max(times) < PROBE_TIMEOUT_S, times
+
+
+def test_item1_post_bodies_arriving_in_pieces_are_answered(served):
+    body = b'{"hook": "patient-view"}'
+    head = (b"POST /cds-services/pacing-review HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+    answer = _raw(served, head, body_iter=[body[:5], body[5:]])
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]  # read whole: a schema error, not a timeout
+    assert b"hookInstance" in answer or b"required" in answer
+
+
 def test_item1_kept_alive_connection_serves_a_second_request_read_in_pieces(served):
     """The head of a kept-alive connection's next request is read by the main loop too, even in pieces."""
     with socket.create_connection(_address(served), timeout=PROBE_TIMEOUT_S) as s:
