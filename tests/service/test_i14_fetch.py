@@ -111,21 +111,21 @@ def test_item2_a_dripping_fhir_server_is_cut_off_when_the_budget_ends(make_app):
         answered = time.monotonic() - started
         assert resp.status_code == 200, resp.get_json()
         assert resp.get_json()["extension"]["org.pacecds.missing-data"]
-        assert answered < 1.5 + 1.0, answered
+        assert answered < 1.5 + 1.5, answered  # the server would drip for 20 s
         # no fetch thread outlives the budget by more than a small margin, whatever the server does
         for _ in range(20):
             if not _fetch_threads():
                 break
             time.sleep(0.05)
         assert not _fetch_threads(), [t.name for t in _fetch_threads()]
-        assert time.monotonic() - started < 1.5 + 1.5
+        assert time.monotonic() - started < 1.5 + 2.5
         # every dripping connection was hung up on by us, within the budget and a margin
         for _ in range(40):
             if len(srv.closed_at) >= srv.accepted:
                 break
             time.sleep(0.05)
         assert srv.accepted >= 1 and len(srv.closed_at) == srv.accepted
-        assert max(srv.closed_at) - started < 1.5 + 1.5, [t - started for t in srv.closed_at]
+        assert max(srv.closed_at) - started < 1.5 + 2.5, [t - started for t in srv.closed_at]
     # and the token went with the client
     gc.collect()
     assert not [o for o in gc.get_objects() if isinstance(o, FhirClient)]
@@ -164,7 +164,7 @@ def test_item8_fetch_errors_do_not_tell_a_closed_port_from_an_open_one(make_app)
     assert len(messages) == 1, outcomes
     times = [t for _, _, t in outcomes.values()]
     # one timing class: each answers when the budget (1.6 s) ends
-    assert min(times) >= 1.6 - 0.05 and max(times) < 1.6 + 0.6, outcomes
+    assert min(times) >= 1.6 - 0.05 and max(times) < 1.6 + 1.2, outcomes
 
 
 @pytest.mark.parametrize("url, inside", [
