@@ -174,7 +174,17 @@ def _http_get_jwks(url: str, timeout_s: float) -> dict:
                       headers={"Accept": "application/json"}) as r:
         if r.status_code != 200:
             raise IOError(f"HTTP {r.status_code}")
-        body = r.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
+        # Read as it arrives, with a deadline for the whole body: a host dripping bytes must not hold the
+        # request thread (each read waits at most timeout_s; all of them together at most timeout_s more).
+        deadline = time.monotonic() + timeout_s
+        body = b""
+        while len(body) <= MAX_JWKS_BYTES:
+            if time.monotonic() > deadline:
+                raise IOError("JWKS host too slow")
+            chunk = r.raw.read1(MAX_JWKS_BYTES + 1 - len(body), decode_content=True)
+            if not chunk:
+                break
+            body += chunk
         if len(body) > MAX_JWKS_BYTES:
             raise IOError("JWKS too large")
         return json.loads(body)

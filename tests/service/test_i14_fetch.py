@@ -195,3 +195,14 @@ def test_item8_dot_segments_do_not_leave_an_allowlisted_fhir_base(make_app):
         resp = c.post(PV, json=req, headers=bearer(mint(service_aud("pacing-review"))))
         assert resp.status_code == 412 and fhir.requests == []
         assert "not one this client is allowed" in resp.get_json()["issue"][0]["diagnostics"]
+
+
+def test_a_dripping_jwks_host_does_not_hold_the_request(make_app):
+    """The same bound for the one other outbound call: an allowlisted jku host that drips its JWKS."""
+    from service.auth import _http_get_jwks
+
+    with RawServer(drip) as srv:
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            _http_get_jwks(f"http://127.0.0.1:{srv.port}/jwks.json", 0.5)
+        assert time.monotonic() - started < 0.5 * 2 + 1.0
