@@ -66,6 +66,30 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
             if addr and not is_loopback(addr):  # no address at all: a unix socket, local by nature
                 raise ApiError(403, "This pacecds service has no trusted issuers configured and only answers "
                                     "callers on this machine")
+            refuse_cross_site()
+
+    def refuse_cross_site() -> None:
+        """Local mode and browsers: a web page the developer visits can reach 127.0.0.1 too. Refused: a
+        foreign Origin (a page's fetch/XHR; only same-origin and PACECDS_CORS_ORIGINS pass), a Host that is not
+        this machine at the served port (DNS rebinding: evil.example resolving to 127.0.0.1), and a POST
+        whose Content-Type is not JSON (a "simple" cross-site request needs no CORS preflight)."""
+        host = request.host or ""
+        host_name, port = _split_host(host)
+        served_port = request.environ.get("SERVER_PORT")
+        if not host_name or not is_loopback(host_name) or (
+                port is not None and served_port and served_port.isdigit() and port != served_port):
+            raise ApiError(403, "Local-mode pacecds answers only requests addressed to this machine "
+                                "(Host must be localhost or a loopback address at the served port)")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in cfg.cors_origins:
+            o_name, o_port = _split_host(origin.partition("://")[2].rstrip("/")) if "://" in origin else ("", None)
+            o_port = o_port or {"http": "80", "https": "443"}.get(origin.partition("://")[0].lower())
+            h_port = port or {"http": "80", "https": "443"}.get(request.scheme)
+            if not (o_name and is_loopback(o_name) and o_port == h_port):
+                raise ApiError(403, "Cross-site requests are refused in local mode (Origin is not this service; "
+                                    "allow a browser origin with PACECDS_CORS_ORIGINS)")
+        if request.method == "POST" and not _is_json(request.mimetype):
+            raise ApiError(415, "Content-Type must be application/json")
 
     def audiences(service_id: str | None, feedback: bool) -> list[str]:
         """aud must be PUBLIC_URL + the path called (CDS Hooks: "the CDS Service endpoint that is being
@@ -93,7 +117,33 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
         mimetype = (request.mimetype or "").lower()
         if mimetype and mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
             raise ApiError(415, f"Content-Type must be application/json, got {mimetype}")
-        return parse_json_body(request.get_data(cache=False))
+        return parse_json_body(read_body())
+
+    def read_body() -> bytes:
+        """The body, at most PACECDS_MAX_BODY_BYTES: with Content-Length, Flask answers 413 before reading; a
+        chunked body (no length; the server terminates the stream) is read here up to the limit and refused
+        with 413 past it, never cut short silently."""
+        if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+            return request.get_data(cache=False)
+        limit = cfg.max_body_bytes
+        stream = request.environ["wsgi.input"]
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:  # every pass reads at least one byte, and at most limit + 1 are read in all
+                chunk = stream.read(min(65536, limit + 1 - size))
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"Request body too large (limit {limit} bytes)")
+                chunks.append(chunk)
+        except ApiError:
+            raise
+        except Exception:  # a malformed or unfinished chunked body (the WSGI server's own error types)
+            raise ApiError(400, "The request body could not be read (incomplete or malformed chunked encoding)") \
+                from None
+        return b"".join(chunks)
 
     @app.get("/cds-services")
     @app.get("/cds-services/")
@@ -153,6 +203,23 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
 
 
 _frozen = False
+
+
+def _split_host(host: str) -> tuple[str, str | None]:
+    """'localhost:8080' -> ('localhost', '8080'); '[::1]:8080' -> ('::1', '8080'); no port -> None."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        return name, (rest[1:] if rest.startswith(":") else None)
+    if host.count(":") == 1:
+        name, _, port = host.partition(":")
+        return name, port
+    return host, None
+
+
+def _is_json(mimetype: str | None) -> bool:
+    m = (mimetype or "").lower()
+    return m in JSON_TYPES or m.endswith("+json")
 
 
 def _ruleset_info(rs) -> dict:

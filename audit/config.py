@@ -20,7 +20,7 @@ def var_dir(create: bool = True) -> Path:
     """PACECDS_VAR_DIR, else var/; created unless `create` is false (readers never create it)."""
     d = Path(os.environ.get(ENV_VAR_DIR) or "var")
     if create:
-        d.mkdir(parents=True, exist_ok=True)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)  # the log, its key, the jti store: owner only
     return d
 
 

@@ -141,6 +141,11 @@ def _sqlite_path(url: str) -> str | None:
 
 
 def _sqlite_engine(url: str) -> sa.Engine:
+    path = _sqlite_path(url)
+    if path and not os.path.exists(path):
+        # Lab values and medication names: readable by the owner only. SQLite gives its -wal and -shm files
+        # the database file's permissions.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     eng = sa.create_engine(url, connect_args={"timeout": 60})
 
     @event.listens_for(eng, "connect")

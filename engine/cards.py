@@ -8,7 +8,7 @@ import uuid
 
 import orjson
 
-from .templates import Quantity, Template, escape_markdown
+from .templates import Quantity, Template, escape_markdown, plain_inline
 
 OVERRIDE_SYSTEM = "https://pacecds.org/CodeSystem/override-reason"
 
@@ -79,7 +79,8 @@ class CardMaker:
 
     def render(self, indicator: str, summary: Template, detail: Template | None, lookup,
                patient_id: str | None) -> dict:
-        card = {"uuid": str(uuid.uuid4()), "summary": " ".join(summary.render(lookup).split()), "indicator": indicator}
+        card = {"uuid": str(uuid.uuid4()), "summary": " ".join(summary.render(lookup, escape=plain_inline).split()),
+                "indicator": indicator}
         detail_text = detail.render(lookup, escape=escape_markdown) if detail else None
         if detail_text:
             card["detail"] = detail_text
@@ -107,11 +108,11 @@ class CardMaker:
             return value
 
         out = {
-            "label": label.render(tracking),
+            "label": label.render(tracking, escape=plain_inline),
             "uuid": str(uuid.uuid4()),
             "isRecommended": recommended,
             "actions": [
-                {"type": kind, "description": description.render(tracking),
+                {"type": kind, "description": description.render(tracking, escape=plain_inline),
                  "resource": _render_resource(resource, tracking)}
                 for kind, description, resource in actions
             ],

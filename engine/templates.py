@@ -170,7 +170,7 @@ def format_value(value, fmt: str = "", escape=None) -> str:
         return f"{text} {escape(unit) if escape else unit}" if unit and value.value is not None else text
     if fmt == "lines":  # a list as Markdown bullets, one item per line, each item cut on its own
         items = value if isinstance(value, list) else [value]
-        return "\n".join("- " + (escape(_cut(str(v), LINE_WIDTH)) if escape else _cut(str(v), LINE_WIDTH))
+        return "\n".join("- " + (escape(_cut(plain_inline(str(v)), LINE_WIDTH)) if escape else _cut(str(v), LINE_WIDTH))
                          for v in items)
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -184,12 +184,15 @@ def format_value(value, fmt: str = "", escape=None) -> str:
         if len(text) > NUMBER_WIDTH:
             text = f"{value:.3g}"
         return text
+    # Text shown to people (escape given: a card's summary, detail, labels) is one inline run, defanged before
+    # it is cut, so the cut bounds what is shown; text for FHIR values (no escape) is kept as it is.
+    show = plain_inline if escape else (lambda t: t.replace("\n", " "))
     if isinstance(value, list):
-        text = _cut(", ".join(str(v) for v in value), LIST_WIDTH)
+        text = _cut(", ".join(show(str(v)) for v in value), LIST_WIDTH)
     elif isinstance(value, (dt.date, dt.datetime)):
         text = value.isoformat()
     else:
-        text = _cut(str(value).replace("\n", " "), TEXT_WIDTH)
+        text = _cut(show(str(value)), TEXT_WIDTH)
     return escape(text) if escape else text
 
 
@@ -197,9 +200,29 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+# Every ASCII punctuation character (CommonMark lets each be backslash-escaped, and escaped it is only text).
+_MD_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
+# C0/C1 controls, zero-width and bidirectional formatting characters: invisible, or they reorder what is shown.
+_INVISIBLE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+# A zero-width space after these (when more text follows) stops every autolinker: scheme URLs (http://,
+# javascript:), www. and bare domains (evil.com, 2130706433/login after http:), e-mail addresses (a@b.c).
+_LINK_JOINT = re.compile(r"([:@]|/(?=/)|\.(?=[^\W\d_]))(?=[^\s\u200b\u2026])")  # a decimal point stays as it is
+ZWSP = "\u200b"
+_WWW = re.compile(r"(?i)(ww)(w)")
+
+
+def plain_inline(text: str) -> str:
+    """Patient text as one inline run of plain text: every line break and whitespace run folded to one space
+    (no Markdown block can start: heading, list, thematic break, setext underline, table, code block),
+    invisible characters dropped, and link-shaped text broken with zero-width spaces so that no renderer or
+    EHR turns it into a clickable link. Idempotent."""
+    text = " ".join(_INVISIBLE.sub("", text).split())
+    text = _LINK_JOINT.sub(r"\1" + ZWSP, text)
+    # and, should an EHR render the (plain-text) summary as Markdown: no <autolink>, no [text](url), no www.
+    return _WWW.sub(r"\1" + ZWSP + r"\2", text.replace("<", "<" + ZWSP).replace("](", "]" + ZWSP + "("))
 
 
 def escape_markdown(text: str) -> str:
-    """Patient data shown in Markdown must not become markup (links, emphasis, HTML)."""
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    """Patient data shown in Markdown (a card's detail) must not become markup: plain_inline, then every ASCII
+    punctuation character escaped (no emphasis, link, image, HTML, entity, code span or table cell)."""
+    return _MD_SPECIAL.sub(r"\\\1", plain_inline(text))

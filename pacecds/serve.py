@@ -90,7 +90,10 @@ def run_gunicorn(app, bind: str, workers: int, threads: int, reload_s: float) ->
         "bind": bind,
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        # gthread, with request heads read in the main loop: idle and slow clients hold no thread
+        # (pacecds/worker.py; docs/security.md, "Slow and idle connections").
+        "worker_class": "pacecds.worker.PacecdsWorker",
+        "worker_connections": 1000,
         "preload_app": True,
         "timeout": 30,
         "graceful_timeout": 10,

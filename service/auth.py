@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import sqlite3
 import threading
 import time
@@ -20,6 +22,7 @@ import requests
 import yaml
 
 from .config import ConfigError, ServiceConfig
+from .urls import url_within
 
 log = logging.getLogger("pacecds.auth")
 
@@ -171,7 +174,17 @@ def _http_get_jwks(url: str, timeout_s: float) -> dict:
                       headers={"Accept": "application/json"}) as r:
         if r.status_code != 200:
             raise IOError(f"HTTP {r.status_code}")
-        body = r.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
+        # Read as it arrives, with a deadline for the whole body: a host dripping bytes must not hold the
+        # request thread (each read waits at most timeout_s; all of them together at most timeout_s more).
+        deadline = time.monotonic() + timeout_s
+        body = b""
+        while len(body) <= MAX_JWKS_BYTES:
+            if time.monotonic() > deadline:
+                raise IOError("JWKS host too slow")
+            chunk = r.raw.read1(MAX_JWKS_BYTES + 1 - len(body), decode_content=True)
+            if not chunk:
+                break
+            body += chunk
         if len(body) > MAX_JWKS_BYTES:
             raise IOError("JWKS too large")
         return json.loads(body)
@@ -204,7 +217,9 @@ class SqliteReplayStore:
 
     def __init__(self, path: str):
         self.path = path
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.path.exists(path):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # owner only (SQLite's -wal/-shm follow)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS jti (iss TEXT NOT NULL, jti TEXT NOT NULL, "
@@ -248,6 +263,10 @@ def replay_store_for(cfg: ServiceConfig, audit_store=None):
 
 
 # --------------------------------------------------------------------------- the authenticator
+
+def _numeric_date(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
 
 @dataclass
 class Authenticator:
@@ -320,9 +339,14 @@ class Authenticator:
             raise AuthError(f"token could not be verified: {type(e).__name__}") from None
         now = self.clock()
         iat, exp, jti = claims.get("iat"), claims.get("exp"), claims.get("jti")
-        if not isinstance(iat, (int, float)) or iat > now + self.leeway_s:
+        # PyJWT takes int(exp) (a string of digits passes it): RFC 7519 NumericDate is a JSON number.
+        if not _numeric_date(iat) or not _numeric_date(exp):
+            raise AuthError("exp or iat is not a number")
+        if iat > now + self.leeway_s:
             raise AuthError("iat in the future")
-        if exp - now > self.max_lifetime_s + self.leeway_s:
+        # The lifetime is measured from iat: a token minted long ago stays refused whatever its exp says.
+        longest = self.max_lifetime_s + self.leeway_s
+        if exp - iat > longest or now - iat > longest or exp - now > longest:
             raise AuthError("token lifetime too long")
         if not isinstance(jti, str) or not jti:
             raise AuthError("jti missing")
@@ -337,8 +361,9 @@ class Authenticator:
         allowed = self.issuers[iss].fhir_servers if iss in self.issuers else ()
         if not allowed:
             return True
-        url = fhir_server.rstrip("/")
-        return any(url == a or url.startswith(a + "/") for a in allowed)
+        if "?" in fhir_server or "#" in fhir_server:
+            return False  # a base URL has neither
+        return any(url_within(fhir_server, a) for a in allowed)
 
     def _key_for(self, issuer: TrustedIssuer, header: dict, kid: str) -> dict:
         jku = header.get("jku")

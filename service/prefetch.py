@@ -14,26 +14,39 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from fhir_adapter import InputError, Pool
 
 from .errors import ApiError
 from .services import PrefetchSpec, UnexpandableTemplate, expand
+from .urls import url_within
 
 log = logging.getLogger("pacecds.prefetch")
 
 MAX_FHIR_RESPONSE_BYTES = 20 * 1024 * 1024
 FETCH_WORKERS = 4
+FETCH_THREAD_PREFIX = "pacecds-fhir-fetch"
+
+
+ABORT_GRACE_S = 0.5   # how long a fetch thread may take to notice its connection was cut
+FETCH_FAILED = "the FHIR server did not provide it"
 
 
 class FetchFailed(Exception):
-    """A fallback fetch failed; str(e) is safe to return to the caller (no token, no PHI)."""
+    """A fallback fetch failed. str(e) is for the operator's log (no token, no PHI). When `network` (the
+    default), the caller is told only FETCH_FAILED: the reason would tell what listens at the address."""
+
+    def __init__(self, message: str, network: bool = True):
+        super().__init__(message)
+        self.network = network
 
 
 @dataclass
@@ -52,50 +65,67 @@ class Gathered:
 
 
 class FhirClient:
-    """Read-only FHIR REST client for one request, bound to one server and one access token."""
+    """Read-only FHIR REST client for one request, bound to one server and one access token.
+
+    Every call ends by the request's deadline whatever the server does: each socket read waits at most until
+    the deadline, and abort() (called when the budget ends) shuts every open connection, so no fetch thread,
+    and no copy of the token, outlives the budget by more than a read's return."""
 
     def __init__(self, base_url: str, access_token: str, policy: FetchPolicy, deadline: float):
         self.base = base_url.rstrip("/")
-        self._origin = urlsplit(self.base)
         self.policy = policy
         self.deadline = deadline
         self._session = requests.Session()
         self._session.trust_env = False  # no proxy/netrc surprises for PHI traffic
         self._session.headers.update({"Accept": "application/fhir+json, application/json",
                                       "Authorization": f"Bearer {access_token}"})
+        self._lock = threading.Lock()
+        self._open: set = set()      # live responses, so abort() can cut them
+        self._aborted = False
 
     def close(self) -> None:
+        self.abort()
+        self._session.headers.pop("Authorization", None)  # the token goes with the client
         self._session.close()
 
+    def abort(self) -> None:
+        """The budget is over: cut every open connection (a blocked read returns at once)."""
+        with self._lock:
+            self._aborted = True
+            responses = list(self._open)
+        for r in responses:
+            _shutdown(r)
+
     def _same_server(self, url: str) -> bool:
-        u = urlsplit(url)
-        return (u.scheme, u.netloc) == (self._origin.scheme, self._origin.netloc) and \
-            u.path.startswith(self._origin.path)
+        return url_within(url, self.base)
 
     def get_json(self, url: str) -> dict:
         remaining = self.deadline - time.monotonic()
-        if remaining <= 0.05:
+        if remaining <= 0.05 or self._aborted:
             raise FetchFailed("time budget for FHIR calls exhausted")
         try:
             # No redirects: the token must only ever go to the fhirServer the client named.
             with self._session.get(url, timeout=min(self.policy.timeout_s, remaining),
                                    allow_redirects=False, stream=True) as r:
-                if r.status_code != 200:
-                    raise FetchFailed(f"FHIR server answered HTTP {r.status_code}")
-                chunks, size = [], 0
-                for chunk in r.iter_content(65536):
-                    size += len(chunk)
-                    if size > MAX_FHIR_RESPONSE_BYTES:
-                        raise FetchFailed("FHIR server response too large")
-                    if time.monotonic() > self.deadline:
-                        raise FetchFailed("FHIR server timed out")
-                    chunks.append(chunk)
+                with self._lock:
+                    if self._aborted:
+                        raise FetchFailed("time budget for FHIR calls exhausted")
+                    self._open.add(r)
+                try:
+                    if r.status_code != 200:
+                        raise FetchFailed(f"FHIR server answered HTTP {r.status_code}")
+                    body = self._read_body(r)
+                finally:
+                    with self._lock:
+                        self._open.discard(r)
         except requests.Timeout:
             raise FetchFailed("FHIR server timed out") from None
         except requests.RequestException as e:
             raise FetchFailed(f"FHIR server unreachable ({type(e).__name__})") from None
+        except OSError as e:  # a read cut by abort() or by the deadline
+            raise FetchFailed(f"FHIR server connection ended ({type(e).__name__})") from None
         try:
-            doc = json.loads(b"".join(chunks))
+            doc = json.loads(body)
         except ValueError:
             raise FetchFailed("FHIR server returned invalid JSON") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):
@@ -103,6 +133,30 @@ class FhirClient:
         if doc["resourceType"] == "OperationOutcome":
             raise FetchFailed("FHIR server returned an OperationOutcome")
         return doc
+
+    def _read_body(self, r) -> bytes:
+        """The body, read piece by piece as it arrives (read1), each socket wait bounded by the deadline: a
+        server announcing 100 kB and sending a byte every half second is cut off when the budget ends."""
+        raw = r.raw
+        chunks, size = [], 0
+        while True:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0 or self._aborted:
+                raise FetchFailed("FHIR server timed out")
+            _set_read_timeout(raw, min(self.policy.timeout_s, remaining))
+            try:
+                chunk = raw.read1(65536, decode_content=True)
+            except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+                raise FetchFailed("FHIR server timed out") from None
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+                raise FetchFailed(f"FHIR server connection ended ({type(e).__name__})") from None
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_FHIR_RESPONSE_BYTES:
+                raise FetchFailed("FHIR server response too large")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def fetch(self, relative: str) -> list[dict]:
         """GET base/relative; for a searchset Bundle follow `next` links (same server only, bounded)."""
@@ -119,13 +173,33 @@ class FhirClient:
             if nxt is None:
                 return pages
             if not self._same_server(nxt):
-                raise FetchFailed("a next link points outside the FHIR server; not followed")
+                raise FetchFailed("a next link points outside the FHIR server; not followed", network=False)
             if len(pages) + 1 >= self.policy.max_pages:
-                raise FetchFailed(f"more than {self.policy.max_pages} pages")
+                raise FetchFailed(f"more than {self.policy.max_pages} pages", network=False)
             current = self.get_json(nxt)
             if current.get("resourceType") != "Bundle":
-                raise FetchFailed("a next page is not a Bundle")
+                raise FetchFailed("a next page is not a Bundle", network=False)
             pages.append(current)
+
+
+def _connection_socket(raw):
+    conn = getattr(raw, "connection", None)
+    return getattr(conn, "sock", None) if conn is not None else None
+
+
+def _set_read_timeout(raw, seconds: float) -> None:
+    sock = _connection_socket(raw)
+    if sock is not None:
+        sock.settimeout(max(0.01, seconds))
+
+
+def _shutdown(response) -> None:
+    sock = _connection_socket(response.raw)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def next_link(resource) -> str | None:
@@ -241,26 +315,45 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
             out.missing.append(f"{key} (only the first page was prefetched; {why_not})")
 
     if work:
-        deadline = time.monotonic() + policy.budget_s
+        started = time.monotonic()
+        deadline = started + policy.budget_s
         client = FhirClient(request["fhirServer"], request["fhirAuthorization"]["access_token"], policy, deadline)
-        pool_exec = ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(work)))
+        pool_exec = ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(work)),
+                                       thread_name_prefix=FETCH_THREAD_PREFIX)
+        failed = succeeded = False
         try:
             futures = {pool_exec.submit(client.fetch if isinstance(w, str) else client.follow_next, w): k
                        for k, w in work}
             done, not_done = wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 0.1)
+            if not_done:
+                # The budget is over: cut the connections so the fetch threads end now, not when the server
+                # stops dripping, and wait (briefly) for them so none outlives the request with the token.
+                client.abort()
+                for f in not_done:
+                    f.cancel()
+                wait(not_done, timeout=ABORT_GRACE_S)
             for f in not_done:
-                unavailable[futures[f]] = "FHIR server timed out"
+                log.info("fallback fetch for %s: budget of %.1f s exhausted", futures[f], policy.budget_s)
+                unavailable[futures[f]] = FETCH_FAILED
+                failed = True
             for f in done:
                 key = futures[f]
                 try:
                     pages = f.result()
                 except FetchFailed as e:
-                    unavailable[key] = str(e)
+                    # The caller learns that the data could not be had, never why: "refused", "timed out",
+                    # "not HTTP" and "HTTP 404" would tell a closed port from an open one (a port scan
+                    # through us). The reason is for the operator's log.
+                    log.info("fallback fetch for %s failed: %s", key, e)
+                    unavailable[key] = FETCH_FAILED if e.network else str(e)
+                    failed = failed or e.network
                     continue
                 except Exception as e:  # never let a fetch bug turn into a 500 with details
                     log.warning("fallback fetch for %s failed: %s", key, type(e).__name__)
-                    unavailable[key] = "FHIR fetch failed"
+                    unavailable[key] = FETCH_FAILED
+                    failed = True
                     continue
+                succeeded = True
                 try:
                     for n, page in enumerate(pages):
                         pool.add(page, f"{key} fetched from fhirServer (page {n + 1})")
@@ -273,6 +366,12 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
             pool_exec.shutdown(wait=False, cancel_futures=True)
             client.close()
             del client  # the token goes with it
+        if failed and not succeeded:
+            # Nothing at that address gave a FHIR answer: it may be a port scan through us. One timing class for
+            # every such failure: a refused connection (closed port) answers no sooner than a silent or non-HTTP
+            # one (open port) would, i.e. when the budget ends. (A real FHIR server that answered some searches
+            # reveals nothing about ports, so its partial failures are not delayed.)
+            time.sleep(max(0.0, deadline - time.monotonic()))
 
     for spec in specs:
         if spec.required and not _satisfied(spec, pool):

@@ -62,6 +62,8 @@ def parse_json_body(raw: bytes) -> dict:
     else:
         if not isinstance(doc, dict):
             raise ApiError(400, "The request body must be a JSON object")
+        if b"\\u0000" in raw:  # orjson refuses lone surrogates, not an escaped NUL
+            _check_text(doc)
         return doc
     try:
         text = raw.decode("utf-8")
@@ -77,7 +79,47 @@ def parse_json_body(raw: bytes) -> dict:
         raise ApiError(400, f"The request body is not valid JSON: {msg}{where}") from None
     if not isinstance(doc, dict):
         raise ApiError(400, "The request body must be a JSON object")
+    _check_text(doc)
     return doc
+
+
+_BAD_TEXT = "The request body holds text that is not valid: a NUL character or a lone UTF-16 surrogate"
+
+
+def _bad_text(s: str) -> bool:
+    if "\x00" in s:
+        return True
+    if s.isascii():
+        return False
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (\ud800): not a Unicode character, cannot be stored
+        return True
+    return False
+
+
+def _check_text(doc) -> None:
+    """No NUL and no lone surrogate anywhere (keys or values): neither is text a database or a clinician can
+    use, and both made the audit store fail with a 500."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if _bad_text(k):
+                    raise ApiError(400, _BAD_TEXT)
+                if isinstance(v, str):
+                    if _bad_text(v):
+                        raise ApiError(400, _BAD_TEXT)
+                elif isinstance(v, (dict, list)):
+                    stack.append(v)
+        elif isinstance(node, list):
+            for v in node:
+                if isinstance(v, str):
+                    if _bad_text(v):
+                        raise ApiError(400, _BAD_TEXT)
+                elif isinstance(v, (dict, list)):
+                    stack.append(v)
 
 
 def _path(err: ValidationError, prefix: str) -> str:

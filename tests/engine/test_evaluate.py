@@ -77,8 +77,10 @@ def test_unit_variants_compare_alike(ruleset):
 def test_detail_escapes_patient_text(ruleset, tmp_path):
     from engine.templates import escape_markdown
 
-    assert escape_markdown("[click](https://evil.example)") == r"\[click\]\(https://evil\.example\)"
-    assert escape_markdown("<script>") == r"\<script\>"
+    z = "\u200b"  # a zero-width space breaks what autolinkers would take for a link (issue 14, item 3)
+    assert escape_markdown("[click](https://evil.example)") == \
+        rf"\[click\]{z}\(https\:{z}\/{z}\/evil\.{z}example\)"
+    assert escape_markdown("<script>") == rf"\<{z}script\>"
 
 
 def test_another_patients_data_is_ignored(ruleset):

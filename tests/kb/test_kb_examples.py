@@ -56,7 +56,8 @@ def test_progress_and_flare_exclusive_on_a_shifting_window(ruleset, days_ago):
 def test_lines_format_renders_markdown_bullets_each_escaped():
     text = Template("Drugs:\n\n{x.names:lines}").render(lambda ref: ["a*b 0.5 MG", "[link](http://x)"],
                                                         escape=lambda s: s.replace("*", "\\*").replace("[", "\\["))
-    assert text == "Drugs:\n\n- a\\*b 0.5 MG\n- \\[link](http://x)"
+    z = "\u200b"  # patient text shown in a card is one inline run with links broken (issue 14, item 3)
+    assert text == f"Drugs:\n\n- a\\*b 0.5 MG\n- \\[link]{z}(http:{z}/{z}/x)"
     assert format_value(None, "lines") == "not recorded"
 
 
