@@ -30,10 +30,13 @@ _GIT_REV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/~^@{}-]{0,199}$")
 
 def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str = "") -> None:
     """Mount the console under /console. `state` is the service's ServiceState (ruleset, audit store)."""
-    bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
-                   static_folder="static", static_url_path="/static")
     app.jinja_env.autoescape = True  # render_template autoescapes .html already; also for any other name
     app.extensions["pacecds_console"] = {"enabled": enabled}
+    if not enabled:
+        _register_disabled(app, disabled_reason or "The console is disabled.")
+        return
+    bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
+                   static_folder="static", static_url_path="/static")
 
     @bp.errorhandler(security.Forbidden)
     def _forbidden(err: security.Forbidden):
@@ -44,14 +47,6 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
     def _http_error(err: HTTPException):
         return security.finish(current_app.make_response(
             (render_template("message.html", title=err.name, message=err.description), err.code or 500)))
-
-    if not enabled:
-        @bp.route("/", defaults={"rest": ""}, methods=["GET", "POST"])
-        @bp.route("/<path:rest>", methods=["GET", "POST"])
-        def disabled(rest: str):
-            raise security.Forbidden(403, disabled_reason or "The console is disabled.")
-        app.register_blueprint(bp)
-        return
 
     examples = load_examples()
 
@@ -180,6 +175,19 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
         except ValueError:
             abort(400)
         return render_template("stats.html", st=st, since=since, chart=_stats_chart(st))
+
+    app.register_blueprint(bp)
+
+
+def _register_disabled(app: Flask, reason: str) -> None:
+    """Every /console address (static files too) answers 403 with the reason, and nothing else."""
+    bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
+
+    @bp.route("/", defaults={"rest": ""}, methods=["GET", "POST"])
+    @bp.route("/<path:rest>", methods=["GET", "POST"])
+    def disabled(rest: str):
+        return security.finish(current_app.make_response(
+            (render_template("disabled.html", message=reason), 403)))
 
     app.register_blueprint(bp)
 

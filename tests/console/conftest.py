@@ -5,6 +5,7 @@ import re
 import pytest
 
 from audit import AuditStore
+from engine.ruleset import parse_now
 from server import create_app
 from service.config import ServiceConfig
 from tests.conftest import EXAMPLES
@@ -21,9 +22,24 @@ def audit(tmp_path):
     store.close()
 
 
+class FixedNow:
+    """The bundled ruleset; an evaluation without an explicit time runs at the example patients' date (the CDS
+    Hooks endpoint always evaluates at "now")."""
+
+    def __init__(self, real, now):
+        self._real, self._now = real, now
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def evaluate(self, request, now=None, hook=None):
+        return self._real.evaluate(request, now=now or self._now, hook=hook)
+
+
 @pytest.fixture
 def app(ruleset, audit):
-    return create_app(ServiceConfig(env="test", ruleset=ruleset, audit_store=audit))
+    fixed = FixedNow(ruleset, parse_now(FLARE_NOW))
+    return create_app(ServiceConfig(env="test", ruleset=fixed, audit_store=audit))
 
 
 @pytest.fixture
