@@ -7,6 +7,7 @@ rules read: a missing day is a gap, never a zero.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 
 from markupsafe import Markup, escape
@@ -75,6 +76,14 @@ def build_chart(ruleset, data, result) -> PacingChart | None:
     return chart
 
 
+def _nice(v: float) -> float:
+    """A round axis top at or above v (1, 2, 2.5, 5 or 10 times a power of ten)."""
+    if v <= 0:
+        return 1
+    power = 10 ** math.floor(math.log10(v))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= v)
+
+
 def _fmt(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 100 or float(v).is_integer() else f"{v:.1f}"
 
@@ -93,7 +102,7 @@ def _svg(chart: PacingChart) -> Markup:
            f'<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="#ffffff"/>']
     for i, s in enumerate(chart.series):
         y0 = TOP + i * (PANEL_H + GAP)
-        top_v = s.ceiling if s.ceiling is not None else max(list(s.values.values()) + [s.baseline or 0]) * 1.1 or 1
+        top_v = s.ceiling if s.ceiling is not None else _nice(max(list(s.values.values()) + [s.baseline or 0]) * 1.05)
         lo = s.floor
 
         def y(v: float, y0: float = y0, top_v: float = top_v, lo: float = lo) -> float:
