@@ -8,6 +8,7 @@ import re
 import tempfile
 from pathlib import Path
 
+import yaml
 from flask import Blueprint, Flask, abort, current_app, render_template, request
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
@@ -64,7 +65,7 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
     @bp.context_processor
     def _globals():
         return {"csrf_token": security.csrf_token, "markdown": render_markdown, "HOOKS": HOOKS,
-                "ruleset_meta": getattr(state.ruleset, "meta", {}), "pretty": _pretty}
+                "ruleset_meta": getattr(state.ruleset, "meta", {}), "pretty": _pretty, "as_yaml": _as_yaml}
 
     @bp.get("/")
     def home():
@@ -103,7 +104,7 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
         if r is None:
             abort(404)
         attrs = next((a for a in _attributes(rs) if a.get("id") == rule_id), {})
-        cases = [e for e in examples if rule_id in e.fires]
+        cases = [(e, _example_cards(rs, e, rule_id)) for e in examples if rule_id in e.fires]
         return render_template("rule.html", rule=r, attrs=attrs, cases=cases)
 
     @bp.get("/releases")
@@ -214,6 +215,17 @@ def _input_text(form: dict, examples) -> tuple[str, str | None, str | None]:
     raise WorkbenchError("Choose an example patient, paste a request or Bundle, or upload a file.")
 
 
+def _example_cards(rs, example, rule_id: str) -> list[dict]:
+    """The cards this rule gives an example patient (a draft rule's card is previewed, marked shadow)."""
+    try:
+        outcome = evaluate(rs, parse_input(example.path.read_text(encoding="utf-8")), example.hook,
+                           parse_when(example.now))
+    except WorkbenchError:
+        return []
+    return [c for c in outcome.cards + outcome.shadow_cards
+            if ((c.get("extension") or {}).get("pacecds.rule") or {}).get("id") == rule_id]
+
+
 def _attributes(rs) -> list[dict]:
     tree = getattr(rs, "tree", None)
     facts = read_fact_definitions(tree.root) if tree is not None else {}
@@ -249,6 +261,13 @@ def _now() -> str:
 
 def _pretty(value) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def _as_yaml(value) -> str:
+    try:
+        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=110, default_flow_style=False)
+    except yaml.YAMLError:
+        return _pretty(value)
 
 
 def _stats_chart(st: dict) -> Markup:

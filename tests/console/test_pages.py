@@ -147,6 +147,8 @@ def test_rules_catalogue_and_rule_page(client, ruleset):
                      "flare_rise", "No standard numeric definition of a flare", "Adults with an active chronic pain",
                      "Pain data older than two days", "pain up from 4 to 7-7.5 over 3 days"):
         assert expected in body, expected
+    # the example patients that fire the rule, each with the card it gets
+    assert 'class="card indicator-warning"' in page and "Pain flare: 3-day mean 7.2/10" in body
     assert client.get("/console/rules/no.such-rule").status_code == 404
 
 
