@@ -36,12 +36,22 @@ class Series:
     baseline: float | None = None  # the 14-day mean the rules compare against
     floor: float = 0
     ceiling: float | None = None
+    targets: list[tuple[str, float]] = field(default_factory=list)  # (label, value): lines from fired rules
+
+
+@dataclass
+class Event:
+    day: dt.date
+    label: str  # e.g. "started: Pregabalin 75 mg" (patient-supplied text: escaped wherever it is shown)
+    source: str  # "MedicationRequest/123"
 
 
 @dataclass
 class PacingChart:
     days: list[dt.date]  # oldest first
     series: list[Series] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)  # medication starts and stops
+    flare_days: list[dt.date] = field(default_factory=list)  # the window a fired flare rule compared
     svg: Markup = Markup("")
 
     @property
@@ -50,7 +60,7 @@ class PacingChart:
         return [(d, [s.values.get((today - d).days) for s in self.series]) for d in self.days]
 
 
-def build_chart(ruleset, data, result) -> PacingChart | None:
+def build_chart(ruleset, data, result, medications: list | None = None) -> PacingChart | None:
     """The chart of one evaluation (None when the patient has no daily series at all)."""
     now = result.now
     today = now.date()
@@ -72,8 +82,80 @@ def build_chart(ruleset, data, result) -> PacingChart | None:
                                    values, fact.values.get("mean_14d"), spec.get("floor", 0), spec.get("ceiling")))
     if not chart.series:
         return None
+    fired = {f.rule_id for f in result.fired} | {f.rule_id for f in result.shadow}
+    _add_targets(ruleset, chart, fired, result.facts)
+    chart.events = medication_events(medications or [], days)
     chart.svg = _svg(chart)
     return chart
+
+
+# Lines drawn when a pacing rule fired: (rule, series, label, fact attribute, rule parameter it is multiplied by).
+TARGETS = [
+    ("pacing.flare-scale-back", "daily_steps", "flare scale-back target", "mean_14d", "scale_back"),
+    ("pacing.progress", "daily_steps", "next step target", "mean_7d", "increase"),
+]
+FLARE_RULE, FLARE_WINDOW_DAYS = "pacing.flare-scale-back", 3  # the rule compares the 3-day mean (days 1-3 ago)
+
+
+def _param(rule, name: str) -> float | None:
+    p = (getattr(rule, "params", None) or {}).get(name)
+    v = p.get("value") if isinstance(p, dict) else p
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _add_targets(ruleset, chart: PacingChart, fired: set[str], facts: dict) -> None:
+    by_name = {s.name: s for s in chart.series}
+    for rule_id, series, label, attr, param in TARGETS:
+        rule = ruleset.rule(rule_id)
+        s = by_name.get(series)
+        fact = facts.get(series)
+        base = fact.values.get(attr) if fact is not None else None
+        factor = _param(rule, param) if rule is not None else None
+        if rule_id in fired and s is not None and isinstance(base, (int, float)) and factor is not None:
+            s.targets.append((label, base * factor))
+    if FLARE_RULE in fired:
+        today = chart.days[-1]
+        chart.flare_days = [today - dt.timedelta(days=i) for i in range(FLARE_WINDOW_DAYS, 0, -1)]
+
+
+def _med_name(resource: dict) -> str:
+    concept = resource.get("medicationCodeableConcept")
+    concept = concept if isinstance(concept, dict) else {}
+    if concept.get("text"):
+        return str(concept["text"])
+    codings = concept.get("coding")
+    for coding in codings if isinstance(codings, list) else []:
+        if isinstance(coding, dict) and coding.get("display"):
+            return str(coding["display"])
+    ref = resource.get("medicationReference")
+    return str((ref.get("display") if isinstance(ref, dict) else None) or "medication")
+
+
+def _day(value) -> dt.date | None:
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        return dt.date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def medication_events(resources: list, days: list[dt.date]) -> list[Event]:
+    """Medication starts and stops inside the chart's days (entered-in-error records left out)."""
+    first, last = days[0], days[-1]
+    out = []
+    for res in resources:
+        if isinstance(res, dict) and res.get("status") != "entered-in-error":
+            rtype = str(res.get("resourceType"))
+            name, ref = _med_name(res), f"{rtype}/{res.get('id')}"
+            period = res.get("effectivePeriod")
+            period = period if isinstance(period, dict) else {}
+            starts = [res.get("authoredOn"), period.get("start"), res.get("effectiveDateTime")]
+            for when, what in [(next((v for v in starts if v), None), "started"), (period.get("end"), "stopped")]:
+                day = _day(when)
+                if day is not None and first <= day <= last:
+                    out.append(Event(day, f"{what}: {name}", ref))
+    return sorted(out, key=lambda e: (e.day, e.label))
 
 
 def _nice(v: float) -> float:
@@ -119,6 +201,10 @@ def _svg(chart: PacingChart) -> Markup:
                        f'{_fmt(tick)}</text>')
             out.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
                        'stroke="#e2e2e2"/>')
+        for d in chart.flare_days:
+            k = chart.days.index(d)
+            out.append(f'<rect class="flare" x="{LEFT + k * step:.1f}" y="{y0}" width="{step:.1f}" height="{PANEL_H}" '
+                       f'fill="#fbd38d" fill-opacity="0.45"><title>{d.isoformat()}: flare window</title></rect>')
         points: list[tuple[float, float] | None] = []
         for k, d in enumerate(chart.days):
             v = s.values.get((today - d).days)
@@ -150,6 +236,19 @@ def _svg(chart: PacingChart) -> Markup:
                        f'stroke="#222" stroke-dasharray="6 4" stroke-width="1.5"/>')
             out.append(f'<text x="{LEFT + plot_w - 4}" y="{by - 4:.1f}" font-size="11" text-anchor="end" fill="#222">'
                        f'14-day mean {_fmt(s.baseline)}</text>')
+        for label, value in s.targets:
+            ty = y(min(value, top_v))
+            out.append(f'<line class="target" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{ty:.1f}" y2="{ty:.1f}" '
+                       f'stroke="#2f855a" stroke-dasharray="2 3" stroke-width="2"/>')
+            out.append(f'<text x="{LEFT + 4}" y="{ty - 4:.1f}" font-size="11" fill="#22543d">'
+                       f'{escape(label)} {_fmt(value)}</text>')
+        for number, event in enumerate(chart.events, 1):
+            k = chart.days.index(event.day)
+            ex = LEFT + k * step + step / 2
+            out.append(f'<line class="event" x1="{ex:.1f}" x2="{ex:.1f}" y1="{y0}" y2="{y0 + PANEL_H}" stroke="#4a5568" '
+                       f'stroke-width="1.5"><title>{event.day.isoformat()} {escape(event.label)}</title></line>')
+            if i == 0:
+                out.append(f'<text x="{ex + 3:.1f}" y="{y0 + 11}" font-size="11" fill="#2d3748">M{number}</text>')
         for k, d in enumerate(chart.days):
             if k % 7 == (n - 1) % 7:
                 out.append(f'<text x="{LEFT + k * step + step / 2:.1f}" y="{y0 + PANEL_H + 14}" font-size="10" '

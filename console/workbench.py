@@ -91,12 +91,15 @@ def evaluate(ruleset, doc: dict, hook: str | None, now: dt.datetime | None) -> O
         raise WorkbenchError(f"Unknown hook {hook!r}")
     try:
         data = pool_request(doc, hook=hook or None)
+        # the pooled medications (identity already applied), kept before validation narrows the pool to what the
+        # hook's facts read: the chart marks their starts and stops
+        medications = [r for t in ("MedicationRequest", "MedicationStatement") for r in data.of_type(t)]
         result = ruleset.evaluate(data, now=now, hook=hook or None)
     except InputError as e:
         raise WorkbenchError(f"The input cannot be evaluated: {e}") from None
     explanation = ruleset.explain_result(result)
     return Outcome(result, explanation, list(result.cards), _shadow_cards(ruleset, data, result),
-                   build_chart(ruleset, data, result), _patient_name(data), {r.id: r for r in ruleset.rules})
+                   build_chart(ruleset, data, result, medications), _patient_name(data), {r.id: r for r in ruleset.rules})
 
 
 def _shadow_cards(ruleset, data, result) -> list[dict]:

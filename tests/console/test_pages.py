@@ -245,3 +245,31 @@ def test_no_decision_log(ruleset):
     client = create_app(ServiceConfig(env="test", ruleset=ruleset, audit_store=None, audit=False)).test_client()
     assert client.get("/console/audit").status_code == 404
     assert "keeps no decision log" in text(client.get("/console/audit").get_data(as_text=True))
+
+
+def test_chart_marks_flare_window_targets_and_medication_changes(client):
+    bundle = patient(FLARE)
+    bundle["entry"].append({"resource": {
+        "resourceType": "MedicationStatement", "id": "med-start", "status": "active",
+        "subject": {"reference": "Patient/pt-flare"},
+        "medicationCodeableConcept": {"text": "Pregabalin 75 mg <b onclick=x>"},
+        "effectivePeriod": {"start": "2026-11-10T09:00:00Z", "end": "2026-11-15T09:00:00Z"}}})
+    bundle["entry"].append({"resource": {
+        "resourceType": "MedicationStatement", "id": "med-void", "status": "entered-in-error",
+        "subject": {"reference": "Patient/pt-flare"}, "medicationCodeableConcept": {"text": "Never taken"},
+        "effectivePeriod": {"start": "2026-11-12T09:00:00Z"}}})
+    html = run_workbench(client, pasted=json.dumps(bundle), now=FLARE_NOW).get_data(as_text=True)
+    assert dangers(html) == []
+    # the flare rule fired: its 3-day window shaded on both panels, and its scale-back target on the steps panel
+    assert html.count('<rect class="flare"') == 6
+    assert "flare scale-back target 2750" in html
+    events = html[html.index('<ol class="events">'):]
+    assert "M1 2026-11-10 started: Pregabalin 75 mg &lt;b onclick=x&gt;" in events
+    assert "M2 2026-11-15 stopped: Pregabalin 75 mg" in events
+    assert "Never taken" not in events
+    assert html.count('<line class="event"') == 4  # two events on two panels
+
+
+def test_progress_target_line(client):
+    html = run_workbench(client, example=example_key(client, "pacing-steady.json")).get_data(as_text=True)
+    assert "next step target" in html and '<rect class="flare"' not in html
