@@ -159,11 +159,11 @@ def medication_events(resources: list, days: list[dt.date]) -> list[Event]:
 
 
 def _nice(v: float) -> float:
-    """A round axis top at or above v (1, 2, 2.5, 5 or 10 times a power of ten)."""
+    """A round axis top at or above v (1 to 10 times a power of ten, in readable steps)."""
     if v <= 0:
         return 1
     power = 10 ** math.floor(math.log10(v))
-    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= v)
+    return next(m * power for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10) if m * power >= v)
 
 
 def _fmt(v: float) -> str:

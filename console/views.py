@@ -65,7 +65,7 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
     @bp.context_processor
     def _globals():
         return {"csrf_token": security.csrf_token, "markdown": render_markdown, "HOOKS": HOOKS,
-                "ruleset_meta": getattr(state.ruleset, "meta", {}), "pretty": _pretty, "as_yaml": _as_yaml}
+                "ruleset_meta": getattr(state.ruleset, "meta", {}), "pretty": _pretty, "as_yaml": _as_yaml, "num": _num}
 
     @bp.get("/")
     def home():
@@ -261,6 +261,13 @@ def _now() -> str:
 
 def _pretty(value) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def _num(value):
+    """A measured value for reading: floats to 4 significant digits (the stored record keeps them all)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return value
 
 
 def _as_yaml(value) -> str:
