@@ -15,6 +15,7 @@ import logging
 from flask import Flask, request
 from flask_cors import CORS
 
+from console import register_console
 from engine.cards import prune
 from service import errors, handlers
 from service.auth import Authenticator, AuthError
@@ -185,6 +186,13 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
         if info:
             body["ruleset"] = info
         return json_response(body)
+
+    # The web console (console/, /console): local use only, like the service without trusted issuers (the
+    # loopback check above covers it); disabled with issuers or in production until it has signed-in users.
+    register_console(app, state, enabled=authenticator is None and not cfg.production,
+                     disabled_reason="The console is disabled on this service: with trusted issuers or in production "
+                                     "it needs signed-in users with roles, which are not built yet. Use it locally "
+                                     "(no PACECDS_TRUSTED_ISSUERS) on this machine.")
 
     # Latency: the ruleset, JSON Schemas and fhir.resources model classes loaded above live as long as the
     # process. Moving them out of the collector's reach means a full collection (triggered every few

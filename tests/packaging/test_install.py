@@ -152,3 +152,9 @@ def test_serve_answers_the_README_demo_request(installed):
             proc.kill()
             out, _ = proc.communicate(timeout=10)
     assert "Traceback" not in out, out[-3000:]
+
+
+def test_wheel_ships_the_console(installed):
+    names = set(zipfile.ZipFile(installed["wheel"]).namelist())
+    assert {"console/__init__.py", "console/views.py", "console/templates/base.html",
+            "console/templates/workbench.html", "console/static/console.css"} <= names

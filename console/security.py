@@ -1,0 +1,74 @@
+"""Who may use the console, CSRF protection and response headers.
+
+The console has no sign-in of its own yet. It is served only where the service itself trusts nobody it cannot
+see: without trusted issuers (local use) the app answers only callers on this machine (server.py), and the
+console checks the same again. With issuers configured, or in production, the console is disabled: a clinical
+console needs signed-in users with roles, and none is built yet (docs/console.md).
+"""
+from __future__ import annotations
+
+import hmac
+import secrets
+from urllib.parse import urlsplit
+
+from flask import Request, Response, g, request
+
+from service.config import is_loopback
+
+CSRF_COOKIE = "pacecds_console_csrf"
+CSRF_FIELD = "csrf_token"
+
+# No script at all; styles only from our own static file; SVG charts are inline markup (presentation
+# attributes, no style attributes), so nothing inline needs allowing.
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
+       "base-uri 'none'")
+
+
+class Forbidden(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def caller_is_local(req: Request) -> bool:
+    addr = req.remote_addr
+    return not addr or is_loopback(addr)  # no address: a unix socket, local by nature
+
+
+def csrf_token() -> str:
+    """The token of this browser (double-submit cookie: no server-side secret, so any worker can check it)."""
+    token = getattr(g, "console_csrf", None)
+    if token is None:
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        token = cookie if 32 <= len(cookie) <= 128 and cookie.replace("-", "").replace("_", "").isalnum() else None
+        if token is None:
+            token = secrets.token_urlsafe(32)
+            g.console_csrf_new = True
+        g.console_csrf = token
+    return token
+
+
+def check_csrf() -> None:
+    """Every POST: the form's token equals the cookie's, and a browser-sent Origin (or Referer) is this host."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    sent = request.form.get(CSRF_FIELD, "")
+    if not cookie or not sent or not hmac.compare_digest(cookie.encode(), sent.encode()):
+        raise Forbidden(400, "The form's security token is missing or stale: reload the page and submit again.")
+    origin = request.headers.get("Origin") or request.headers.get("Referer")
+    if origin and origin != "null":
+        parts = urlsplit(origin)
+        if f"{parts.scheme}://{parts.netloc}" != request.host_url.rstrip("/"):
+            raise Forbidden(403, "The form was sent from another site.")
+
+
+def finish(response: Response) -> Response:
+    if getattr(g, "console_csrf_new", False):
+        response.set_cookie(CSRF_COOKIE, g.console_csrf, httponly=True, samesite="Strict", path="/console",
+                            secure=request.is_secure)
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Cache-Control"] = "no-store"  # pages hold patient data
+    return response

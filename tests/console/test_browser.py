@@ -1,0 +1,172 @@
+"""The console in a real browser: Debian's headless chromium driven through its chromedriver (selenium).
+
+Upload a patient and see its cards and chart; open a rule; compare two releases; open a decision from the audit
+log. With PACECDS_CONSOLE_SCREENSHOTS=DIR each page's screenshot is written there (the README's are made with
+DIR=docs/console). Skips, saying why, where chromium or chromedriver is not installed (.ci/run installs them).
+"""
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES, RULES
+from tests.console.conftest import FLARE, FLARE_NOW, record_flare_decision
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="headless browser tests need Debian's chromium and chromium-driver "
+           "(apt-get install chromium chromium-driver; .ci/run installs them)")
+
+
+@pytest.fixture
+def server(app):
+    from werkzeug.serving import make_server
+
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    thread.join(5)
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,1000", "--force-device-scale-factor=1", "--disable-extensions",
+                "--no-first-run", "--disable-background-networking"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def shot(driver, name: str) -> None:
+    target = os.environ.get("PACECDS_CONSOLE_SCREENSHOTS")
+    if not target:
+        return
+    Path(target).mkdir(parents=True, exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(max(int(height), 600), 2400))
+    driver.save_screenshot(str(Path(target) / f"{name}.png"))
+    driver.set_window_size(1280, 1000)
+
+
+def no_script_ran(driver) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    assert driver.find_elements(By.TAG_NAME, "script") == []
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert.text  # noqa: B018
+
+
+def submit_upload(driver, base: str, path: Path, now: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/console/workbench")
+    driver.find_element(By.ID, "upload").send_keys(str(path))
+    now_box = driver.find_element(By.ID, "now")
+    now_box.clear()
+    now_box.send_keys(now)
+    driver.find_element(By.ID, "evaluate").click()
+
+
+def test_upload_a_patient_and_see_cards_and_chart(server, browser):
+    from selenium.webdriver.common.by import By
+
+    submit_upload(browser, server, EXAMPLES / "patients" / FLARE, FLARE_NOW)
+    cards = browser.find_elements(By.CSS_SELECTOR, "#cards article.card")
+    assert len(cards) == 1
+    assert "Pain flare: 3-day mean 7.2/10" in cards[0].find_element(By.CSS_SELECTOR, ".summary").text
+    assert cards[0].get_attribute("data-indicator") == "warning"
+    # the indicator colour is the card's left edge, as an EHR shows it (orange for warning)
+    assert cards[0].value_of_css_property("border-left-color") in ("rgba(221, 107, 32, 1)", "rgb(221, 107, 32)")
+    assert cards[0].find_element(By.CSS_SELECTOR, ".detail strong").text == "7.2/10"
+    chart = browser.find_element(By.CSS_SELECTOR, "svg.pacing-chart")
+    assert chart.size["width"] > 300
+    assert len(chart.find_elements(By.CSS_SELECTOR, "rect.bar")) == 14
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.chart-data tbody tr")
+    assert len(rows) == 28
+    assert "Layla Haddad" in browser.find_element(By.CSS_SELECTOR, "section.patient h2").text
+    assert browser.current_url.endswith("/console/workbench")  # nothing about the patient in the address
+    no_script_ran(browser)
+    shot(browser, "workbench")
+
+
+def test_hostile_patient_name_is_shown_as_text(server, browser, tmp_path):
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    from tests.console.test_hostile import HOSTILE, hostile_bundle
+
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(hostile_bundle()))
+    submit_upload(browser, server, path, FLARE_NOW)
+    assert browser.find_element(By.CSS_SELECTOR, "section.patient h2").text == " ".join(HOSTILE)
+    assert browser.find_elements(By.CSS_SELECTOR, "img, svg[onload], b[onmouseover]") == []
+    no_script_ran(browser)
+
+
+def test_open_a_rule(server, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server}/console/rules")
+    shot(browser, "rules")
+    browser.find_element(By.LINK_TEXT, "pacing.flare-scale-back").click()
+    assert browser.find_element(By.CSS_SELECTOR, "h1 .rule-id").text == "pacing.flare-scale-back"
+    assert "Nielson WR" in browser.find_element(By.CSS_SELECTOR, "ol.evidence").text
+    assert "flare_rise" in browser.find_element(By.CSS_SELECTOR, "table.params").text
+    no_script_ran(browser)
+    shot(browser, "rule")
+
+
+def test_compare_two_releases(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    new = tmp_path / "rules-next"
+    shutil.copytree(RULES, new)
+    rule = new / "pacing" / "flare-scale-back.yaml"
+    rule.write_text(rule.read_text().replace("version: 1.0.0", "version: 1.1.0", 1)
+                    .replace("flare_rise: {value: 2,", "flare_rise: {value: 3,")
+                    .replace("then rebuild.", "then rebuild slowly."))
+    browser.get(f"{server}/console/releases")
+    for field, value in (("old", str(RULES)), ("new", str(new))):
+        box = browser.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(value)
+    browser.find_element(By.ID, "compare").click()
+    diff = browser.find_element(By.ID, "diff").text
+    assert "pacing.flare-scale-back 1.0.0 → 1.1.0" in diff
+    kinds = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "table.diff .kind")]
+    assert "threshold" in kinds and "card" in kinds
+    no_script_ran(browser)
+    shot(browser, "releases")
+
+
+def test_open_a_decision_from_the_audit_log(server, browser, client):
+    from selenium.webdriver.common.by import By
+
+    record_flare_decision(client)
+    browser.get(f"{server}/console/audit")
+    shot(browser, "audit")
+    browser.find_element(By.CSS_SELECTOR, "a.decision-link").click()
+    assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Decision ")
+    assert "Pain flare" in browser.find_element(By.ID, "cards").text
+    assert "ferritin.age_days" in browser.find_element(By.ID, "explain").text
+    no_script_ran(browser)
+    shot(browser, "decision")
+    browser.get(f"{server}/console/audit/stats")
+    assert "pacing.flare-scale-back" in browser.find_element(By.CSS_SELECTOR, "table.stats").text
+    shot(browser, "stats")

@@ -1,0 +1,275 @@
+"""Every console page through the Flask test client, on the bundled rules and real example patients."""
+import io
+import json
+import logging
+import re
+import shutil
+
+import pytest
+
+from engine import load_ruleset
+from server import create_app
+from service.config import ServiceConfig
+from tests.conftest import EXAMPLES, RULES
+from tests.console.conftest import FLARE, FLARE_NOW, csrf, patient, record_flare_decision
+from tests.console.htmlcheck import dangers, parse, text
+
+PAGES = ["/console/", "/console/workbench", "/console/rules", "/console/rules/pacing.flare-scale-back",
+         "/console/releases", "/console/audit", "/console/audit/verify", "/console/audit/stats"]
+
+
+def example_key(client, filename: str) -> str:
+    page = client.get("/console/workbench").get_data(as_text=True)
+    return next(v for v in re.findall(r'option value="([^"]+)"', page) if filename in v)
+
+
+def run_workbench(client, **form):
+    form.setdefault("csrf_token", csrf(client))
+    return client.post("/console/workbench", data=form, content_type="multipart/form-data")
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_renders_safely(client, path):
+    r = client.get(path)
+    assert r.status_code == 200, r.get_data(as_text=True)[:300]
+    html = r.get_data(as_text=True)
+    assert r.mimetype == "text/html"
+    assert dangers(html) == []
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    assert r.headers["Cache-Control"] == "no-store"
+    assert r.headers["X-Frame-Options"] == "DENY"
+
+
+def test_stylesheet_is_served_locally(client):
+    r = client.get("/console/static/console.css")
+    assert r.status_code == 200 and b".card" in r.data
+
+
+def test_workbench_example_patient_cards_chart_and_explanation(client, ruleset):
+    r = run_workbench(client, example=example_key(client, FLARE))
+    assert r.status_code == 200
+    html = r.get_data(as_text=True)
+    assert dangers(html) == []
+    doc = parse(html)
+    cards = [a for t, a in doc.tags if t == "article" and "card" in a.get("class", "")]
+    assert len(cards) == 1 and cards[0]["data-indicator"] == "warning"
+    assert "indicator-warning" in cards[0]["class"]
+    page = text(html)
+    assert "Pain flare: 3-day mean 7.2/10 against a 14-day mean of 4.7" in page
+    assert "Layla Haddad" in page
+    # the detail's Markdown became markup (bold), its text stayed text
+    assert "<strong>7.2/10</strong>" in html
+    assert "Flare already assessed and a plan agreed" in page  # override reasons
+    assert "Nielson et al. Activity pacing in chronic pain" in page  # source
+    # the pacing chart: inline SVG bars (steps) and a pain line, and the same data as a table
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="pacing-chart"' in html
+    assert len(re.findall(r'<rect class="bar"', html)) == 14
+    assert "<polyline" in html and "14-day mean 5500" in html
+    assert "<th scope=\"row\">2026-11-19</th><td>5335</td><td>7.5</td>" in html
+    # every rule of the hook, fired or not, with its conditions, values and thresholds
+    hook_rules = [r for r in ruleset.rules if "patient-view" in r.hooks and r.status in ("active", "draft")]
+    for rule in hook_rules:
+        assert f">{rule.id}</a>" in html
+    assert "pain_daily.mean_3d &gt;= pain_daily.mean_14d" in html or "pain_daily.mean_3d" in html
+    assert "threshold 180.0 d" in html and "saw <strong>missing</strong>" in html
+    assert "from Patient/pt-flare" in html
+    # patient data stays in the form body: the form posts, and the page's address carries nothing
+    assert '<form class="workbench" method="post"' in html
+
+
+def test_workbench_upload_of_a_bundle(client):
+    data = (EXAMPLES / "patients" / "anemia-woman-low-gdl.json").read_bytes()
+    r = run_workbench(client, upload=(io.BytesIO(data), "patient.json"), now="2026-11-01")
+    assert r.status_code == 200
+    assert "Hemoglobin 10.8 g/dL" in text(r.get_data(as_text=True))
+    assert "no daily activity, pain or sleep data" in text(r.get_data(as_text=True))
+
+
+def test_workbench_pasted_cds_hooks_request_with_suggestions(client):
+    bundle = patient(FLARE)
+    req = {"hook": "patient-view", "hookInstance": "c0ffee00-0000-4000-8000-000000000001",
+           "context": {"userId": "Practitioner/1", "patientId": "pt-flare"}, "prefetch": {"all": bundle}}
+    r = run_workbench(client, pasted=json.dumps(req), now=FLARE_NOW)
+    assert r.status_code == 200
+    assert "Pain flare" in text(r.get_data(as_text=True))
+
+
+def test_workbench_bad_input_is_a_message_not_a_crash(client):
+    r = run_workbench(client, pasted="{not json")
+    assert r.status_code == 400
+    assert "The input is not JSON" in text(r.get_data(as_text=True))
+    r = run_workbench(client, pasted='{"resourceType": "Patient"}')
+    assert r.status_code == 400 and "cannot be evaluated" in text(r.get_data(as_text=True))
+    r = run_workbench(client, example=example_key(client, FLARE), now="yesterday")
+    assert r.status_code == 400 and "ISO 8601" in text(r.get_data(as_text=True))
+    r = run_workbench(client)
+    assert r.status_code == 400 and "Choose an example patient" in text(r.get_data(as_text=True))
+
+
+def test_post_needs_the_csrf_token_of_this_browser(client):
+    key = example_key(client, FLARE)
+    assert client.post("/console/workbench", data={"example": key}).status_code == 400
+    assert client.post("/console/workbench", data={"example": key, "csrf_token": "x" * 43}).status_code == 400
+    token = csrf(client)
+    r = client.post("/console/workbench", data={"example": key, "csrf_token": token},
+                    headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    assert client.post("/console/workbench", data={"example": key, "csrf_token": token}).status_code == 200
+
+
+def test_csrf_cookie_is_httponly_and_strict(client):
+    r = client.get("/console/workbench")
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
+
+
+def test_draft_rule_cards_are_shown_separately_and_marked(rules_copy):
+    path = rules_copy / "pacing" / "flare-scale-back.yaml"
+    path.write_text(path.read_text().replace("status: active", "status: draft", 1))
+    app = create_app(ServiceConfig(env="test", ruleset=load_ruleset(rules_copy), audit_store=None))
+    client = app.test_client()
+    r = run_workbench(client, example=example_key(client, FLARE))
+    html = r.get_data(as_text=True)
+    assert "No cards: no active rule fired." in text(html)
+    shadow = html[html.index('id="shadow-cards"'):]
+    assert "DRAFT · shadow mode · not sent to the EHR" in shadow
+    assert "Pain flare: 3-day mean 7.2/10" in shadow
+    assert 'class="card indicator-warning shadow"' in shadow
+
+
+def test_rules_catalogue_and_rule_page(client, ruleset):
+    html = client.get("/console/rules").get_data(as_text=True)
+    for rule in ruleset.rules:
+        assert f'href="/console/rules/{rule.id}"' in html
+    page = client.get("/console/rules/pacing.flare-scale-back").get_data(as_text=True)
+    body = text(page)
+    for expected in ("Source attributes (ONC HTI-1)", "pacecds clinical content team", "Nielson WR",
+                     "flare_rise", "No standard numeric definition of a flare", "Adults with an active chronic pain",
+                     "Pain data older than two days", "pain up from 4 to 7-7.5 over 3 days"):
+        assert expected in body, expected
+    # the example patients that fire the rule, each with the card it gets
+    assert 'class="card indicator-warning"' in page and "Pain flare: 3-day mean 7.2/10" in body
+    assert client.get("/console/rules/no.such-rule").status_code == 404
+
+
+def test_rule_page_example_opens_in_the_workbench(client):
+    page = client.get("/console/rules/pacing.flare-scale-back").get_data(as_text=True)
+    key = re.search(r'name="example" value="([^"]+)"', page).group(1)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    r = client.post("/console/workbench", data={"example": key, "csrf_token": token})
+    assert "Pain flare" in text(r.get_data(as_text=True))
+
+
+def test_release_diff_shows_threshold_wording_status_and_valueset_changes(client, tmp_path):
+    new = tmp_path / "new"
+    shutil.copytree(RULES, new)
+    rule = new / "pacing" / "flare-scale-back.yaml"
+    src = rule.read_text().replace("version: 1.0.0", "version: 1.1.0", 1)
+    src = src.replace("flare_rise: {value: 2,", "flare_rise: {value: 3,")
+    src = src.replace("scale activity back, then rebuild.", "scale back, then rebuild slowly.")
+    rule.write_text(src)
+    other = new / "pacing" / "goal-review.yaml"
+    other.write_text(other.read_text().replace("status: active", "status: retired", 1)
+                     .replace("version: 1.0.0", "version: 2.0.0", 1))
+    vs = new / "valuesets" / "z-drugs.json"
+    doc = json.loads(vs.read_text())
+    vs.write_text(json.dumps(doc).replace('"code": "', '"code": "X', 1))
+    r = client.get("/console/releases", query_string={"old": str(RULES), "new": str(new)})
+    assert r.status_code == 200
+    html = r.get_data(as_text=True)
+    body = text(html)
+    assert "pacing.flare-scale-back 1.0.0 → 1.1.0" in body
+    assert 'class="kind-threshold"' in html and "parameters.flare_rise.value" in body
+    assert 'class="kind-card"' in html and "scale back, then rebuild slowly." in body
+    assert 'class="kind-status"' in html and "retired" in body
+    assert "z-drugs" in body and "+" in body
+    assert dangers(html) == []
+
+
+def test_release_diff_git_revisions_and_refused_options(client, tmp_path):
+    r = client.get("/console/releases", query_string={"old": "git:HEAD", "new": str(RULES)})
+    assert r.status_code == 200 and 'id="diff"' in r.get_data(as_text=True)
+    target = tmp_path / "written"
+    r = client.get("/console/releases", query_string={"old": f"git:--output={target}", "new": str(RULES)})
+    assert "not a git revision name" in text(r.get_data(as_text=True))
+    assert not target.exists()
+    r = client.get("/console/releases", query_string={"old": str(tmp_path / "nope"), "new": str(RULES)})
+    assert "not a directory" in text(r.get_data(as_text=True))
+
+
+def test_audit_list_decision_verify_and_stats(client, audit, caplog):
+    rec = record_flare_decision(client)
+    card = rec["response"]["cards"][0]
+    assert client.post("/cds-services/pacing-review/feedback", json={"feedback": [{
+        "card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-20T12:05:00Z",
+        "overrideReason": {"reason": card["overrideReasons"][0], "userComment": "seen in clinic"}}]}).status_code == 200
+    html = client.get("/console/audit").get_data(as_text=True)
+    assert "pacing.flare-scale-back 1.0.0" in html
+    link = re.search(r'href="(/console/audit/decision/[^"]+)"', html).group(1)
+    assert rec["patient_id"] not in link  # the address names the hookInstance, never the patient
+    with caplog.at_level(logging.INFO, logger="pacecds.console"):
+        page = client.get(link)
+    assert page.status_code == 200
+    body = text(page.get_data(as_text=True))
+    assert "Pain flare: 3-day mean 7.2/10" in body
+    assert "daily_steps" in body and "mean_3d" in body  # facts the rule matched
+    assert "Explanation: every rule, fired or not" in body and "ferritin.age_days" in body
+    assert "overridden" in body and "Flare already assessed and a plan agreed" in body and "seen in clinic" in body
+    assert dangers(page.get_data(as_text=True)) == []
+    viewed = [r.getMessage() for r in caplog.records if "decision viewed" in r.getMessage()]
+    assert viewed and rec["body"]["hookInstance"] in viewed[0] and "127.0.0.1" in viewed[0]
+    assert "Verified" in text(client.get("/console/audit/verify").get_data(as_text=True))
+    stats = client.get("/console/audit/stats").get_data(as_text=True)
+    assert "<svg" in stats and "pacing.flare-scale-back" in stats
+    assert "Flare already assessed and a plan agreed (1)" in text(stats)
+    assert client.get("/console/audit/decision/unknown-instance").status_code == 404
+
+
+def test_audit_filters_go_in_the_body(client):
+    rec = record_flare_decision(client)
+    token = csrf(client, "/console/audit")
+    found = client.post("/console/audit", data={"csrf_token": token, "patient": rec["patient_id"]})
+    assert "/console/audit/decision/" in found.get_data(as_text=True)
+    other = client.post("/console/audit", data={"csrf_token": token, "patient": "someone-else"})
+    assert "/console/audit/decision/" not in other.get_data(as_text=True)
+    by_hook = client.post("/console/audit", data={"csrf_token": token, "hook": "order-sign"})
+    assert "/console/audit/decision/" not in by_hook.get_data(as_text=True)
+    by_rule = client.post("/console/audit", data={"csrf_token": token, "rule": "pacing.flare-scale-back",
+                                                  "since": "2020-01-01"})
+    assert "/console/audit/decision/" in by_rule.get_data(as_text=True)
+    assert client.post("/console/audit", data={"csrf_token": token, "since": "soon"}).status_code == 400
+    assert 'method="post" action="/console/audit"' in found.get_data(as_text=True)
+
+
+def test_no_decision_log(ruleset):
+    client = create_app(ServiceConfig(env="test", ruleset=ruleset, audit_store=None, audit=False)).test_client()
+    assert client.get("/console/audit").status_code == 404
+    assert "keeps no decision log" in text(client.get("/console/audit").get_data(as_text=True))
+
+
+def test_chart_marks_flare_window_targets_and_medication_changes(client):
+    bundle = patient(FLARE)
+    bundle["entry"].append({"resource": {
+        "resourceType": "MedicationStatement", "id": "med-start", "status": "active",
+        "subject": {"reference": "Patient/pt-flare"},
+        "medicationCodeableConcept": {"text": "Pregabalin 75 mg <b onclick=x>"},
+        "effectivePeriod": {"start": "2026-11-10T09:00:00Z", "end": "2026-11-15T09:00:00Z"}}})
+    bundle["entry"].append({"resource": {
+        "resourceType": "MedicationStatement", "id": "med-void", "status": "entered-in-error",
+        "subject": {"reference": "Patient/pt-flare"}, "medicationCodeableConcept": {"text": "Never taken"},
+        "effectivePeriod": {"start": "2026-11-12T09:00:00Z"}}})
+    html = run_workbench(client, pasted=json.dumps(bundle), now=FLARE_NOW).get_data(as_text=True)
+    assert dangers(html) == []
+    # the flare rule fired: its 3-day window shaded on both panels, and its scale-back target on the steps panel
+    assert html.count('<rect class="flare"') == 6
+    assert "flare scale-back target 2750" in html
+    events = html[html.index('<ol class="events">'):]
+    assert "M1 2026-11-10 started: Pregabalin 75 mg &lt;b onclick=x&gt;" in events
+    assert "M2 2026-11-15 stopped: Pregabalin 75 mg" in events
+    assert "Never taken" not in events
+    assert html.count('<line class="event"') == 4  # two events on two panels
+
+
+def test_progress_target_line(client):
+    html = run_workbench(client, example=example_key(client, "pacing-steady.json")).get_data(as_text=True)
+    assert "next step target" in html and '<rect class="flare"' not in html
