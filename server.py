@@ -89,7 +89,9 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
             if not (o_name and is_loopback(o_name) and o_port == h_port):
                 raise ApiError(403, "Cross-site requests are refused in local mode (Origin is not this service; "
                                     "allow a browser origin with PACECDS_CORS_ORIGINS)")
-        if request.method == "POST" and not _is_json(request.mimetype):
+        # The console's forms are form-encoded: it refuses cross-site posts itself (CSRF token and Origin check,
+        # console/security.py); every other POST is a CDS Hooks call and must be JSON.
+        if request.method == "POST" and request.blueprint != "console" and not _is_json(request.mimetype):
             raise ApiError(415, "Content-Type must be application/json")
 
     def audiences(service_id: str | None, feedback: bool) -> list[str]:
