@@ -1,8 +1,10 @@
 """The pacing chart: the patient's daily series (steps or active minutes, pain, sleep) as inline SVG, drawn here on
 the server (no script, no external library), with the same numbers as a table for screen readers and copying.
 
-Values come from the engine's own daily aggregation (fhir_adapter.facts), so the chart shows exactly the days the
-rules read: a missing day is a gap, never a zero.
+Values come from the engine's own daily aggregation (fhir_adapter.facts._daily_values: the engine exposes no
+public per-day function, and this is the one the pacing fact itself reads), so the chart shows exactly the days the
+rules read: a missing day is a gap, never a zero. Lines and flare shading come from the evaluation's `pacing` fact
+(fhir_adapter.pacing), the one fact the pacing rules test.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ class Series:
     baseline: float | None = None  # the 14-day mean the rules compare against
     floor: float = 0
     ceiling: float | None = None
-    targets: list[tuple[str, float]] = field(default_factory=list)  # (label, value): lines from fired rules
+    targets: list[tuple[str, float]] = field(default_factory=list)  # (label, value): from the pacing fact
+    baseline_label: str = "14-day mean"
 
 
 @dataclass
@@ -47,11 +50,22 @@ class Event:
 
 
 @dataclass
+class Flare:
+    start: dt.date  # onset
+    end: dt.date  # the last flare day (today for the current episode)
+    label: str
+
+    def days(self, shown: list[dt.date]) -> list[dt.date]:
+        return [d for d in shown if self.start <= d <= self.end]
+
+
+@dataclass
 class PacingChart:
     days: list[dt.date]  # oldest first
     series: list[Series] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)  # medication starts and stops
-    flare_days: list[dt.date] = field(default_factory=list)  # the window a fired flare rule compared
+    flares: list[Flare] = field(default_factory=list)  # flare episodes the pacing fact names (shaded)
+    flare_days: list[dt.date] = field(default_factory=list)  # the shown days inside them
     svg: Markup = Markup("")
 
     @property
@@ -61,61 +75,128 @@ class PacingChart:
 
 
 def build_chart(ruleset, data, result, medications: list | None = None) -> PacingChart | None:
-    """The chart of one evaluation (None when the patient has no daily series at all)."""
+    """The chart of one evaluation (None when the patient has no daily series at all).
+
+    The pacing rules read one `pacing` fact (fhir_adapter.pacing); its activity series (steps or active minutes,
+    whichever the fact chose) and its pain series are charted from the fact's own input definitions, and its
+    levels (usual level, quota, the state's next target, usual pain) and flare episodes are drawn as the fact gives
+    them. Other daily series the hook reads (sleep) follow with their 14-day mean."""
     now = result.now
     today = now.date()
     days = [today - dt.timedelta(days=i) for i in range(SERIES_DAYS - 1, -1, -1)]
     chart = PacingChart(days)
     definitions = ruleset.tree.facts
-    names = [n for n in PANELS if n in result.facts] + sorted(
-        n for n, f in result.facts.items() if n not in PANELS and definitions[n].kind == "daily_series")
-    for name in names:
+    pacing = _pacing_fact(ruleset, result)
+    wanted: dict[str, object] = {}  # name -> FactDefinition, in PANELS order
+    if pacing is not None:
+        fact, definition = pacing
+        roles = dict(zip(definition.roles, definition.inputs))
+        activity_role = "minutes" if fact.values.get("activity") == "active minutes" else "activity"
+        for role in (activity_role, "symptom"):
+            if roles.get(role) is not None and roles[role].kind == "daily_series":
+                wanted[roles[role].name] = roles[role]
+    for name, f in result.facts.items():
         definition = definitions.get(name)
-        if definition is None or definition.kind != "daily_series":
-            continue
+        if definition is not None and definition.kind == "daily_series":
+            wanted.setdefault(name, definition)
+    names = [n for n in PANELS if n in wanted] + sorted(n for n in wanted if n not in PANELS)
+    for name in names:
+        definition = wanted[name]
         values, _ = _daily_values(definition, data, now, Fact(name))
         if not values:
             continue
         spec = PANELS.get(name, {"label": definition.title, "style": "line", "colour": "#444444", "floor": 0})
-        fact = result.facts[name]
+        fact = result.facts.get(name)
+        baseline = (fact.values.get("mean_14d"), "14-day mean") if fact is not None else (None, "")
         chart.series.append(Series(name, spec["label"], definition.unit, spec["style"], spec["colour"],
-                                   values, fact.values.get("mean_14d"), spec.get("floor", 0), spec.get("ceiling")))
+                                   values, baseline[0], spec.get("floor", 0), spec.get("ceiling"),
+                                   baseline_label=baseline[1]))
     if not chart.series:
         return None
-    fired = {f.rule_id for f in result.fired} | {f.rule_id for f in result.shadow}
-    _add_targets(ruleset, chart, fired, result.facts)
+    if pacing is not None:
+        _add_pacing(chart, pacing[0], pacing[1])
     chart.events = medication_events(medications or [], days)
     chart.svg = _svg(chart)
     return chart
 
 
-# Lines drawn when a pacing rule fired: (rule, series, label, fact attribute, rule parameter it is multiplied by).
-TARGETS = [
-    ("pacing.flare-scale-back", "daily_steps", "flare scale-back target", "mean_14d", "scale_back"),
-    ("pacing.progress", "daily_steps", "next step target", "mean_7d", "increase"),
-]
-FLARE_RULE, FLARE_WINDOW_DAYS = "pacing.flare-scale-back", 3  # the rule compares the 3-day mean (days 1-3 ago)
+PACING_FACT = "pacing"
 
 
-def _param(rule, name: str) -> float | None:
-    p = (getattr(rule, "params", None) or {}).get(name)
-    v = p.get("value") if isinstance(p, dict) else p
+def _pacing_fact(ruleset, result):
+    """The evaluation's pacing fact and its definition (None when the hook reads none)."""
+    fact = result.facts.get(PACING_FACT)
+    definition = ruleset.tree.facts.get(PACING_FACT)
+    if fact is None or definition is None or definition.kind != "pacing" or not fact.values.get("present"):
+        return None
+    return fact, definition
+
+
+def _number(values: dict, name: str) -> float | None:
+    v = values.get(name)
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _add_targets(ruleset, chart: PacingChart, fired: set[str], facts: dict) -> None:
-    by_name = {s.name: s for s in chart.series}
-    for rule_id, series, label, attr, param in TARGETS:
-        rule = ruleset.rule(rule_id)
-        s = by_name.get(series)
-        fact = facts.get(series)
-        base = fact.values.get(attr) if fact is not None else None
-        factor = _param(rule, param) if rule is not None else None
-        if rule_id in fired and s is not None and isinstance(base, (int, float)) and factor is not None:
-            s.targets.append((label, base * factor))
-    if FLARE_RULE in fired:
-        today = chart.days[-1]
-        chart.flare_days = [today - dt.timedelta(days=i) for i in range(FLARE_WINDOW_DAYS, 0, -1)]
+# The next target each pacing state's card names (fhir_adapter.pacing, docs/knowledge-base.md "The pacing model"):
+# (label, pacing attribute). States not listed have the step-up as their next target.
+NEXT_TARGET = {
+    "flare_rising": ("flare floor", "flare_floor"),
+    "flare_peak": ("flare floor", "flare_floor"),
+    "flare_settling": ("rebuild toward pre-flare quota", "pre_flare_quota"),
+    "flare_settled": ("rebuild toward pre-flare quota", "pre_flare_quota"),
+    "step_up_pain": ("back to last week's level", "prev_mean_7d"),
+}
+STEP_UP = ("step-up target", "step_up")
+CURRENT_FLARE = {"flare_rising", "flare_peak", "flare_settling"}
+
+
+def _add_pacing(chart: PacingChart, fact, definition) -> None:
+    """Lines and flare shading from the pacing fact: the usual level (dashed), the quota and the state's next
+    target (dotted) on the activity panel, the usual pain on the pain panel, and the flare episodes it names."""
+    v = fact.values
+    roles = dict(zip(definition.roles, definition.inputs))
+    activity_names = {roles[r].name for r in ("activity", "minutes") if roles.get(r) is not None}
+    pain_name = roles["symptom"].name if roles.get("symptom") is not None else None
+    state = v.get("state")
+    for s in chart.series:
+        if s.name in activity_names:
+            s.baseline, s.baseline_label = _number(v, "typical"), "usual level"
+            quota = _number(v, "quota")
+            if quota is not None:
+                s.targets.append(("quota", quota))
+            label, attr = NEXT_TARGET.get(state, STEP_UP)
+            target = _number(v, attr)
+            if target is not None:
+                s.targets.append((label, target))
+        elif s.name == pain_name:
+            s.baseline, s.baseline_label = _number(v, "pain_usual"), "usual pain"
+    chart.flares = _flare_episodes(v, chart.days)
+    chart.flare_days = sorted({d for f in chart.flares for d in f.days(chart.days)})
+
+
+def _flare_episodes(v: dict, days: list[dt.date]) -> list[Flare]:
+    """Flare episodes as the pacing fact exposes them: the current one (onset to today), the settled one a
+    flare_settled state refers to (onset for flare_days days), and the last settled one when it is exactly known
+    (one settled episode in 90 days: its settled day and its days to settle). Older settled episodes are only
+    counted by the fact (flares_90d), so they are not shaded."""
+    today = days[-1]
+    state = v.get("state")
+    onset, length = _number(v, "flare_onset_days_ago"), _number(v, "flare_days")
+    out: list[Flare] = []
+    if state in CURRENT_FLARE and onset is not None:
+        out.append(Flare(today - dt.timedelta(days=int(onset)), today, "current flare episode"))
+    elif state == "flare_settled" and onset is not None and length is not None:
+        start = today - dt.timedelta(days=int(onset))
+        out.append(Flare(start, start + dt.timedelta(days=max(int(length) - 1, 0)),
+                         f"flare episode, settled after {int(length)} days"))
+    settled_day, to_settle = _number(v, "last_settled_days_ago"), _number(v, "days_to_settle")
+    if v.get("settled_flares_90d") == 1 and settled_day is not None and to_settle is not None:
+        start = today - dt.timedelta(days=int(settled_day + to_settle))
+        flare = Flare(start, start + dt.timedelta(days=max(int(to_settle) - 1, 0)),
+                      f"flare episode, settled after {int(to_settle)} days")
+        if all(f.start != flare.start for f in out):
+            out.append(flare)
+    return sorted((f for f in out if f.end >= days[0] and f.start <= today), key=lambda f: f.start)
 
 
 def _med_name(resource: dict) -> str:
@@ -170,6 +251,11 @@ def _fmt(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 100 or float(v).is_integer() else f"{v:.1f}"
 
 
+def chart_number(v: float) -> str:
+    """A number as the chart labels it (the page's list of lines uses the same)."""
+    return _fmt(v)
+
+
 def _svg(chart: PacingChart) -> Markup:
     n = len(chart.days)
     plot_w = WIDTH - LEFT - RIGHT
@@ -184,7 +270,8 @@ def _svg(chart: PacingChart) -> Markup:
            f'<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="#ffffff"/>']
     for i, s in enumerate(chart.series):
         y0 = TOP + i * (PANEL_H + GAP)
-        top_v = s.ceiling if s.ceiling is not None else _nice(max(list(s.values.values()) + [s.baseline or 0]) * 1.05)
+        top_v = s.ceiling if s.ceiling is not None else _nice(
+            max(list(s.values.values()) + [s.baseline or 0] + [v for _, v in s.targets]) * 1.05)
         lo = s.floor
 
         def y(v: float, y0: float = y0, top_v: float = top_v, lo: float = lo) -> float:
@@ -201,10 +288,12 @@ def _svg(chart: PacingChart) -> Markup:
                        f'{_fmt(tick)}</text>')
             out.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
                        'stroke="#e2e2e2"/>')
-        for d in chart.flare_days:
-            k = chart.days.index(d)
-            out.append(f'<rect class="flare" x="{LEFT + k * step:.1f}" y="{y0}" width="{step:.1f}" height="{PANEL_H}" '
-                       f'fill="#fbd38d" fill-opacity="0.45"><title>{d.isoformat()}: flare window</title></rect>')
+        for flare in chart.flares:
+            shown = flare.days(chart.days)
+            k = chart.days.index(shown[0])
+            out.append(f'<rect class="flare" x="{LEFT + k * step:.1f}" y="{y0}" width="{len(shown) * step:.1f}" '
+                       f'height="{PANEL_H}" fill="#fbd38d" fill-opacity="0.45"><title>{flare.start.isoformat()} to '
+                       f'{flare.end.isoformat()}: {escape(flare.label)}</title></rect>')
         points: list[tuple[float, float] | None] = []
         for k, d in enumerate(chart.days):
             v = s.values.get((today - d).days)
@@ -235,7 +324,7 @@ def _svg(chart: PacingChart) -> Markup:
             out.append(f'<line class="baseline" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{by:.1f}" y2="{by:.1f}" '
                        f'stroke="#222" stroke-dasharray="6 4" stroke-width="1.5"/>')
             out.append(f'<text x="{LEFT + plot_w - 4}" y="{by - 4:.1f}" font-size="11" text-anchor="end" fill="#222">'
-                       f'14-day mean {_fmt(s.baseline)}</text>')
+                       f'{escape(s.baseline_label)} {_fmt(s.baseline)}</text>')
         for label, value in s.targets:
             ty = y(min(value, top_v))
             out.append(f'<line class="target" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{ty:.1f}" y2="{ty:.1f}" '

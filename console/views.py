@@ -20,6 +20,7 @@ from governance.attributes import rule_source_attributes
 from governance.diff import DiffError, diff_trees, materialise
 
 from . import security
+from .chart import chart_number
 from .markdown import render_markdown
 from .workbench import WorkbenchError, evaluate, load_examples, parse_input, parse_when
 
@@ -65,7 +66,8 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
     @bp.context_processor
     def _globals():
         return {"csrf_token": security.csrf_token, "markdown": render_markdown, "HOOKS": HOOKS,
-                "ruleset_meta": getattr(state.ruleset, "meta", {}), "pretty": _pretty, "as_yaml": _as_yaml, "num": _num}
+                "ruleset_meta": getattr(state.ruleset, "meta", {}), "pretty": _pretty, "as_yaml": _as_yaml, "num": _num,
+                "chart_num": chart_number}
 
     @bp.get("/")
     def home():
