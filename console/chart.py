@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from markupsafe import Markup, escape
 
-from fhir_adapter.facts import SERIES_DAYS, Fact, _daily_values  # the engine's per-day values (see module doc)
+# _daily_values: the engine's per-day values (see module doc)
+from fhir_adapter.facts import SERIES_DAYS, Fact, FactDefinition, _daily_values
 
 # Which daily series are charted, in this order, and how; other daily_series facts follow as lines.
 PANELS = {
@@ -87,7 +88,7 @@ def build_chart(ruleset, data, result, medications: list | None = None) -> Pacin
     chart = PacingChart(days)
     definitions = ruleset.tree.facts
     pacing = _pacing_fact(ruleset, result)
-    wanted: dict[str, object] = {}  # name -> FactDefinition, in PANELS order
+    wanted: dict[str, FactDefinition] = {}  # name -> its definition
     if pacing is not None:
         fact, definition = pacing
         roles = dict(zip(definition.roles, definition.inputs))
@@ -105,7 +106,7 @@ def build_chart(ruleset, data, result, medications: list | None = None) -> Pacin
         values, _ = _daily_values(definition, data, now, Fact(name))
         if not values:
             continue
-        spec = PANELS.get(name, {"label": definition.title, "style": "line", "colour": "#444444", "floor": 0})
+        spec: dict = PANELS.get(name) or {"label": definition.title, "style": "line", "colour": "#444444", "floor": 0}
         fact = result.facts.get(name)
         baseline = (fact.values.get("mean_14d"), "14-day mean") if fact is not None else (None, "")
         chart.series.append(Series(name, spec["label"], definition.unit, spec["style"], spec["colour"],
@@ -289,9 +290,9 @@ def _svg(chart: PacingChart) -> Markup:
             out.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
                        'stroke="#e2e2e2"/>')
         for flare in chart.flares:
-            shown = flare.days(chart.days)
-            k = chart.days.index(shown[0])
-            out.append(f'<rect class="flare" x="{LEFT + k * step:.1f}" y="{y0}" width="{len(shown) * step:.1f}" '
+            inside = flare.days(chart.days)
+            k = chart.days.index(inside[0])
+            out.append(f'<rect class="flare" x="{LEFT + k * step:.1f}" y="{y0}" width="{len(inside) * step:.1f}" '
                        f'height="{PANEL_H}" fill="#fbd38d" fill-opacity="0.45"><title>{flare.start.isoformat()} to '
                        f'{flare.end.isoformat()}: {escape(flare.label)}</title></rect>')
         points: list[tuple[float, float] | None] = []
