@@ -107,7 +107,7 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
             abort(404)
         attrs = next((a for a in _attributes(rs) if a.get("id") == rule_id), {})
         cases = [(e, _example_cards(rs, e, rule_id)) for e in examples if rule_id in e.fires]
-        return render_template("rule.html", rule=r, attrs=attrs, cases=cases)
+        return render_template("rule.html", rule=r, attrs=attrs, cases=cases, fact_params=_fact_parameters(rs, r))
 
     @bp.get("/releases")
     def releases():
@@ -232,6 +232,19 @@ def _attributes(rs) -> list[dict]:
     tree = getattr(rs, "tree", None)
     facts = read_fact_definitions(tree.root) if tree is not None else {}
     return [rule_source_attributes(r, facts) for r in rs.rules]
+
+
+def _fact_parameters(rs, rule) -> list[tuple[str, dict]]:
+    """(fact, its parameters as written) for each fact the rule reads that has parameters (the pacing rules'
+    numbers live on the `pacing` fact, not on the rules)."""
+    tree = getattr(rs, "tree", None)
+    written = read_fact_definitions(tree.root) if tree is not None else {}
+    out = []
+    for name in sorted(getattr(rule, "facts", None) or ()):
+        params = (written.get(name) or {}).get("parameters")
+        if isinstance(params, dict) and params:
+            out.append((name, params))
+    return out
 
 
 def _rules_dir(state) -> Path:
