@@ -3,6 +3,7 @@ import json
 import re
 
 import pytest
+import yaml
 
 from audit import AuditStore
 from engine.ruleset import parse_now
@@ -54,6 +55,16 @@ def csrf(client, path="/console/workbench") -> str:
     m = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
     assert m, "the page has no CSRF token"
     return m.group(1)
+
+
+def expected_summary(filename: str, rule_id: str) -> str:
+    """The summary text tests/examples/cases.yaml expects of a rule's card for an example patient (the bundle's
+    current wording, so a rule's card change is followed here rather than pinned twice)."""
+    cases = yaml.safe_load((EXAMPLES / "cases.yaml").read_text(encoding="utf-8"))["cases"]
+    found = [c["summary_contains"][rule_id] for c in cases
+             if c.get("input") == f"patients/{filename}" and rule_id in (c.get("summary_contains") or {})]
+    assert len(found) == 1, (filename, rule_id, found)
+    return found[0]
 
 
 def patient(name: str) -> dict:

@@ -4,6 +4,7 @@ import json
 import logging
 import re
 import shutil
+import subprocess
 
 import pytest
 
@@ -11,8 +12,11 @@ from engine import load_ruleset
 from server import create_app
 from service.config import ServiceConfig
 from tests.conftest import EXAMPLES, RULES
-from tests.console.conftest import FLARE, FLARE_NOW, csrf, patient, record_flare_decision
+from tests.console.conftest import FLARE, FLARE_NOW, csrf, expected_summary, patient, record_flare_decision
 from tests.console.htmlcheck import dangers, parse, text
+
+FLARE_RULE = "pacing.flare-scale-back"
+FLARE_SUMMARY = expected_summary(FLARE, FLARE_RULE)  # "Pain flare, still rising: 7.5/10 (usually 4.0); ..."
 
 PAGES = ["/console/", "/console/workbench", "/console/rules", "/console/rules/pacing.flare-scale-back",
          "/console/releases", "/console/audit", "/console/audit/verify", "/console/audit/stats"]
@@ -55,22 +59,32 @@ def test_workbench_example_patient_cards_chart_and_explanation(client, ruleset):
     assert len(cards) == 1 and cards[0]["data-indicator"] == "warning"
     assert "indicator-warning" in cards[0]["class"]
     page = text(html)
-    assert "Pain flare: 3-day mean 7.2/10 against a 14-day mean of 4.7" in page
+    assert FLARE_SUMMARY in page
     assert "Layla Haddad" in page
-    # the detail's Markdown became markup (bold), its text stayed text
-    assert "<strong>7.2/10</strong>" in html
+    # the detail's Markdown became markup (bold), its text stayed text; the engine's backslash escapes of
+    # patient-derived text render as the characters, never as backslashes
+    assert "<strong>7.5/10</strong>" in html and "<strong>2200 steps a day</strong>" in html
+    assert "none recorded yet: agree lower-demand activities" in page
+    assert "from 2026-11-17: peak 7.5/10 on day 3, not settled yet" in page
+    assert "\\:" not in page and "\\-" not in page
     assert "Flare already assessed and a plan agreed" in page  # override reasons
     assert "Nielson et al. Activity pacing in chronic pain" in page  # source
-    # the pacing chart: inline SVG bars (steps) and a pain line, and the same data as a table
+    # the pacing chart: inline SVG bars (steps) and a pain line, and the same data as a table; its lines are the
+    # pacing fact's: usual level, quota, and the flare state's target (the flare floor), usual pain
     assert '<svg xmlns="http://www.w3.org/2000/svg" class="pacing-chart"' in html
     assert len(re.findall(r'<rect class="bar"', html)) == 14
-    assert "<polyline" in html and "14-day mean 5500" in html
-    assert "<th scope=\"row\">2026-11-19</th><td>5335</td><td>7.5</td>" in html
+    assert "<polyline" in html
+    for line in ("usual level 5500", "quota 4400", "flare floor 2200", "usual pain 4"):
+        assert f"{line}</text>" in html, line
+    assert "Steps per day: usual level 5500; quota 4400; flare floor 2200" in page
+    assert "Flare: 2026-11-17 to 2026-11-20 (current flare episode)" in page
+    assert "<th scope=\"row\">2026-11-19</th><td>5335</td><td>7.5</td><td>flare</td>" in html
+    assert "<th scope=\"row\">2026-11-16</th><td>5445</td><td>4</td><td></td>" in html
     # every rule of the hook, fired or not, with its conditions, values and thresholds
     hook_rules = [r for r in ruleset.rules if "patient-view" in r.hooks and r.status in ("active", "draft")]
     for rule in hook_rules:
         assert f">{rule.id}</a>" in html
-    assert "pain_daily.mean_3d &gt;= pain_daily.mean_14d" in html or "pain_daily.mean_3d" in html
+    assert "pacing.state" in html and "saw <strong>flare_rising</strong>" in html
     assert "threshold 180.0 d" in html and "saw <strong>missing</strong>" in html
     assert "from Patient/pt-flare" in html
     # patient data stays in the form body: the form posts, and the page's address carries nothing
@@ -133,7 +147,7 @@ def test_draft_rule_cards_are_shown_separately_and_marked(rules_copy):
     assert "No cards: no active rule fired." in text(html)
     shadow = html[html.index('id="shadow-cards"'):]
     assert "DRAFT · shadow mode · not sent to the EHR" in shadow
-    assert "Pain flare: 3-day mean 7.2/10" in shadow
+    assert FLARE_SUMMARY in shadow
     assert 'class="card indicator-warning shadow"' in shadow
 
 
@@ -144,11 +158,21 @@ def test_rules_catalogue_and_rule_page(client, ruleset):
     page = client.get("/console/rules/pacing.flare-scale-back").get_data(as_text=True)
     body = text(page)
     for expected in ("Source attributes (ONC HTI-1)", "pacecds clinical content team", "Nielson WR",
-                     "flare_rise", "No standard numeric definition of a flare", "Adults with an active chronic pain",
-                     "Pain data older than two days", "pain up from 4 to 7-7.5 over 3 days"):
+                     "Adults with an active chronic pain", "Pain data older than two days",
+                     "pain up from 4 to 7-7.5 over 3 days", "{fact: pacing.state, eq: flare_rising}"):
         assert expected in body, expected
+    # the rule has no parameters of its own: its numbers are the pacing fact's, shown as that fact's
+    assert "No parameters of its own." in body
+    fact_table = page[page.index('id="fact-params-pacing"'):]
+    fact_table = fact_table[:fact_table.index("</table>")]
+    assert '<th scope="row">flare_rise</th><td>2</td>' in fact_table
+    assert '<th scope="row">quota_fraction</th><td>0.8</td>' in fact_table
+    assert "No standard numeric definition of a flare" in fact_table
+    # a rule with parameters of its own still lists them
+    own = client.get("/console/rules/pacing.intensity-above-ceiling").get_data(as_text=True)
+    assert '<th scope="row">min_days_over</th>' in own and "No parameters of its own." not in text(own)
     # the example patients that fire the rule, each with the card it gets
-    assert 'class="card indicator-warning"' in page and "Pain flare: 3-day mean 7.2/10" in body
+    assert 'class="card indicator-warning"' in page and FLARE_SUMMARY in body
     assert client.get("/console/rules/no.such-rule").status_code == 404
 
 
@@ -160,17 +184,52 @@ def test_rule_page_example_opens_in_the_workbench(client):
     assert "Pain flare" in text(r.get_data(as_text=True))
 
 
-def test_release_diff_shows_threshold_wording_status_and_valueset_changes(client, tmp_path):
+# two real releases of rules/ in this repository's history: 1.0.0 and the Pacing 2.0 merge (1.1.0)
+RELEASE_1_0_0, PACING_2_0 = "4cfefd2", "e967ef0"
+
+
+def _have_revisions(*revs: str) -> bool:
+    root = RULES.parent
+    return all(subprocess.run(["git", "-C", str(root), "cat-file", "-e", f"{rev}:rules/ruleset.yaml"],
+                              capture_output=True).returncode == 0 for rev in revs)
+
+
+def test_release_diff_between_two_real_git_revisions(client):
+    if not _have_revisions(RELEASE_1_0_0, PACING_2_0):
+        pytest.skip("this checkout has no history back to release 1.0.0 (a shallow clone)")
+    r = client.get("/console/releases", query_string={"old": f"git:{RELEASE_1_0_0}", "new": f"git:{PACING_2_0}"})
+    assert r.status_code == 200
+    html = r.get_data(as_text=True)
+    body = text(html)
+    assert dangers(html) == []
+    assert "pacecds-core 1.0.0 → pacecds-core 1.1.0" in body and "no versioning errors" in body
+    # the flare rule moved from its own pain_daily parameters to the pacing fact: a major version
+    section = html[html.index('<h3 class="changed-rule">pacing.flare-scale-back'):]
+    section = section[:section.index("</table>")]
+    assert "pacing.flare-scale-back <small>1.0.0 → 2.0.0</small>" in section
+    threshold = re.search(r'<tr class="kind-threshold">.*?</tr>', section, re.S).group(0)
+    assert "<code>parameters</code>" in threshold and "flare_rise" in threshold
+    assert 'class="kind-condition"' in section and "pacing.state" in section
+    card = re.search(r'<tr class="kind-card"><td><span class="kind">card</span></td><td><code>card.summary</code>'
+                     r'.*?</tr>', section, re.S).group(0)
+    assert "Pain flare: 3-day mean {pain_daily.mean_3d:.1f}/10" in card and "{pacing.flare_floor:d}" in card
+    for rule_id, old, new in [("pacing.progress", "1.0.0", "2.0.0"), ("pacing.establish-baseline", "1.0.0", "1.1.0")]:
+        assert f"{rule_id} <small>{old} → {new}</small>" in html, rule_id
+    added = html[html.index("<h3>Added</h3>"):]
+    added = added[:added.index("</ul>")]
+    assert "pacing.flare-rebuild 1.0.0 (active)" in added and "pacing.step-up-response 1.0.0 (active)" in added
+    assert "<h3>facts/activity.yaml</h3>" in html  # the pacing fact and its parameters came with it
+
+
+def test_release_diff_shows_status_and_valueset_changes(client, tmp_path):
     new = tmp_path / "new"
     shutil.copytree(RULES, new)
-    rule = new / "pacing" / "flare-scale-back.yaml"
-    src = rule.read_text().replace("version: 1.0.0", "version: 1.1.0", 1)
-    src = src.replace("flare_rise: {value: 2,", "flare_rise: {value: 3,")
-    src = src.replace("scale activity back, then rebuild.", "scale back, then rebuild slowly.")
-    rule.write_text(src)
     other = new / "pacing" / "goal-review.yaml"
-    other.write_text(other.read_text().replace("status: active", "status: retired", 1)
-                     .replace("version: 1.0.0", "version: 2.0.0", 1))
+    src = other.read_text()
+    version = re.search(r"^version: (\S+)$", src, re.M).group(1)
+    major = int(version.split(".")[0]) + 1
+    other.write_text(src.replace("status: active", "status: retired", 1)
+                     .replace(f"version: {version}", f"version: {major}.0.0", 1))
     vs = new / "valuesets" / "z-drugs.json"
     doc = json.loads(vs.read_text())
     vs.write_text(json.dumps(doc).replace('"code": "', '"code": "X', 1))
@@ -178,11 +237,11 @@ def test_release_diff_shows_threshold_wording_status_and_valueset_changes(client
     assert r.status_code == 200
     html = r.get_data(as_text=True)
     body = text(html)
-    assert "pacing.flare-scale-back 1.0.0 → 1.1.0" in body
-    assert 'class="kind-threshold"' in html and "parameters.flare_rise.value" in body
-    assert 'class="kind-card"' in html and "scale back, then rebuild slowly." in body
-    assert 'class="kind-status"' in html and "retired" in body
-    assert "z-drugs" in body and "+" in body
+    assert f"pacing.goal-review {version} → {major}.0.0" in body
+    status = re.search(r'<tr class="kind-status">.*?</tr>', html, re.S).group(0)
+    assert "active" in status and "retired" in status
+    assert re.search(r"<h3>z-drugs <small>(\d+) → \1 codes</small></h3>", html)
+    assert '<tr class="new"><td>+</td><td>X' in html and '<tr class="old"><td>−</td>' in html
     assert dangers(html) == []
 
 
