@@ -159,8 +159,9 @@ def test_rules_catalogue_and_rule_page(client, ruleset):
     body = text(page)
     for expected in ("Source attributes (ONC HTI-1)", "pacecds clinical content team", "Nielson WR",
                      "Adults with an active chronic pain", "Pain data older than two days",
-                     "pain up from 4 to 7-7.5 over 3 days", "{fact: pacing.state, eq: flare_rising}"):
+                     "pain up from 4 to 7-7.5 over 3 days"):
         assert expected in body, expected
+    assert "- fact: pacing.state\n    eq: flare_rising" in text(page)  # the condition as written
     # the rule has no parameters of its own: its numbers are the pacing fact's, shown as that fact's
     assert "No parameters of its own." in body
     fact_table = page[page.index('id="fact-params-pacing"'):]
@@ -241,7 +242,8 @@ def test_release_diff_shows_status_and_valueset_changes(client, tmp_path):
     status = re.search(r'<tr class="kind-status">.*?</tr>', html, re.S).group(0)
     assert "active" in status and "retired" in status
     assert re.search(r"<h3>z-drugs <small>(\d+) → \1 codes</small></h3>", html)
-    assert '<tr class="new"><td>+</td><td>X' in html and '<tr class="old"><td>−</td>' in html
+    assert re.search(r'<tr class="new"><td>\+</td><td>[^<|]+\|X\d+</td>', html)
+    assert '<tr class="old"><td>−</td>' in html
     assert dangers(html) == []
 
 
@@ -256,22 +258,22 @@ def test_release_diff_git_revisions_and_refused_options(client, tmp_path):
     assert "not a directory" in text(r.get_data(as_text=True))
 
 
-def test_audit_list_decision_verify_and_stats(client, audit, caplog):
+def test_audit_list_decision_verify_and_stats(client, audit, caplog, ruleset):
     rec = record_flare_decision(client)
     card = rec["response"]["cards"][0]
     assert client.post("/cds-services/pacing-review/feedback", json={"feedback": [{
         "card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-20T12:05:00Z",
         "overrideReason": {"reason": card["overrideReasons"][0], "userComment": "seen in clinic"}}]}).status_code == 200
     html = client.get("/console/audit").get_data(as_text=True)
-    assert "pacing.flare-scale-back 1.0.0" in html
+    assert f"{FLARE_RULE} {ruleset.rule(FLARE_RULE).version}" in html
     link = re.search(r'href="(/console/audit/decision/[^"]+)"', html).group(1)
     assert rec["patient_id"] not in link  # the address names the hookInstance, never the patient
     with caplog.at_level(logging.INFO, logger="pacecds.console"):
         page = client.get(link)
     assert page.status_code == 200
     body = text(page.get_data(as_text=True))
-    assert "Pain flare: 3-day mean 7.2/10" in body
-    assert "daily_steps" in body and "mean_3d" in body  # facts the rule matched
+    assert FLARE_SUMMARY in body
+    assert "pacing.state" in body and "flare_rising" in body  # the fact the rule matched
     assert "Explanation: every rule, fired or not" in body and "ferritin.age_days" in body
     assert "overridden" in body and "Flare already assessed and a plan agreed" in body and "seen in clinic" in body
     assert dangers(page.get_data(as_text=True)) == []
@@ -319,9 +321,13 @@ def test_chart_marks_flare_window_targets_and_medication_changes(client):
         "effectivePeriod": {"start": "2026-11-12T09:00:00Z"}}})
     html = run_workbench(client, pasted=json.dumps(bundle), now=FLARE_NOW).get_data(as_text=True)
     assert dangers(html) == []
-    # the flare rule fired: its 3-day window shaded on both panels, and its scale-back target on the steps panel
-    assert html.count('<rect class="flare"') == 6
-    assert "flare scale-back target 2750" in html
+    # the pacing fact's current flare episode (onset 3 days ago, to today) shaded once on each panel (steps, pain),
+    # four days wide; the quota and the flare state's target (the flare floor) as lines on the steps panel
+    flares = re.findall(r'<rect class="flare" x="[^"]+" y="[^"]+" width="([^"]+)"[^>]*><title>([^<]*)</title>', html)
+    step = (760 - 64 - 16) / 28
+    assert [(float(w), t) for w, t in flares] == [(round(4 * step, 1), "2026-11-17 to 2026-11-20: current flare episode")] * 2
+    targets = re.findall(r'<line class="target"[^>]*/><text[^>]*>([^<]*)</text>', html)
+    assert targets == ["quota 4400", "flare floor 2200"]
     events = html[html.index('<ol class="events">'):]
     assert "M1 2026-11-10 started: Pregabalin 75 mg &lt;b onclick=x&gt;" in events
     assert "M2 2026-11-15 stopped: Pregabalin 75 mg" in events
@@ -331,4 +337,26 @@ def test_chart_marks_flare_window_targets_and_medication_changes(client):
 
 def test_progress_target_line(client):
     html = run_workbench(client, example=example_key(client, "pacing-steady.json")).get_data(as_text=True)
-    assert "next step target" in html and '<rect class="flare"' not in html
+    targets = re.findall(r'<line class="target"[^>]*/><text[^>]*>([^<]*)</text>', html)
+    assert targets == ["quota 4800", "step-up target 6600"]
+    assert "usual level 6000</text>" in html and '<rect class="flare"' not in html
+    assert '<th scope="col">flare</th>' not in html  # no flare: no flare column
+
+
+def test_settled_flare_episode_and_rebuild_target(client):
+    """A flare that settled 6 days ago: the episode the pacing fact names (onset 12 days ago, 6 days long) is
+    shaded, and the target is the pre-flare quota to rebuild toward."""
+    html = run_workbench(client, example=example_key(client, "pacing-flare-settled.json")).get_data(as_text=True)
+    titles = re.findall(r'<rect class="flare"[^>]*><title>([^<]*)</title>', html)
+    assert titles == ["2026-11-08 to 2026-11-13: flare episode, settled after 6 days"] * 2
+    targets = re.findall(r'<line class="target"[^>]*/><text[^>]*>([^<]*)</text>', html)
+    assert targets == ["quota 3900", "rebuild toward pre-flare quota 4000"]
+    rows = dict(re.findall(r'<tr><th scope="row">(2026-11-\d\d)</th>(?:<td>[^<]*</td>)*?<td>(flare|)</td></tr>', html))
+    assert [d for d, f in sorted(rows.items()) if f] == [f"2026-11-{d:02d}" for d in range(8, 14)]
+
+
+def test_active_minutes_patient_charts_minutes_with_its_targets(client):
+    html = run_workbench(client, example=example_key(client, "pacing-wheelchair-minutes.json")).get_data(as_text=True)
+    assert "Active minutes per day" in html and "Steps per day" not in html
+    targets = re.findall(r'<line class="target"[^>]*/><text[^>]*>([^<]*)</text>', html)
+    assert targets == ["quota 25", "step-up target 35"]
