@@ -68,7 +68,10 @@ def finish(response: Response) -> Response:
                             secure=request.is_secure)
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` with the console's own form
+    # posts, which local mode refuses as cross-site (server.py); same-origin keeps the real Origin on this
+    # site's posts and still sends no Referer (and a null Origin) to any other site
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Cache-Control"] = "no-store"  # pages hold patient data
     return response

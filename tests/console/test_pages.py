@@ -42,6 +42,9 @@ def test_every_page_renders_safely(client, path):
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
     assert r.headers["Cache-Control"] == "no-store"
     assert r.headers["X-Frame-Options"] == "DENY"
+    # no Referer leaves for other sites, while the console's own form posts keep their real Origin (local mode
+    # refuses `Origin: null`, which no-referrer would make the browser send)
+    assert r.headers["Referrer-Policy"] == "same-origin"
 
 
 def test_stylesheet_is_served_locally(client):
