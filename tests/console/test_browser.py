@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES, RULES
-from tests.console.conftest import FLARE, FLARE_NOW, record_flare_decision
+from tests.conftest import EXAMPLES
+from tests.console.conftest import FLARE, FLARE_NOW, expected_summary, record_flare_decision
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -88,14 +88,18 @@ def test_upload_a_patient_and_see_cards_and_chart(server, browser):
     submit_upload(browser, server, EXAMPLES / "patients" / FLARE, FLARE_NOW)
     cards = browser.find_elements(By.CSS_SELECTOR, "#cards article.card")
     assert len(cards) == 1
-    assert "Pain flare: 3-day mean 7.2/10" in cards[0].find_element(By.CSS_SELECTOR, ".summary").text
+    assert expected_summary(FLARE, "pacing.flare-scale-back") in cards[0].find_element(By.CSS_SELECTOR, ".summary").text
     assert cards[0].get_attribute("data-indicator") == "warning"
     # the indicator colour is the card's left edge, as an EHR shows it (orange for warning)
     assert cards[0].value_of_css_property("border-left-color") in ("rgba(221, 107, 32, 1)", "rgb(221, 107, 32)")
-    assert cards[0].find_element(By.CSS_SELECTOR, ".detail strong").text == "7.2/10"
+    assert cards[0].find_element(By.CSS_SELECTOR, ".detail strong").text == "7.5/10"
+    assert "\\" not in cards[0].find_element(By.CSS_SELECTOR, ".detail").text  # Markdown escapes rendered
     chart = browser.find_element(By.CSS_SELECTOR, "svg.pacing-chart")
     assert chart.size["width"] > 300
     assert len(chart.find_elements(By.CSS_SELECTOR, "rect.bar")) == 14
+    # the pacing fact's current flare episode shaded on the steps and pain panels; its quota and flare floor drawn
+    assert len(chart.find_elements(By.CSS_SELECTOR, "rect.flare")) == 2
+    assert "quota 4400" in chart.text and "flare floor 2200" in chart.text
     rows = browser.find_elements(By.CSS_SELECTOR, "table.chart-data tbody tr")
     assert len(rows) == 28
     assert "Layla Haddad" in browser.find_element(By.CSS_SELECTOR, "section.patient h2").text
@@ -127,30 +131,30 @@ def test_open_a_rule(server, browser):
     browser.find_element(By.LINK_TEXT, "pacing.flare-scale-back").click()
     assert browser.find_element(By.CSS_SELECTOR, "h1 .rule-id").text == "pacing.flare-scale-back"
     assert "Nielson WR" in browser.find_element(By.CSS_SELECTOR, "ol.evidence").text
-    assert "flare_rise" in browser.find_element(By.CSS_SELECTOR, "table.params").text
+    # the rule's numbers are parameters of the pacing fact it reads
+    assert "flare_rise" in browser.find_element(By.ID, "fact-params-pacing").text
     no_script_ran(browser)
     shot(browser, "rule")
 
 
-def test_compare_two_releases(server, browser, tmp_path):
+def test_compare_two_releases(server, browser):
     from selenium.webdriver.common.by import By
 
-    new = tmp_path / "rules-next"
-    shutil.copytree(RULES, new)
-    rule = new / "pacing" / "flare-scale-back.yaml"
-    rule.write_text(rule.read_text().replace("version: 1.0.0", "version: 1.1.0", 1)
-                    .replace("flare_rise: {value: 2,", "flare_rise: {value: 3,")
-                    .replace("then rebuild.", "then rebuild slowly."))
+    from tests.console.test_pages import PACING_2_0, RELEASE_1_0_0, _have_revisions
+
+    if not _have_revisions(RELEASE_1_0_0, PACING_2_0):
+        pytest.skip("this checkout has no history back to release 1.0.0 (a shallow clone)")
     browser.get(f"{server}/console/releases")
-    for field, value in (("old", str(RULES)), ("new", str(new))):
+    for field, value in (("old", f"git:{RELEASE_1_0_0}"), ("new", f"git:{PACING_2_0}")):
         box = browser.find_element(By.ID, field)
         box.clear()
         box.send_keys(value)
     browser.find_element(By.ID, "compare").click()
     diff = browser.find_element(By.ID, "diff").text
-    assert "pacing.flare-scale-back 1.0.0 → 1.1.0" in diff
+    assert "pacecds-core 1.0.0 → pacecds-core 1.1.0" in diff
+    assert "pacing.flare-scale-back 1.0.0 → 2.0.0" in diff
     kinds = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "table.diff .kind")]
-    assert "threshold" in kinds and "card" in kinds
+    assert "threshold" in kinds and "card" in kinds and "condition" in kinds
     no_script_ran(browser)
     shot(browser, "releases")
 
