@@ -6,6 +6,7 @@ import re
 import pytest
 
 from console.markdown import render_markdown
+from engine.templates import escape_markdown
 from tests.console.conftest import FLARE, FLARE_NOW, csrf, patient
 from tests.console.htmlcheck import dangers, parse, text
 
@@ -80,3 +81,23 @@ def test_markdown_subset():
     assert "<strong>2750 steps/day</strong>" in html and "<em>gently</em>" in html
     assert "<ul><li>one</li><li>two <a href=\"https://www.nice.org.uk/a?b=1&amp;c=2\"" in html
     assert "<code>x&lt;y</code>" in html
+
+
+@pytest.mark.parametrize("source", HOSTILE)
+def test_engine_escaped_patient_text_renders_as_written_and_never_as_markup(source):
+    """Card details carry patient text backslash-escaped by the engine (engine.templates.escape_markdown): the
+    console shows the characters as written, never the backslashes, and no escaped character becomes markup."""
+    html = str(render_markdown(f"Patient text: {escape_markdown(source)}"))
+    assert dangers(html) == []
+    assert {t for t, _ in parse(html).tags} == {"p"}
+    # (the engine also puts a zero-width space after "<", so that no renderer sees a tag)
+    assert text(html).replace("\u200b", "") == f"Patient text: {source}"
+
+
+def test_markdown_backslash_escapes():
+    html = str(render_markdown("\\*not italic\\* \\*\\*not bold\\*\\* 2026\\-11\\-17\\: 7\\.5\\/10 \\<b\\> \\\\ "
+                               "`a\\*b`\n\n\\- not a list\n\n\\[x](https://example.org)"))
+    assert "*not italic* **not bold** 2026-11-17: 7.5/10 &lt;b&gt; \\ <code>a\\*b</code>" in html
+    assert "<p>- not a list</p>" in html and "<ul>" not in html
+    assert "[x](https://example.org)" in html and "<a " not in html
+    assert "\\" not in html.replace("\\ <code>a\\*b", "")  # only the escaped backslash and the code span keep one
