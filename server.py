@@ -169,16 +169,25 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
 
     # Decision-support source attributes (ONC HTI-1) of the serving rules: read-only, no patient data, so no JWT
     # is needed; clinicians and auditors read them to judge a card's basis.
+    # Built once per serving ruleset (one entry: a hot reload replaces it), not by re-reading fact files per call.
+    attributes_of: dict[str, tuple[object, list[dict]]] = {}
+
+    def source_attributes(rs) -> list[dict]:
+        held = attributes_of.get("serving")
+        if held is None or held[0] is not rs:
+            held = attributes_of["serving"] = (rs, [prune(a) for a in _source_attributes(rs)])
+        return held[1]
+
     @app.get("/rules")
     def rules():
         rs = state.ruleset
-        return json_response({"ruleset": _ruleset_info(rs), "rules": [prune(a) for a in _source_attributes(rs)]})
+        return json_response({"ruleset": _ruleset_info(rs), "rules": source_attributes(rs)})
 
     @app.get("/rules/<rule_id>")
     def rule(rule_id: str):
-        for attrs in _source_attributes(state.ruleset):
+        for attrs in source_attributes(state.ruleset):
             if attrs.get("id") == rule_id:
-                return json_response(prune(attrs))
+                return json_response(attrs)
         raise ApiError(404, f"No rule '{rule_id}' in the serving ruleset; the list is at /rules")
 
     @app.get("/healthz")

@@ -199,6 +199,7 @@ def test_dev_hot_reload_swaps_good_rules_and_keeps_serving_on_broken_ones(tmp_pa
     c = app.test_client()
     holder = app.extensions["pacecds"]._ruleset_source
     first = c.get("/healthz").get_json()["ruleset"]["sha256"]
+    assert c.get("/rules/anemia.low-hemoglobin").get_json()["title"].startswith("Hemoglobin")  # kept per ruleset
     rule = rules / "anemia" / "low-hemoglobin.yaml"
     rule.write_text(rule.read_text().replace("title: Hemoglobin below", "title: Haemoglobin below"))
     assert holder.reload(force=True)
