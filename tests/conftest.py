@@ -1,6 +1,9 @@
+import contextlib
 import datetime as dt
 import json
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,41 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
 EXAMPLES = ROOT / "tests" / "examples"
 NOW = dt.datetime(2026, 11, 1, 12, tzinfo=dt.timezone.utc)
+
+
+PG_URL = os.environ.get("PACECDS_TEST_DATABASE_URL")
+
+
+def pg_driver_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+@contextlib.contextmanager
+def throwaway_pg_database(prefix: str, why: str):
+    """A new PostgreSQL database on the server PACECDS_TEST_DATABASE_URL names, dropped afterwards; the test
+    skips (saying `why` it needs one) when none is named or it is not reachable."""
+    import sqlalchemy as sa
+
+    if not PG_URL:
+        pytest.skip(f"{why} need PACECDS_TEST_DATABASE_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    admin = sa.create_engine(pg_driver_url(PG_URL), isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as e:
+        # .ci/run names the local server by default; a machine without one reports a skip, not an error
+        admin.dispose()
+        pytest.skip(f"PostgreSQL at PACECDS_TEST_DATABASE_URL is not reachable: {str(e.orig).splitlines()[0]}")
+    try:
+        yield sa.engine.make_url(pg_driver_url(PG_URL)).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 def walk(value, path="$"):

@@ -5,10 +5,8 @@ balancer: a token accepted by one is refused by the other (the jti store is in t
 written concurrently by both form one chain that verifies."""
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 
 import jwt
 import pytest
@@ -17,12 +15,12 @@ import sqlalchemy as sa
 from audit import AuditStore, DatabaseReplayStore
 from service.auth import MemoryReplayStore, SqliteReplayStore
 from service.config import ServiceConfig
+from tests.conftest import throwaway_pg_database
 
 from .conftest import PUBLIC_URL, bearer, mint, patient, patient_view_request, service_aud
 
 PV = "pacing-review"
 KEY = b"multi-host-audit-key-0123456789ab"
-PG_URL = os.environ.get("PACECDS_TEST_DATABASE_URL")
 
 
 def _call(client, token):
@@ -33,25 +31,8 @@ def _call(client, token):
 @pytest.fixture
 def shared_pg_url():
     """A database of its own (created and dropped here), as the hosts' PACECDS_DATABASE_URL."""
-    if not PG_URL:
-        pytest.skip("two hosts on one PostgreSQL need PACECDS_TEST_DATABASE_URL "
-                    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
-    admin_url = PG_URL.replace("postgresql://", "postgresql+psycopg://", 1) if PG_URL.startswith(
-        "postgresql://") else PG_URL
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = "pacecds_hosts_" + uuid.uuid4().hex[:12]
-    try:
-        with admin.connect() as c:
-            c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as e:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at PACECDS_TEST_DATABASE_URL is not reachable: {str(e.orig).splitlines()[0]}")
-    try:
-        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as c:
-            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with throwaway_pg_database("pacecds_hosts", "two hosts on one PostgreSQL") as url:
+        yield url
 
 
 def _host(make_app, issuers, url):
