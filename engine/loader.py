@@ -392,6 +392,17 @@ def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collec
         codes = frozenset(
             key for c in raw.get("codes", []) if (key := normalize_code(c["system"], c["code"])) is not None
         )
+        scale = None
+        if "scale" in raw:
+            sc = raw["scale"]
+            own = {c["code"] for c in raw.get("codes", [])}
+            stray = [c for c in sc["fixed_by"] if c not in own]
+            if sc["min"] > sc["max"] or stray:
+                errors.add(doc.position(where + ("scale",)),
+                           "scale: needs min <= max and fixed_by codes among the fact's own codes"
+                           + (f" (not among them: {', '.join(stray)})" if stray else ""))
+                continue
+            scale = (float(sc["min"]), float(sc["max"]), frozenset(sc["fixed_by"]))
         facts[name] = FactDefinition(
             name=name, kind=raw["kind"], title=raw["title"], codes=codes, valueset=vs, unit=unit,
             conversions=tuple((c["from"], float(c["factor"])) for c in raw.get("conversions", [])),
@@ -400,6 +411,7 @@ def _load_facts(doc: YamlDocument, valuesets: dict, facts: dict, errors: _Collec
             classes=tuple(classes), drug_table=tables.get("drug_table"), factor_table=tables.get("factor_table"),
             daily_by_code=tuple(sorted((raw.get("daily_by_code") or {}).items())),
             questionnaire_items=raw.get("questionnaire_items", False), on_record=raw.get("on_record", False),
+            scale=scale,
             parameters=tuple(sorted((k, float(v["value"])) for k, v in (raw.get("parameters") or {}).items())),
         )
         if classes:  # codes of every class: for prefetch requirements and validation scope

@@ -107,6 +107,8 @@ class FactDefinition:
     roles: tuple = ()  # pacing: the role of each of `inputs` (activity, minutes, symptom, goal, medications)
     parameters: tuple = ()  # pacing: ((name, value), ...) from the fact's `parameters` (each with its source)
     on_record: bool = False  # medication: any order, statement or dispense in the look-back counts (window_days)
+    # a score on a fixed scale: (min, max, codes whose definition fixes it); see _scale_problem
+    scale: tuple | None = None
 
     @property
     def resource_types(self) -> set[str]:
@@ -287,6 +289,7 @@ def _observation_values(definition: FactDefinition, data: PatientData, now: dt.d
     # (now - when).days > window_days, as one comparison: older than window_days + 1 whole days
     too_old = now - dt.timedelta(days=definition.window_days + 1) if definition.window_days is not None else None
     factors: dict = {}  # unit as sent -> factor to the fact's unit (a chart uses one or two units per code)
+    skipped: dict[str, list[str]] = {}  # why a reading is off its scale -> the readings (one note per reason)
     for i in sorted(positions):  # pool order, as a scan of the pool would give
         obs, when = observations[i], times[i]
         if when is None or when > now or obs.get("status") not in allowed:
@@ -306,12 +309,50 @@ def _observation_values(definition: FactDefinition, data: PatientData, now: dt.d
         elif (ordinal := _ordinal_value(obs.get("valueCodeableConcept"))) is not None:
             value = ordinal  # a coded answer that carries its score (questionnaire items such as PHQ-9 item 9)
         else:
+            if definition.scale is not None:
+                skipped.setdefault(SCALE_NOT_A_NUMBER, []).append(_ref(obs))
             continue
+        if definition.scale is not None:
+            problem = _scale_problem(definition, obs, value, coded=quantity is None and "valueInteger" not in obs)
+            if problem is not None:
+                skipped.setdefault(problem, []).append(_ref(obs))
+                continue
         rows.append((when, value, obs))
+    for reason, refs in skipped.items():
+        more = f" and {len(refs) - 3} more" if len(refs) > 3 else ""
+        fact.notes.append(f"{definition.name}: {len(refs)} reading{'s' if len(refs) > 1 else ''} not used, "
+                          f"{reason}: {', '.join(refs[:3])}{more}")
     if definition.questionnaire_items:
         rows.extend(_questionnaire_values(definition, data, now, fact))
     rows.sort(key=lambda r: r[0])
     return rows
+
+
+SCALE_NOT_A_NUMBER = "not a number on the scale (a coded or text answer without a score)"
+
+
+def _scale_problem(definition: FactDefinition, obs: dict, value: float, coded: bool) -> str | None:
+    """Why a reading cannot be read on the fact's fixed scale, or None when it can.
+
+    A code that fixes the scale (the 0-10 NRS, 72514-3) is enough; another code (38208-5 "Pain severity -
+    Reported" fixes none, clinical review item 11) counts only as a number that states the scale itself: a
+    referenceRange from the scale's min to its max. A coded answer needs a scale-fixing code."""
+    low, high, fixed_by = definition.scale
+    fixed = any(isinstance(c, dict) and c.get("code") in fixed_by
+                and not definition.match_keys.isdisjoint(coding_keys({"coding": [c]}))
+                for c in (obs.get("code") or {}).get("coding") or ())
+    scale = f"{low:g}-{high:g}"
+    if coded and not fixed:
+        return f"a coded answer under a code that fixes no {scale} scale"
+    if not low <= value <= high:
+        return f"outside the {scale} scale"
+    if fixed:
+        return None
+    for rng in obs.get("referenceRange") or ():
+        lo, hi = (rng.get("low") or {}).get("value"), (rng.get("high") or {}).get("value")
+        if is_number(lo) and is_number(hi) and (lo, hi) == (low, high):  # 0 == 0.0 in Python
+            return None
+    return f"its code fixes no {scale} scale and none is stated (referenceRange {scale})"
 
 
 QR_OK = {"completed", "amended"}

@@ -36,6 +36,7 @@ CODES = {
     "steps": (LOINC, "41950-7", "Number of steps in 24 hour Measured"),
     "steps_partial": (LOINC, "55423-8", "Number of steps in unspecified time Pedometer"),
     "pain": (LOINC, "72514-3", "Pain severity - 0-10 verbal numeric rating [Score] - Reported"),
+    "pain_reported": (LOINC, "38208-5", "Pain severity - Reported"),
     "sleep": (LOINC, "93832-4", "Sleep duration"),
     "phq9": (LOINC, "44261-6", "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]"),
     "phq9_item9": (LOINC, "44260-8", "Thoughts that you would be better off dead, or of hurting yourself in some way"),
@@ -581,6 +582,30 @@ def patients() -> list[Chart]:
     pain.update(flat(4.5, range(1, 8)))
     c.pain(pain)
     c.goal("Walk 5800 steps a day", status_days_ago=7, target=("steps", 5800), due_days=7)
+    labs_recent(c)
+    out.append(c)
+
+    # P10. Clinical review item 11: pain also sent under LOINC 38208-5, which fixes no scale. Steady 6000 steps and
+    #      a 0-10 NRS (72514-3) of 4 every day; on days 1-3 the app also sent 38208-5 as "9" with no scale, on day
+    #      2 a coded answer "severe" (scored 9 by the sender's own list), on day 5 "40" (a 0-100 scale). Only 38208-5
+    #      numbers stated on a 0-10 scale (referenceRange 0-10, days 8-14: 4) count. Before: the day means rose to
+    #      6.5 (a flare). Expected: steady, step up; no flare card; the skipped readings named in explain.
+    c = Chart("pacing-pain-no-scale", "pt-painscale", "female", "1968-09-12", "Haddad", "Leila")
+    c.condition(*CHRONIC_LBP_SCT)
+    c.steps(steady(6000))
+    c.pain(flat(4))
+    for d in (1, 2, 3):
+        c.obs("pain_reported", 9, "{score}", day(d, 21), ucum_code="{score}")
+    coded = c.obs("pain_reported", 0, None, day(2, 22))
+    del coded["valueQuantity"]
+    coded["valueCodeableConcept"] = {"coding": [{
+        # a sender's own answer list (an example local system, not a standard code), scored by ordinalValue
+        "system": "https://example.org/fhir/CodeSystem/pain-answer", "code": "severe", "display": "Severe",
+        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/ordinalValue", "valueDecimal": 9}]}],
+        "text": "Severe"}
+    c.obs("pain_reported", 40, "{score}", day(5, 21), ucum_code="{score}")
+    for d in range(8, 15):
+        c.obs("pain_reported", 4, "{score}", day(d, 21), ucum_code="{score}", ref_range=(0, 10, "{score}"))
     labs_recent(c)
     out.append(c)
 

@@ -96,6 +96,13 @@ def test_active_rule_needs_approval_and_evidence_needs_link(rules_copy):
     assert any("evidence.0" in e and "url" in e for e in errors)
 
 
+def test_a_scale_fixed_by_a_code_the_fact_does_not_read_is_a_load_error(rules_copy):
+    facts = rules_copy / "facts" / "activity.yaml"
+    facts.write_text(facts.read_text().replace("fixed_by: [72514-3]", "fixed_by: [38221-8]"))
+    errors = errors_of(rules_copy)
+    assert any("activity.yaml" in e and "scale:" in e and "38221-8" in e for e in errors), errors
+
+
 def test_cli_validate_reports_errors(rules_copy, capsys):
     from pacecds.cli import main
 

@@ -63,6 +63,8 @@ EXPECTED = {
     "pacing-heart-rate-over-ceiling": ("steady", {"hr_ceiling": 120, "hr_days": 6, "hr_over_days": 4,
                                                   "hr_highest": 132}),
     "pacing-exertion-over-ceiling": ("steady", {"rpe_ceiling": 13, "rpe_over_days": 3, "rpe_highest": 15}),
+    # clinical review item 11: the 38208-5 readings with no 0-10 scale (9, "severe", 40) would make a flare
+    "pacing-pain-no-scale": ("steady", {"pain_usual": 4.0, "pain_latest": 4.0, "flares_90d": 0, "pain_days": 14}),
     "pacing-step-up-pain": ("step_up_pain", {"mean_7d": 5800, "prev_mean_7d": 5000, "pain_mean_7d": 4.5,
                                              "pain_prev_mean_7d": 3.0}),
 }
@@ -202,3 +204,46 @@ def test_an_inventory_in_progress_is_not_used(tree):
             e["resource"]["status"] = "in-progress"
     fact, _ = pacing(tree, doc)
     assert "bad_day_activities" not in fact.values
+
+
+def _pain_observations(doc, code):
+    return [e for e in doc["entry"] if e["resource"]["resourceType"] == "Observation"
+            and e["resource"]["code"]["coding"][0]["code"] == code]
+
+
+def test_pain_under_38208_5_counts_only_as_a_number_on_a_stated_0_10_scale(tree):
+    """Clinical review item 11, on the real chart: each skipped reading is named with its reason."""
+    doc = chart("pacing-pain-no-scale")
+    fact, _ = pacing(tree, doc)
+    notes = [n for n in fact.notes if n.startswith("pain_daily:")]
+    reported = [e["resource"]["id"] for e in _pain_observations(doc, "38208-5")]
+    no_scale = next(n for n in notes if "fixes no 0-10 scale and none is stated" in n)
+    assert no_scale.startswith("pain_daily: 3 readings not used")
+    assert all(f"Observation/{rid}" in no_scale for rid in reported[:3])
+    assert any("1 reading not used, a coded answer" in n and f"Observation/{reported[3]}" in n for n in notes)
+    assert any("1 reading not used, outside the 0-10 scale" in n and f"Observation/{reported[4]}" in n
+               for n in notes)
+    # the readings stated on a 0-10 scale are used: they alone make the pain series once the NRS is gone
+    doc = copy.deepcopy(doc)
+    doc["entry"] = [e for e in doc["entry"] if e not in _pain_observations(doc, "72514-3")]
+    fact, _ = pacing(tree, doc)
+    assert fact.values["pain_days"] == 7 and fact.values["pain_usual"] == 4.0
+    assert all(f"Observation/{rid}" in fact.provenance for rid in reported[5:])
+    assert not any(f"Observation/{rid}" in fact.provenance for rid in reported[:5])
+
+
+def test_the_0_10_nrs_is_read_on_its_scale_only(tree):
+    """72514-3 fixes the scale: a coded answer with its score counts, a value above 10 is skipped and named."""
+    doc = copy.deepcopy(chart("pacing-steady"))
+    nrs = _pain_observations(doc, "72514-3")
+    high, coded = nrs[-1]["resource"], nrs[-2]["resource"]
+    high["valueQuantity"]["value"] = 55
+    del coded["valueQuantity"]
+    coded["valueCodeableConcept"] = {"coding": [{
+        "system": "https://example.org/fhir/CodeSystem/pain-answer", "code": "four", "display": "4",
+        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/ordinalValue", "valueDecimal": 4}]}]}
+    fact, _ = pacing(tree, doc)
+    assert fact.values["state"] == "steady" and fact.values["flares_90d"] == 0
+    assert f"Observation/{coded['id']}" in fact.provenance
+    assert any(n == f"pain_daily: 1 reading not used, outside the 0-10 scale: Observation/{high['id']}"
+               for n in fact.notes), fact.notes
