@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from fhir_adapter.facts import GOAL_ANY_STATUS
+
 SUPPORTED_HOOKS = ("patient-view", "order-select", "order-sign")
 
 # Codes per search beyond this length are dropped from the template (the search then asks for every
@@ -26,8 +28,10 @@ _SEARCH = {
     "Procedure": ("patient", None),
     "Encounter": ("patient", None),
     "ServiceRequest": ("patient", "status=active"),
-    # open goals as the goal facts count them (a Goal created from a card's suggestion starts as 'proposed')
-    "Goal": ("patient", "lifecycle-status=proposed,planned,accepted,active,on-hold"),
+    # every goal status a fact reads: open goals (a Goal created from a card's suggestion starts as 'proposed')
+    # and completed ones (pacing: the level a completed goal agreed, and a step up to a newer, higher goal);
+    # cancelled, entered-in-error and rejected goals are never asked for
+    "Goal": ("patient", "lifecycle-status=" + ",".join(sorted(GOAL_ANY_STATUS))),
 }
 # Search keys by type (what an integrator reads in discovery).
 _KEY = {

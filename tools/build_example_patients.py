@@ -485,6 +485,21 @@ def patients() -> list[Chart]:
     labs_recent(c)
     out.append(c)
 
+    # P4b. At maintenance with an achieved goal: steady at 6000 steps, stable pain; his pacing Goal of 6000 steps a
+    #      day was completed (achieved) 20 days ago and none is open. Expected: at maintenance, no step-up; the
+    #      goal-review nudge to agree the next goal (no open pacing goal). The completed Goal must be prefetched
+    #      (lifecycle-status includes completed), or he would be told to step up.
+    c = Chart("pacing-maintenance-goal-completed", "pt-maintdone", "male", "1957-02-11", "Mensah", "Kofi")
+    c.condition(*KNEE_OA_ICD)
+    c.steps(steady(6000))
+    c.pain(flat(4))
+    done = c.goal("Walk 6000 steps a day, every day (maintenance level)", status="completed", status_days_ago=20,
+                  start_days_ago=120, target=("steps", 6000), due_days=-20, pacing_category=True)
+    done["achievementStatus"] = {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/goal-achievement", "code": "achieved", "display": "Achieved"}]}
+    labs_recent(c)
+    out.append(c)
+
     # P5. Steps fell 40% after cyclobenzaprine was started 10 days ago (6000 -> 3600), pain unchanged; a pacing
     #     goal reviewed 10 days ago. Expected: an association card naming cyclobenzaprine and its start date.
     c = Chart("pacing-fall-after-new-drug", "pt-newdrug", "female", "1965-02-08", "Santos", "Maria")

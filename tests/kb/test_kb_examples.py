@@ -115,16 +115,18 @@ def test_details_never_print_a_missing_value_as_a_number(ruleset, case):
         assert not re.search(r"not recorded ?(steps|g/dL|ng/mL|h\b|MME|/10|mIU)", card.get("detail", "")), card["detail"]
 
 
-def test_goal_prefetch_asks_for_every_open_goal_status(ruleset):
+def test_goal_prefetch_asks_for_every_goal_status_the_facts_read(ruleset):
     """A Goal created from a card suggestion is 'proposed': the prefetch must bring it back, or goal-review
-    would keep firing after the clinician accepted the suggestion."""
+    would keep firing after the clinician accepted the suggestion. Pacing also reads completed goals (the level
+    agreed, a step up to a newer goal); cancelled, entered-in-error and rejected goals are never asked for."""
     from fhir_adapter.facts import GOAL_OPEN
     from service.services import build_services
 
     pv = next(s for s in build_services(ruleset, 400) if s.hook == "patient-view")
     goals = next(p.template for p in pv.prefetch if p.resource_type == "Goal")
     statuses = set(goals.split("lifecycle-status=")[1].split("&")[0].split(","))
-    assert statuses == GOAL_OPEN
+    assert statuses == GOAL_OPEN | {"completed"}
+    assert not statuses & {"cancelled", "entered-in-error", "rejected"}
 
 
 def test_medication_statement_prefetch_matches_what_the_facts_count(ruleset):

@@ -98,6 +98,9 @@ class FhirTestServer:
             ref = (resource.get("subject") or resource.get("patient") or {}).get("reference", "")
             if ref != f"Patient/{patient}":
                 return False
+        statuses = query.get("lifecycle-status")  # Goal: as a FHIR server filters, so a missing status shows
+        if statuses and resource.get("lifecycleStatus") not in statuses[0].split(","):
+            return False
         codes = query.get("code")
         if codes:
             wanted = set(codes[0].split(","))
