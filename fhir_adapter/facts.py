@@ -70,7 +70,12 @@ KIND_ATTRIBUTES = {
                "bout_active": "1", "bout_rest_min": "1", "bout_rest_max": "1", "pain_mean_7d": "1",
                "pain_prev_mean_7d": "1", "flare_history": None, "bad_day_activities": None, "bad_day_text": None,
                "hr_ceiling": "1", "hr_days": "1", "hr_over_days": "1",
-               "hr_highest": "1", "rpe_ceiling": "1", "rpe_days": "1", "rpe_over_days": "1", "rpe_highest": "1"},
+               "hr_highest": "1", "rpe_ceiling": "1", "rpe_days": "1", "rpe_over_days": "1", "rpe_highest": "1",
+               # the latest step up: from a pacing Goal's raised target (source goal, with its date) or seen in
+               # the activity (source activity); pain before and since it; the level to go back to
+               "step_up_source": None, "step_up_date": None, "step_up_days_ago": "1", "step_up_from": "1",
+               "step_up_to": "1", "pain_before_step_up": "1", "pain_since_step_up": "1", "pain_since_days": "1",
+               "back_to": "1"},
 }
 DEFAULT_ATTRIBUTE = {"observation": "value", "daily_series": "mean_7d", "condition": "present",
                      "medication": "present", "patient": "value", "goal": "present", "record": "present",
@@ -80,7 +85,8 @@ DEFAULT_ATTRIBUTE = {"observation": "value", "daily_series": "mean_7d", "conditi
 LIST_ATTRIBUTES = {"names", "codes", "classes", "lines", "uncomputed", "flare_history", "bad_day_activities",
                    "bad_day_text"}
 TEXT_ATTRIBUTES = {"name", "state", "state_text", "activity", "activity_unit", "fall_drug", "fall_drug_start",
-                   "unsmart_text", "flare_severity", "measure_code", "measure_display", "target_ucum"}
+                   "unsmart_text", "flare_severity", "measure_code", "measure_display", "target_ucum",
+                   "step_up_source", "step_up_date"}
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,13 @@ The state is one of (checked in this order, the first that holds wins):
     insufficient_data                          no activity recorded in the last 28 days (nothing to pace from)
     building_baseline                          fewer than min_days of activity or pain in the last 14 days
     at_maintenance                             the typical level meets the target of an agreed pacing Goal
-    step_up_pain                               activity up more than the steady band this week and pain up more than
-                                               pain_rise_allowed (short of a flare): back to last week's level
-    progressing                                activity rising week on week with stable pain
+    step_up_pain                               pain up more than pain_rise_allowed (short of a flare) after a step up:
+                                               the pacing target raised by a new Goal in the last goal_step_up_days
+                                               (pain in the week after its start against the week before: back to the
+                                               previous target), or activity up more than the steady band this week
+                                               (this week's pain against last week's: back to last week's level)
+    progressing                                activity rising week on week with stable pain, or the pacing target
+                                               raised in the last 7 days with stable pain (a step in progress)
     steady                                     activity steady week on week, small day-to-day swings, stable pain
     variable                                   none of these (activity falling or swinging without the boom-bust
                                                pain link, or pain creeping up): no step is advised
@@ -67,7 +71,7 @@ STATE_TEXT = {
     "flare_settling": "flare settling: pain coming down",
     "flare_settled": "flare settled: rebuilding activity",
     "boom_bust": "boom-bust: big swings with pain after busy days",
-    "step_up_pain": "pain rose after a step up in activity",
+    "step_up_pain": "pain rose after a step up",
 }
 
 
@@ -128,26 +132,67 @@ def episodes(pain: dict[int, float], usual: float | None, p: dict) -> list[Episo
     return out
 
 
+AGREED_GOAL = {"active", "accepted", "completed", "on-hold"}  # a level the clinician and patient agreed
+
+
+def _daily_target(goal: dict, kind: str, unit_def) -> float | None:
+    """A Goal's daily activity target in the patient's unit (the highest of its targets in that unit), or None."""
+    codes = STEP_CODES if kind == "steps" else MINUTE_CODES
+    best = None
+    for t in goal.get("target") or []:
+        if not isinstance(t, dict):
+            continue
+        measure = {c.get("code") for c in (t.get("measure") or {}).get("coding") or [] if isinstance(c, dict)}
+        if not measure & codes:
+            continue
+        q = t.get("detailQuantity") or (t.get("detailRange") or {}).get("low")
+        if not isinstance(q, dict) or not isinstance(q.get("value"), (int, float)):
+            continue
+        value = unit_def.to_unit(float(q["value"]), q.get("code") or q.get("unit"))
+        if value is not None and (best is None or value > best):
+            best = value
+    return best
+
+
 def _goal_target(goal_def, data, kind: str, unit_def) -> tuple[float | None, str | None]:
     """The daily target of an agreed pacing Goal in the patient's activity unit (the highest, if several)."""
-    codes = STEP_CODES if kind == "steps" else MINUTE_CODES
     best, ref = None, None
     for goal in recognised_goals(goal_def, data, GOAL_ANY_STATUS):
-        if goal.get("lifecycleStatus") not in ("active", "accepted", "completed", "on-hold"):
+        if goal.get("lifecycleStatus") not in AGREED_GOAL:
             continue
-        for t in goal.get("target") or []:
-            if not isinstance(t, dict):
-                continue
-            measure = {c.get("code") for c in (t.get("measure") or {}).get("coding") or [] if isinstance(c, dict)}
-            if not measure & codes:
-                continue
-            q = t.get("detailQuantity") or (t.get("detailRange") or {}).get("low")
-            if not isinstance(q, dict) or not isinstance(q.get("value"), (int, float)):
-                continue
-            value = unit_def.to_unit(float(q["value"]), q.get("code") or q.get("unit"))
-            if value is not None and (best is None or value > best):
-                best, ref = value, _ref(goal)
+        value = _daily_target(goal, kind, unit_def)
+        if value is not None and (best is None or value > best):
+            best, ref = value, _ref(goal)
     return best, ref
+
+
+def goal_step_up(goal_def, data, kind: str, unit_def, now: dt.datetime, max_days: float):
+    """The latest raise of an agreed pacing target in the last max_days: (days ago, previous target, new target,
+    the new Goal, the Goal it replaces), or None.
+
+    Each agreed pacing Goal with a daily target in the patient's unit is dated by when its pursuit began
+    (startDate, else statusDate); a Goal replaces the one dated just before it. A raise is a Goal whose target is
+    higher than that of the Goal it replaces: a completed goal followed by a new, higher one, or a newer goal
+    raising the target of one still open. Proposed goals (not agreed yet), and cancelled, rejected or
+    entered-in-error ones, never count. A target edited in place leaves no trace in the Goal itself (no history
+    is read): only a new Goal shows a step up."""
+    dated = []
+    for goal in recognised_goals(goal_def, data, GOAL_ANY_STATUS):
+        if goal.get("lifecycleStatus") not in AGREED_GOAL:
+            continue
+        target = _daily_target(goal, kind, unit_def)
+        when = parse_time(goal.get("startDate")) or parse_time(goal.get("statusDate"))
+        if target is None or when is None or when > now:
+            continue
+        dated.append((when.astimezone(dt.timezone.utc).date().toordinal(), target, goal))
+    dated.sort(key=lambda row: row[0])
+    today = now.astimezone(dt.timezone.utc).date().toordinal()
+    for (before, old, old_goal), (start, new, new_goal) in reversed(list(zip(dated, dated[1:]))):
+        if today - start > max_days:
+            break
+        if start > before and new > old:
+            return today - start, old, new, new_goal, old_goal
+    return None
 
 
 def _start_days_ago(resource: dict, now: dt.datetime) -> int | None:
@@ -306,9 +351,26 @@ def derive(definition, data, now: dt.datetime) -> Fact:
         elif boom_bust:
             state = "boom_bust"
             _set_levels(fact, statistics.median(last14), p, step)
+    unit_def = roles.get("activity" if kind == "steps" else "minutes")
+    raised = goal_step_up(roles["goal"], data, kind, unit_def, now, p["goal_step_up_days"]) \
+        if "goal" in roles and unit_def is not None else None
+    goal_pain_rose = goal_stepping = False
+    if raised is not None:  # the clinician raised the pacing target: the step-up date, and pain since then
+        ago, old, new, new_goal, old_goal = raised
+        fact.values.update(step_up_source="goal", step_up_days_ago=ago, step_up_from=round_to(old, step),
+                           step_up_to=round_to(new, step),
+                           step_up_date=(now - dt.timedelta(days=ago)).date().isoformat())
+        used.extend((_ref(new_goal), _ref(old_goal)))
+        since = [pain[d] for d in range(0, ago + 1) if d in pain and d >= ago - 6]  # the first week after it
+        before = [pain[d] for d in range(ago + 1, ago + 8) if d in pain]
+        if len(since) >= p["goal_step_up_min_days"] and len(before) >= 4:
+            fact.values.update(pain_before_step_up=round(_mean(before), 1), pain_since_step_up=round(_mean(since), 1),
+                               pain_since_days=len(since))
+            goal_pain_rose = _mean(since) > _mean(before) + p["pain_rise_allowed"]
+        goal_stepping = ago < 7  # a step in progress: stable for about a week before the next (clinical reference)
     if state is None:
-        target, goal_ref = _goal_target(roles["goal"], data, kind, roles["activity" if kind == "steps" else "minutes"]) \
-            if "goal" in roles else (None, None)
+        target, goal_ref = _goal_target(roles["goal"], data, kind, unit_def) \
+            if "goal" in roles and unit_def is not None else (None, None)
         if target is not None and goal_ref is not None:
             fact.values["goal_target"] = round_to(target, step)
             used.append(goal_ref)
@@ -322,12 +384,21 @@ def derive(definition, data, now: dt.datetime) -> Fact:
         stepped_up = m7 is not None and prev7 and m7 > prev7 * (1 + p["steady_band"])
         pain_rose = (len(pain_week) >= 4 and len(pain_prev) >= 4
                      and _mean(pain_week) > _mean(pain_prev) + p["pain_rise_allowed"])
-        if target is not None and typical >= target * p["maintenance_met"] and pain_stable:
+        if goal_pain_rose and raised is not None:
+            state = "step_up_pain"  # more pain since the pacing target was raised: back to the previous target
+            fact.values["back_to"] = fact.values["step_up_from"]
+        elif target is not None and typical >= target * p["maintenance_met"] and pain_stable:
             state = "at_maintenance"
         elif stepped_up and pain_rose:
             state = "step_up_pain"  # more activity this week and more pain: back to last week's level
+            fact.values.update(step_up_source="activity", back_to=fact.values["prev_mean_7d"],
+                               step_up_from=fact.values["prev_mean_7d"], step_up_to=fact.values["mean_7d"],
+                               pain_before_step_up=fact.values["pain_prev_mean_7d"],
+                               pain_since_step_up=fact.values["pain_mean_7d"])
         elif pain_stable and m7 is not None and prev7 and m7 > prev7 * (1 + p["steady_band"]):
             state = "progressing"
+        elif goal_stepping and pain_stable:
+            state = "progressing"  # the target was raised this week: no further step until it is held
         elif (pain_stable and m7 is not None and prev7 and abs(m7 / prev7 - 1) <= p["steady_band"]
               and swing is not None and swing < p["steady_swing"]):
             state = "steady"

@@ -624,6 +624,36 @@ def patients() -> list[Chart]:
     labs_recent(c)
     out.append(c)
 
+    # P11. A step up from a Goal change: his 5000-step pacing goal was completed 5 days ago and the physiotherapist
+    #      set a new one of 5500 steps a day from that day. Steps 5000, then 5500 for the last 5 days (this week's
+    #      mean is only 7% above last week's: the activity alone shows no step up). Pain 3 until then, 4.5 since
+    #      (short of a flare). Before: no card (pain up, no step seen: "variable"). Expected: the step-up response
+    #      naming the goal change and its date, back to 5000 steps a day.
+    def goal_step_up_chart(name, pid, given, pain_after):
+        c = Chart(name, pid, "male", "1969-04-30", "Brennan", given)
+        c.condition(*CHRONIC_LBP_ICD)
+        steps = steady(5000, days=range(6, 29))
+        steps.update(steady(5500, days=range(1, 6)))
+        c.steps(steps)
+        pain = flat(3, range(6, 29))
+        pain.update(flat(pain_after, range(1, 6)))
+        c.pain(pain)
+        c.goal("Walk 5000 steps a day", status="completed", status_days_ago=5, start_days_ago=60,
+               target=("steps", 5000), due_days=-5, pacing_category=True)
+        c.goal("Walk 5500 steps a day (a step up of 500)", status_days_ago=5, start_days_ago=5,
+               target=("steps", 5500), due_days=28, pacing_category=True)
+        labs_recent(c)
+        return c
+
+    out.append(goal_step_up_chart("pacing-goal-step-up-pain", "pt-goalstep", "Sean", 4.5))
+    # P11b. The same raise with pain steady at 3: a step in progress, no step-up card and no further step advised.
+    out.append(goal_step_up_chart("pacing-goal-step-up-tolerated", "pt-goalstepok", "Liam", 3))
+    # P11c. Trap: the new, higher goal was entered in error: no step up, no card about it.
+    c = goal_step_up_chart("pacing-goal-step-up-entered-in-error", "pt-goalstepeie", "Owen", 4.5)
+    next(e["resource"] for e in reversed(c.entries) if e["resource"]["resourceType"] == "Goal")["lifecycleStatus"] = \
+        "entered-in-error"
+    out.append(c)
+
     # 10. Short sleep recorded in minutes (about 5.8 h a night).
     c = Chart("sleep-short-minutes", "pt-sleep", "female", "1970-08-08", "Rossi", "Giulia")
     c.condition(*CHRONIC_LBP_ICD)

@@ -65,8 +65,16 @@ EXPECTED = {
     "pacing-exertion-over-ceiling": ("steady", {"rpe_ceiling": 13, "rpe_over_days": 3, "rpe_highest": 15}),
     # clinical review item 11: the 38208-5 readings with no 0-10 scale (9, "severe", 40) would make a flare
     "pacing-pain-no-scale": ("steady", {"pain_usual": 4.0, "pain_latest": 4.0, "flares_90d": 0, "pain_days": 14}),
+    "pacing-goal-step-up-pain": ("step_up_pain", {
+        "step_up_source": "goal", "step_up_date": "2026-11-15", "step_up_days_ago": 5, "step_up_from": 5000,
+        "step_up_to": 5500, "pain_before_step_up": 3.0, "pain_since_step_up": 4.5, "pain_since_days": 5,
+        "back_to": 5000, "mean_7d": 5400, "prev_mean_7d": 5000}),
+    "pacing-goal-step-up-tolerated": ("progressing", {"step_up_date": "2026-11-15", "pain_since_step_up": 3.0}),
+    "pacing-goal-step-up-entered-in-error": ("variable", {"goal_target": 5000}),
+    "pacing-maintenance-goal-completed": ("at_maintenance", {"goal_target": 6000}),
     "pacing-step-up-pain": ("step_up_pain", {"mean_7d": 5800, "prev_mean_7d": 5000, "pain_mean_7d": 4.5,
-                                             "pain_prev_mean_7d": 3.0}),
+                                             "pain_prev_mean_7d": 3.0, "step_up_source": "activity",
+                                             "back_to": 5000}),
 }
 
 
@@ -247,3 +255,35 @@ def test_the_0_10_nrs_is_read_on_its_scale_only(tree):
     assert f"Observation/{coded['id']}" in fact.provenance
     assert any(n == f"pain_daily: 1 reading not used, outside the 0-10 scale: Observation/{high['id']}"
                for n in fact.notes), fact.notes
+
+
+def _goals(doc):
+    return [e["resource"] for e in doc["entry"] if e["resource"]["resourceType"] == "Goal"]
+
+
+def test_a_step_up_is_only_a_raise_over_the_goal_it_replaces(tree):
+    """The newer goal lower than the one before is no step up; nor is a raise proposed but not agreed yet, nor one
+    older than goal_step_up_days; a raise over a goal still open (not completed) is one."""
+    base = chart("pacing-goal-step-up-pain")
+    for change, expect_step_up in (
+        (lambda old, new: new["target"][0]["detailQuantity"].update(value=4500), False),
+        (lambda old, new: new.update(lifecycleStatus="proposed"), False),
+        (lambda old, new: new.update(startDate="2026-10-20"), False),
+        (lambda old, new: old.update(lifecycleStatus="active"), True),
+    ):
+        doc = copy.deepcopy(base)
+        old, new = _goals(doc)
+        change(old, new)
+        fact, _ = pacing(tree, doc)
+        assert (fact.values.get("step_up_source") == "goal") is expect_step_up, (new, fact.values.get("state"))
+        assert (fact.values["state"] == "step_up_pain") is expect_step_up
+
+
+def test_a_goal_without_a_start_date_is_dated_by_its_status_date(tree):
+    doc = copy.deepcopy(chart("pacing-goal-step-up-pain"))
+    new = _goals(doc)[1]
+    del new["startDate"]
+    new["statusDate"] = "2026-11-16"
+    fact, _ = pacing(tree, doc)
+    assert fact.values["step_up_date"] == "2026-11-16" and fact.values["state"] == "step_up_pain"
+    assert f"Goal/{new['id']}" in fact.provenance

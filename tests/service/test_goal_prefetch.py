@@ -56,3 +56,9 @@ def test_a_cancelled_goal_is_not_fetched_and_does_not_count(bundled_ruleset, aud
     fired, _ = fetched_cards("pacing-steady", bundled_ruleset, audit,
                              extra=[dict(goal, subject={"reference": "Patient/pt-steady"})])
     assert "pacing.progress" in fired
+
+
+def test_a_goal_raise_over_a_completed_goal_is_seen_through_the_fhir_server(bundled_ruleset, audit):
+    """The step up is a completed goal followed by a new, higher one: both must be fetched for the card."""
+    fired, _ = fetched_cards("pacing-goal-step-up-pain", bundled_ruleset, audit)
+    assert "pacing.step-up-response" in fired
