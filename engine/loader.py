@@ -306,7 +306,8 @@ def _link_fact_inputs(fact_docs: list, facts: dict, errors: _Collector) -> None:
 
 PACING_ROLES = {"activity": ("daily_series",), "minutes": ("daily_series",), "symptom": ("daily_series",),
                 "goal": ("goal",), "medications": ("medication_classes", "medication"),
-                "heart_rate": ("daily_series",), "exertion": ("daily_series",)}
+                "heart_rate": ("daily_series",), "exertion": ("daily_series",),
+                "resting_heart_rate": ("daily_series",)}
 
 
 def _link_pacing(doc, name: str, raw: dict, facts: dict, errors: _Collector) -> None:

@@ -75,7 +75,7 @@ KIND_ATTRIBUTES = {
                # the activity (source activity); pain before and since it; the level to go back to
                "step_up_source": None, "step_up_date": None, "step_up_days_ago": "1", "step_up_from": "1",
                "step_up_to": "1", "pain_before_step_up": "1", "pain_since_step_up": "1", "pain_since_days": "1",
-               "back_to": "1"},
+               "back_to": "1", "hr_resting": "1", "hr_resting_days": "1"},
 }
 DEFAULT_ATTRIBUTE = {"observation": "value", "daily_series": "mean_7d", "condition": "present",
                      "medication": "present", "patient": "value", "goal": "present", "record": "present",

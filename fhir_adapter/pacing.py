@@ -6,6 +6,8 @@ with its source or labelled a choice:
 - activity: the steps series (daily_series); minutes: the active-minutes series (daily_series), used when the
   patient records more days of minutes than of steps in the last 14 days (a wheelchair user, a swimmer);
 - symptom: daily pain 0-10 (daily_series); goal: the goal fact that recognises pacing goals;
+- resting_heart_rate (optional): shown beside a clinician-set heart-rate ceiling (median of the last 7 days); it
+  never sets a ceiling (no formula is given by the clinical sources);
 - medications (optional): a medication_classes fact; a sustained fall in activity after one of its drugs was
   started is reported as an association, never as a cause.
 
@@ -413,6 +415,12 @@ def derive(definition, data, now: dt.datetime) -> Fact:
     for role, prefix in (("heart_rate", "hr"), ("exertion", "rpe")):
         if role in roles:
             _intensity(fact, roles[role], prefix, data, now, used)
+    if "resting_heart_rate" in roles:  # context beside a heart-rate ceiling only: no source gives a formula
+        resting, refs = _daily_values(roles["resting_heart_rate"], data, now, fact)
+        week = [resting[d] for d in range(0, 7) if d in resting]
+        if week:
+            fact.values.update(hr_resting=round(statistics.median(week)), hr_resting_days=len(week))
+            used.extend(refs)
 
     # -- bad-day substitutes from the activity inventory ---------------------------------------------
     substitutes, inventory_ref = bad_day_activities(data, now, p["inventory_max_age_days"])

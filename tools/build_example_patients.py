@@ -538,7 +538,8 @@ def patients() -> list[Chart]:
     out.append(c)
 
     # P6b. The same wheelchair user, but heart rate 132/min on 4 of the last 7 days, above the ceiling of 120/min
-    #      his physiotherapist set (a Goal). Expected: intensity card (gentler, shorter bouts) besides the step-up.
+    #      his physiotherapist set (a Goal). Expected: intensity card (gentler, shorter bouts) besides the step-up;
+    #      his resting heart rate (40443-4, about 64/min on 5 of the last 7 days) shown as context, not a ceiling.
     c = Chart("pacing-heart-rate-over-ceiling", "pt-hrover", "male", "1979-10-30", "Adeyemi", "Tayo")
     c.condition(*CHRONIC_LBP_ICD)
     c.series("exercise_minutes", steady(30), "min", "min", hour=17)
@@ -546,6 +547,8 @@ def patients() -> list[Chart]:
     for d in range(1, 15):
         c.obs("heart_rate", 132 if d in (1, 2, 4, 6) else 112, "beats/minute", day(d, 17, 20),
               category="vital-signs", ucum_code="/min")
+    for d, rest in zip((1, 2, 3, 5, 6), (63, 65, 64, 66, 62)):
+        c.obs("resting_heart_rate", rest, "beats/minute", day(d, 7), category="vital-signs", ucum_code="/min")
     c.ceiling_goal("heart_rate", 120, "/min", "Keep heart rate below 120/min during exercise")
     labs_recent(c)
     out.append(c)

@@ -162,7 +162,7 @@ def test_prefetch_asks_only_for_what_the_pacing_fact_reads(ruleset):
     they arrive), medications by theirs; never the union of all of them for every type."""
     reqs = {r["resourceType"]: set(r["codes"]) for r in ruleset.data_requirements("patient-view")}
     assert {"http://loinc.org|55411-3", "http://loinc.org|68516-4", "http://loinc.org|8867-4",
-            "http://loinc.org|41950-7", "http://loinc.org|72514-3"} <= reqs["Observation"]
+            "http://loinc.org|41950-7", "http://loinc.org|72514-3", "http://loinc.org|40443-4"} <= reqs["Observation"]
     assert not any("rxnorm" in c for c in reqs["Observation"])
     assert len(reqs["Observation"]) < 40  # short enough to stay a code filter in the prefetch template
     assert reqs["Goal"] == set()
@@ -177,3 +177,29 @@ def test_boom_bust_plan_names_the_bad_day_substitutes(ruleset):
                 if a["resource"]["resourceType"] == "CarePlan")
     assert any("Gentle walk round the block, Seated stretching" in a["detail"]["description"]
                for a in plan["activity"])
+
+
+def _card(ruleset, doc, rule_id):
+    return next(c for c in ruleset.evaluate(doc, now=NOW).cards if c["extension"]["pacecds.rule"]["id"] == rule_id)
+
+
+def test_the_goal_step_up_card_names_the_change_and_suggests_the_previous_target(ruleset):
+    card = _card(ruleset, chart("pacing-goal-step-up-pain"), "pacing.step-up-response")
+    assert "raised from 5000 to" in card["detail"] and "**5500 steps a day**" in card["detail"]
+    assert "previous target of about **5000 steps a day**" in card["detail"]
+    goal = card["suggestions"][0]["actions"][0]["resource"]
+    assert goal["target"][0]["detailQuantity"]["value"] == 5000
+
+
+def test_resting_heart_rate_is_context_beside_the_ceiling_never_a_ceiling(ruleset):
+    card = _card(ruleset, chart("pacing-heart-rate-over-ceiling"), "pacing.intensity-above-ceiling")
+    assert "resting heart rate recorded on\n5 of the last 7 days was about 64/min".replace("\n", " ") in \
+        " ".join(card["detail"].split())
+    # the wheelchair user records resting heart rate too; without his ceiling Goals no intensity card can fire
+    doc = copy.deepcopy(chart("pacing-wheelchair-minutes"))
+    doc["entry"] = [e for e in doc["entry"] if e["resource"]["resourceType"] != "Goal"]
+    for e in doc["entry"]:
+        r = e["resource"]
+        if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] == "8867-4":
+            r["valueQuantity"]["value"] = 190
+    assert "pacing.intensity-above-ceiling" not in fired(ruleset, doc)

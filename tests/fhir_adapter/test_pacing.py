@@ -61,7 +61,7 @@ EXPECTED = {
     "pacing-new-drug-no-fall": ("steady", {}),
     "sleep-short-minutes": ("insufficient_data", {}),
     "pacing-heart-rate-over-ceiling": ("steady", {"hr_ceiling": 120, "hr_days": 6, "hr_over_days": 4,
-                                                  "hr_highest": 132}),
+                                                  "hr_highest": 132, "hr_resting": 64, "hr_resting_days": 5}),
     "pacing-exertion-over-ceiling": ("steady", {"rpe_ceiling": 13, "rpe_over_days": 3, "rpe_highest": 15}),
     # clinical review item 11: the 38208-5 readings with no 0-10 scale (9, "severe", 40) would make a flare
     "pacing-pain-no-scale": ("steady", {"pain_usual": 4.0, "pain_latest": 4.0, "flares_90d": 0, "pain_days": 14}),
@@ -287,3 +287,13 @@ def test_a_goal_without_a_start_date_is_dated_by_its_status_date(tree):
     fact, _ = pacing(tree, doc)
     assert fact.values["step_up_date"] == "2026-11-16" and fact.values["state"] == "step_up_pain"
     assert f"Goal/{new['id']}" in fact.provenance
+
+
+def test_resting_heart_rate_sets_no_ceiling(tree):
+    """No cited formula (resting + N, a fraction of an age-predicted maximum): resting heart rate is shown, never
+    turned into a ceiling."""
+    doc = copy.deepcopy(chart("pacing-wheelchair-minutes"))
+    doc["entry"] = [e for e in doc["entry"] if e["resource"]["resourceType"] != "Goal"]
+    fact, _ = pacing(tree, doc)
+    assert fact.values["hr_resting"] == 68 and fact.values["hr_resting_days"] == 6
+    assert "hr_ceiling" not in fact.values and "hr_over_days" not in fact.values
