@@ -145,7 +145,7 @@ NEXT_TARGET = {
     "flare_peak": ("flare floor", "flare_floor"),
     "flare_settling": ("rebuild toward pre-flare quota", "pre_flare_quota"),
     "flare_settled": ("rebuild toward pre-flare quota", "pre_flare_quota"),
-    "step_up_pain": ("back to last week's level", "prev_mean_7d"),
+    "step_up_pain": ("back to the previous level", "back_to"),  # the previous target, or last week's level
 }
 STEP_UP = ("step-up target", "step_up")
 CURRENT_FLARE = {"flare_rising", "flare_peak", "flare_settling"}
