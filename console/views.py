@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from flask import Blueprint, Flask, abort, current_app, render_template, request
+from flask import Blueprint, Flask, abort, current_app, g, redirect, render_template, request, session, url_for
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
@@ -19,7 +19,7 @@ from engine.rulestree import read_fact_definitions
 from governance.attributes import rule_source_attributes
 from governance.diff import DiffError, diff_trees, materialise
 
-from . import security
+from . import security, signin
 from .chart import chart_number
 from .markdown import render_markdown
 from .workbench import WorkbenchError, evaluate, load_examples, parse_input, parse_when
@@ -30,13 +30,27 @@ MAX_INPUT_BYTES = 5 * 1024 * 1024
 _GIT_REV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/~^@{}-]{0,199}$")
 
 
-def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str = "") -> None:
-    """Mount the console under /console. `state` is the service's ServiceState (ruleset, audit store)."""
+def register_console(app: Flask, state, *, mode: str, disabled_reason: str = "", users=None,
+                     secret_key: str | None = None, trust_forwarded_proto: bool = False) -> None:
+    """Mount the console under /console. `state` is the service's ServiceState (ruleset, audit store).
+
+    mode "local": callers on this machine, no sign-in; "signin": signed-in users with roles (`users`, a
+    UserDirectory; `secret_key` signs the session; HTTPS only); "disabled": every address answers 403."""
+    if mode not in ("local", "signin", "disabled"):
+        raise ValueError(f"console mode {mode!r}")
     app.jinja_env.autoescape = True  # render_template autoescapes .html already; also for any other name
-    app.extensions["pacecds_console"] = {"enabled": enabled}
-    if not enabled:
+    app.extensions["pacecds_console"] = {"enabled": mode != "disabled", "mode": mode}
+    if mode == "disabled":
         _register_disabled(app, disabled_reason or "The console is disabled.")
         return
+    if mode == "signin":
+        if users is None or not secret_key:
+            raise ValueError("the signed-in console needs users and a secret key")
+        app.secret_key = secret_key
+        app.config.update(SESSION_COOKIE_NAME="pacecds_console_session", SESSION_COOKIE_PATH="/console",
+                          SESSION_COOKIE_SECURE=True, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+                          PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=signin.SESSION_HOURS))
+    failures = signin.FailedSignIns()
     bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                    static_folder="static", static_url_path="/static")
 
@@ -54,8 +68,29 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
 
     @bp.before_request
     def _guard():
-        if not security.caller_is_local(request):
-            raise security.Forbidden(403, "The console only answers callers on this machine.")
+        g.console_user = None
+        if mode == "local":
+            if not security.caller_is_local(request):
+                raise security.Forbidden(403, "The console only answers callers on this machine.")
+        else:
+            if not signin.is_https(request, trust_forwarded_proto):
+                raise security.Forbidden(403, "The console is served over HTTPS only.")
+            g.console_user = user = signin.current_user(users)
+            endpoint = request.endpoint or ""
+            if endpoint not in signin.PUBLIC_ENDPOINTS:
+                if user is None:
+                    if request.method == "GET" and endpoint:
+                        session["next"] = request.path  # kept in the session, never put in an address
+                        return redirect(url_for("console.signin_page"))
+                    raise security.Forbidden(403, "Sign in first.")
+                role = signin.ENDPOINT_ROLES.get(endpoint)
+                if role is None and endpoint:  # a page nobody gave a role: nobody may open it
+                    raise security.Forbidden(403, "This page is not open to any role.")
+                if role is not None and not user.may(role):
+                    log.info("console %s refused to %s (%s): needs %s", request.path, user.username, user.role,
+                             role)
+                    raise security.Forbidden(403, f"Your role ({user.role}) may not open this page; it is for "
+                                                  f"the {role} role.")
         if request.method == "POST":
             security.check_csrf()
 
@@ -65,9 +100,53 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
 
     @bp.context_processor
     def _globals():
+        user = g.get("console_user")
         return {"csrf_token": security.csrf_token, "markdown": render_markdown, "HOOKS": HOOKS,
+                "console_mode": mode, "console_user": user,
+                "may_audit": mode == "local" or (user is not None and user.may("auditor")),
                 "ruleset_meta": getattr(state.ruleset, "meta", {}), "pretty": _pretty, "as_yaml": _as_yaml, "num": _num,
                 "chart_num": chart_number}
+
+    if mode == "signin":
+        @bp.get("/signin")
+        def signin_page():
+            return render_template("signin.html", error=None, username="")
+
+        @bp.post("/signin")
+        def signin_post():
+            username = request.form.get("username", "").strip()
+            password = request.form.get("password", "")
+            address = request.remote_addr or "unix socket"
+            wait = failures.blocked_for(username, address)
+            if wait > 0:
+                log.warning("console sign-in refused for %r from %s: too many failed sign-ins", username, address)
+                minutes = int(wait // 60) + 1
+                response = current_app.make_response((render_template(
+                    "signin.html", username=username,
+                    error=f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes > 1 else ''}."),
+                    429))
+                response.headers["Retry-After"] = str(int(wait) + 1)
+                return response
+            user = users.authenticate(username, password)
+            if user is None:
+                failures.failed(username, address)
+                log.warning("console sign-in failed for %r from %s", username, address)
+                return render_template("signin.html", username=username,
+                                       error="The user name or password is wrong."), 401
+            failures.succeeded(username)
+            target = session.get("next")
+            signin.start_session(user, security.new_token())
+            log.info("console sign-in: %s (%s) from %s at %s", user.username, user.role, address, _now())
+            if not (isinstance(target, str) and target.startswith("/console/") and not target.startswith("//")):
+                target = url_for("console.home")
+            return redirect(target, code=303)
+
+        @bp.post("/signout")
+        def signout():
+            user = g.get("console_user")
+            session.clear()
+            log.info("console sign-out: %s at %s", user.username if user else "?", _now())
+            return redirect(url_for("console.signin_page"), code=303)
 
     @bp.get("/")
     def home():
@@ -267,6 +346,9 @@ def _date(text: str) -> str | None:
 
 
 def _who() -> str:
+    user = g.get("console_user")
+    if user is not None:
+        return f"user {user.username} ({user.role}) from {request.remote_addr or 'unix socket'}"
     return f"local user at {request.remote_addr or 'unix socket'} (no sign-in: local use only)"
 
 
