@@ -217,6 +217,8 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
                                          "production it needs signed-in users (PACECDS_CONSOLE_USERS and "
                                          "PACECDS_CONSOLE_SECRET_KEY; see docs/console.md). Without them, use it "
                                          "locally (no PACECDS_TRUSTED_ISSUERS) on this machine.")
+    if app.extensions["pacecds_console"]["enabled"] and cfg.public_url and audit_store is not None:
+        state.card_link_base = f"{cfg.public_url}/console/card/"  # pacing cards link to their decision
 
     # Latency: the ruleset, JSON Schemas and fhir.resources model classes loaded above live as long as the
     # process. Moving them out of the collector's reach means a full collection (triggered every few

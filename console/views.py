@@ -20,7 +20,7 @@ from governance.attributes import rule_source_attributes
 from governance.diff import DiffError, diff_trees, materialise
 
 from . import security, signin
-from .chart import chart_number
+from .chart import chart_number, levels_svg, stored_levels
 from .markdown import render_markdown
 from .workbench import WorkbenchError, evaluate, load_examples, parse_input, parse_when
 
@@ -236,6 +236,30 @@ def register_console(app: Flask, state, *, mode: str, disabled_reason: str = "",
             abort(404)
         expl = rec.get("explanation") if isinstance(rec.get("explanation"), dict) else {}
         return render_template("decision.html", rec=rec, expl=expl)
+
+    @bp.get("/card/<card_uuid>")
+    def card(card_uuid: str):
+        """Where a pacing card's link leads (service.handlers.link_to_console): the stored decision of that card,
+        for the clinician who saw it: the card, the pacing levels it was based on as a chart, and why it fired."""
+        store = state.audit_store
+        if store is None:
+            abort(404)
+        rec = store.get_by_card(card_uuid)
+        log.info("console card decision viewed by %s at %s: card=%s seq=%s found=%s", _who(), _now(), card_uuid,
+                 rec.get("seq") if rec else None, rec is not None)
+        if rec is None:
+            abort(404)
+        stored = next((c for c in rec.get("cards") or [] if c.get("uuid") == card_uuid), {})
+        rule_id = (stored.get("rule") or {}).get("id")
+        fired = next((f for f in rec.get("rulesFired") or [] if f.get("id") == rule_id), {})
+        pacing = ((fired.get("facts") or {}).get("pacing") or {}).get("values") or {}
+        levels = stored_levels(pacing)
+        expl = rec.get("explanation") if isinstance(rec.get("explanation"), dict) else {}
+        rules = [r for r in expl.get("rules") or [] if r.get("id") == rule_id]
+        feedback = [f for f in rec.get("feedback") or [] if f.get("card") == card_uuid]
+        return render_template("card.html", rec=rec, card=stored, rule_id=rule_id, pacing=pacing, levels=levels,
+                               chart=levels_svg(levels, str(pacing.get("activity_unit") or "")),
+                               rules=rules, feedback=feedback)
 
     @bp.get("/audit/verify")
     def verify():
