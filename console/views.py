@@ -249,9 +249,9 @@ def register_console(app: Flask, state, *, mode: str, disabled_reason: str = "",
                  rec.get("seq") if rec else None, rec is not None)
         if rec is None:
             abort(404)
-        stored = next((c for c in rec.get("cards") or [] if c.get("uuid") == card_uuid), {})
+        stored: dict = next((c for c in rec.get("cards") or [] if c.get("uuid") == card_uuid), {})
         rule_id = (stored.get("rule") or {}).get("id")
-        fired = next((f for f in rec.get("rulesFired") or [] if f.get("id") == rule_id), {})
+        fired: dict = next((f for f in rec.get("rulesFired") or [] if f.get("id") == rule_id), {})
         pacing = ((fired.get("facts") or {}).get("pacing") or {}).get("values") or {}
         levels = stored_levels(pacing)
         expl = rec.get("explanation") if isinstance(rec.get("explanation"), dict) else {}
