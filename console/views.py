@@ -276,11 +276,15 @@ def register_console(app: Flask, state, *, mode: str, disabled_reason: str = "",
         if store is None:
             abort(404)
         since = request.args.get("since", "").strip()
+        release = request.args.get("release", "").strip()  # a ruleset's sha256 (or "name version"): no patient data
         try:
-            st = store.stats(since=_date(since))
+            st = store.stats(since=_date(since), release=release or None)
         except ValueError:
             abort(400)
-        return render_template("stats.html", st=st, since=since, chart=_stats_chart(st))
+        log.info("console statistics viewed by %s at %s (since=%s release=%s)", _who(), _now(), since or "-",
+                 release or "all")
+        return render_template("stats.html", st=st, since=since, release=release, chart=_stats_chart(st),
+                               patients_chart=_histogram_chart(st["cards_per_patient"]["histogram"]))
 
     app.register_blueprint(bp)
 
@@ -404,15 +408,16 @@ def _stats_chart(st: dict) -> Markup:
     rules = list(st.get("rules", {}).items())
     if not rules:
         return Markup("")
-    metrics = [("fired", "#2b6cb0"), ("shadow_fired", "#718096"), ("accepted", "#2f855a"), ("overridden", "#c53030")]
+    metrics = [("fired", "#2b6cb0"), ("shadow_fired", "#718096"), ("cards", "#6b46c1"), ("accepted", "#2f855a"),
+               ("overridden", "#c53030")]
     top = max([max(e.get(m, 0) for m, _ in metrics) for _, e in rules] + [1])
     row_h, bar_h, left, width = 16 * len(metrics) + 14, 14, 280, 760
     height = 30 + row_h * len(rules)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
            'role="img" aria-label="Per-rule counts; the same numbers are in the table below">']
     for i, (m, colour) in enumerate(metrics):
-        out.append(f'<rect x="{left + i * 115}" y="4" width="12" height="12" fill="{colour}"/>'
-                   f'<text x="{left + i * 115 + 16}" y="14" font-size="12">{m.replace("_", " ")}</text>')
+        out.append(f'<rect x="{left + i * 92}" y="4" width="12" height="12" fill="{colour}"/>'
+                   f'<text x="{left + i * 92 + 16}" y="14" font-size="12">{m.replace("_", " ")}</text>')
     for k, (rid, e) in enumerate(rules):
         y0 = 28 + k * row_h
         out.append(f'<text x="{left - 8}" y="{y0 + row_h / 2}" font-size="12" text-anchor="end">{escape(rid)}</text>')
@@ -422,4 +427,26 @@ def _stats_chart(st: dict) -> Markup:
                        f'<title>{escape(rid)} {m}: {e.get(m, 0)}</title></rect>'
                        f'<text x="{left + w + 4:.1f}" y="{y0 + i * 16 + 11}" font-size="11">{e.get(m, 0)}</text>')
     out.append("</svg>")
+    return Markup("".join(out))
+
+
+def _histogram_chart(histogram: dict) -> Markup:
+    """Vertical bars: how many patients got 0, 1, 2, ... cards (in the chosen release and dates)."""
+    if not any(histogram.values()):
+        return Markup("")
+    top = max(histogram.values())
+    width, height, left, bottom, bar = 420, 190, 40, 30, 48
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+           'role="img" aria-label="Patients by number of cards; the same numbers are in the table beside it">']
+    plot_h = height - bottom - 20
+    for i, (label, n) in enumerate(histogram.items()):
+        h = plot_h * n / top
+        x = left + i * (bar + 12)
+        y = height - bottom - h
+        out.append(f'<rect x="{x}" y="{y:.1f}" width="{bar}" height="{h:.1f}" fill="#6b46c1">'
+                   f'<title>{n} patients with {label} cards</title></rect>'
+                   f'<text x="{x + bar / 2}" y="{y - 4:.1f}" font-size="12" text-anchor="middle">{n}</text>'
+                   f'<text x="{x + bar / 2}" y="{height - bottom + 16}" font-size="12" text-anchor="middle">'
+                   f'{label}</text>')
+    out.append(f'<text x="{left}" y="{height - 2}" font-size="11">cards per patient</text></svg>')
     return Markup("".join(out))
