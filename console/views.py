@@ -403,21 +403,22 @@ def _as_yaml(value) -> str:
 
 
 def _stats_chart(st: dict) -> Markup:
-    """Horizontal bars per rule: fired, cards, accepted, overridden."""
+    """Horizontal bars per rule: fired, shadow-fired, cards, accepted, overridden. Only rules with any of these
+    (a rule evaluated but never fired is a row of zeros, in the table only)."""
     from markupsafe import escape
-    rules = list(st.get("rules", {}).items())
-    if not rules:
-        return Markup("")
     metrics = [("fired", "#2b6cb0"), ("shadow_fired", "#718096"), ("cards", "#6b46c1"), ("accepted", "#2f855a"),
                ("overridden", "#c53030")]
+    rules = [(rid, e) for rid, e in st.get("rules", {}).items() if any(e.get(m, 0) for m, _ in metrics)]
+    if not rules:
+        return Markup("")
     top = max([max(e.get(m, 0) for m, _ in metrics) for _, e in rules] + [1])
     row_h, bar_h, left, width = 16 * len(metrics) + 14, 14, 280, 760
     height = 30 + row_h * len(rules)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
            'role="img" aria-label="Per-rule counts; the same numbers are in the table below">']
     for i, (m, colour) in enumerate(metrics):
-        out.append(f'<rect x="{left + i * 92}" y="4" width="12" height="12" fill="{colour}"/>'
-                   f'<text x="{left + i * 92 + 16}" y="14" font-size="12">{m.replace("_", " ")}</text>')
+        out.append(f'<rect x="{8 + i * 110}" y="4" width="12" height="12" fill="{colour}"/>'
+                   f'<text x="{8 + i * 110 + 16}" y="14" font-size="12">{m.replace("_", " ")}</text>')
     for k, (rid, e) in enumerate(rules):
         y0 = 28 + k * row_h
         out.append(f'<text x="{left - 8}" y="{y0 + row_h / 2}" font-size="12" text-anchor="end">{escape(rid)}</text>')

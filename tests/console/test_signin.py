@@ -32,7 +32,9 @@ def test_pages_need_a_signed_in_user(client):
     r = client.post("/console/workbench", data={"example": "x"})
     assert r.status_code == 403
     page = client.get("/console/signin")
-    assert page.status_code == 200 and 'type="password"' in page.get_data(as_text=True)
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'type="password"' in html
+    assert "/console/workbench" not in html and "sha256" not in html  # nothing shown before sign-in
 
 
 def test_https_only(signin_app):
