@@ -90,7 +90,7 @@ class FailedSignIns:
         now = time.monotonic()
         with self._lock:
             wait = 0.0
-            for key, limit in ((f"u:{username.lower()}", self.per_user), (f"a:{address}", self.per_address)):
+            for key, limit in ((_user_key(username), self.per_user), (f"a:{address}", self.per_address)):
                 times = self._recent(key, now)
                 if len(times) >= limit:
                     wait = max(wait, self.window_s - (now - times[-limit]))
@@ -99,7 +99,7 @@ class FailedSignIns:
     def failed(self, username: str, address: str) -> None:
         now = time.monotonic()
         with self._lock:
-            for key in (f"u:{username.lower()}", f"a:{address}"):
+            for key in (_user_key(username), f"a:{address}"):
                 times = self._recent(key, now)
                 times.append(now)
                 self._fails[key] = times[-self.per_address:]
@@ -109,4 +109,9 @@ class FailedSignIns:
 
     def succeeded(self, username: str) -> None:
         with self._lock:
-            self._fails.pop(f"u:{username.lower()}", None)
+            self._fails.pop(_user_key(username), None)
+
+
+def _user_key(username: str) -> str:
+    # at most a user name's length (64): a posted megabyte "name" must not become a megabyte key
+    return f"u:{username[:64].lower()}"

@@ -114,7 +114,7 @@ def register_console(app: Flask, state, *, mode: str, disabled_reason: str = "",
 
         @bp.post("/signin")
         def signin_post():
-            username = request.form.get("username", "").strip()
+            username = request.form.get("username", "").strip()[:64]  # longer is no user name (console/users.py)
             password = request.form.get("password", "")
             address = request.remote_addr or "unix socket"
             wait = failures.blocked_for(username, address)

@@ -127,7 +127,7 @@ def test_sign_in_form_needs_its_token(client):
     assert client.get("/console/workbench").status_code == 302
 
 
-def test_a_new_password_ends_earlier_sessions(client, signin_app, tmp_path, ruleset, audit):
+def test_a_new_password_ends_earlier_sessions(tmp_path, ruleset, audit):
     path = tmp_path / "users.yaml"
     set_user(path, "carla", PASSWORDS["carla"], "clinician", create=True)
     c = https_client(create_app(ServiceConfig(env="test", ruleset=ruleset, audit_store=audit,
@@ -204,3 +204,19 @@ def test_cli_adds_users_with_a_password_from_stdin(tmp_path):
     again = read_users(path)["dana"]
     assert again.role == "clinician" and again.hash != user.hash
     assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_failed_sign_in_memory_is_bounded_and_forgets_after_the_window(monkeypatch):
+    from console import signin
+
+    clock = [1000.0]
+    monkeypatch.setattr(signin.time, "monotonic", lambda: clock[0])
+    fails = signin.FailedSignIns(per_user=2, per_address=50, window_s=60, max_keys=4)
+    for i in range(10):
+        fails.failed("x" * 100_000 + str(i), f"10.0.0.{i}")
+    assert len(fails._fails) <= 4 and all(len(k) <= 66 for k in fails._fails)
+    fails.failed("carla", "10.9.9.9")
+    fails.failed("carla", "10.9.9.8")
+    assert 0 < fails.blocked_for("carla", "10.9.9.7") <= 60
+    clock[0] += 61
+    assert fails.blocked_for("carla", "10.9.9.7") == 0
