@@ -79,7 +79,16 @@ def submit_upload(driver, base: str, path: Path, now: str) -> None:
     now_box = driver.find_element(By.ID, "now")
     now_box.clear()
     now_box.send_keys(now)
-    driver.find_element(By.ID, "evaluate").click()
+    click_and_wait(driver, driver.find_element(By.ID, "evaluate"))
+
+
+def click_and_wait(driver, element) -> None:
+    """Click a submit button and wait until its page has been replaced (the next page is then loaded)."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(element))
 
 
 def test_upload_a_patient_and_see_cards_and_chart(server, browser):
@@ -128,7 +137,7 @@ def test_open_a_rule(server, browser):
 
     browser.get(f"{server}/console/rules")
     shot(browser, "rules")
-    browser.find_element(By.LINK_TEXT, "pacing.flare-scale-back").click()
+    click_and_wait(browser, browser.find_element(By.LINK_TEXT, "pacing.flare-scale-back"))
     assert browser.find_element(By.CSS_SELECTOR, "h1 .rule-id").text == "pacing.flare-scale-back"
     assert "Nielson WR" in browser.find_element(By.CSS_SELECTOR, "ol.evidence").text
     # the rule's numbers are parameters of the pacing fact it reads
@@ -149,7 +158,7 @@ def test_compare_two_releases(server, browser):
         box = browser.find_element(By.ID, field)
         box.clear()
         box.send_keys(value)
-    browser.find_element(By.ID, "compare").click()
+    click_and_wait(browser, browser.find_element(By.ID, "compare"))
     diff = browser.find_element(By.ID, "diff").text
     assert "pacecds-core 1.0.0 → pacecds-core 1.1.0" in diff
     assert "pacing.flare-scale-back 1.0.0 → 2.0.0" in diff
@@ -168,7 +177,7 @@ def test_open_a_decision_from_the_audit_log(server, browser, client):
         "overrideReason": {"reason": card["overrideReasons"][0]}}]}).status_code == 200
     browser.get(f"{server}/console/audit")
     shot(browser, "audit")
-    browser.find_element(By.CSS_SELECTOR, "a.decision-link").click()
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "a.decision-link"))
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Decision ")
     assert "Pain flare" in browser.find_element(By.ID, "cards").text
     assert "ferritin.age_days" in browser.find_element(By.ID, "explain").text
@@ -263,7 +272,7 @@ def test_clinician_signs_in_uses_the_workbench_and_is_refused_the_log(tls_server
     now_box = browser.find_element(By.ID, "now")
     now_box.clear()
     now_box.send_keys(FLARE_NOW)
-    browser.find_element(By.ID, "evaluate").click()
+    click_and_wait(browser, browser.find_element(By.ID, "evaluate"))
     cards = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#cards article.card"))
     assert len(cards) == 1 and "Pain flare" in cards[0].text
     assert browser.find_element(By.CSS_SELECTOR, "svg.pacing-chart").size["width"] > 300
