@@ -198,12 +198,27 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
             body["ruleset"] = info
         return json_response(body)
 
-    # The web console (console/, /console): local use only, like the service without trusted issuers (the
-    # loopback check above covers it); disabled with issuers or in production until it has signed-in users.
-    register_console(app, state, enabled=authenticator is None and not cfg.production,
-                     disabled_reason="The console is disabled on this service: with trusted issuers or in production "
-                                     "it needs signed-in users with roles, which are not built yet. Use it locally "
-                                     "(no PACECDS_TRUSTED_ISSUERS) on this machine.")
+    # The web console (console/, /console): signed-in users with roles when PACECDS_CONSOLE_USERS is set; else
+    # local use only, like the service without trusted issuers (the loopback check above covers it); else
+    # (issuers or production, no users) disabled rather than open.
+    if cfg.console_signin:
+        from console.users import UserDirectory, UsersError
+        try:
+            users = UserDirectory(str(cfg.console_users_file))
+        except UsersError as e:
+            raise ConfigError(f"PACECDS_CONSOLE_USERS: {e}") from None
+        register_console(app, state, mode="signin", users=users, secret_key=cfg.console_secret_key,
+                         trust_forwarded_proto=cfg.console_trust_forwarded_proto)
+    elif authenticator is None and not cfg.production:
+        register_console(app, state, mode="local")
+    else:
+        register_console(app, state, mode="disabled",
+                         disabled_reason="The console is disabled on this service: with trusted issuers or in "
+                                         "production it needs signed-in users (PACECDS_CONSOLE_USERS and "
+                                         "PACECDS_CONSOLE_SECRET_KEY; see docs/console.md). Without them, use it "
+                                         "locally (no PACECDS_TRUSTED_ISSUERS) on this machine.")
+    if app.extensions["pacecds_console"]["enabled"] and cfg.public_url and audit_store is not None:
+        state.card_link_base = f"{cfg.public_url}/console/card/"  # pacing cards link to their decision
 
     # Latency: the ruleset, JSON Schemas and fhir.resources model classes loaded above live as long as the
     # process. Moving them out of the collector's reach means a full collection (triggered every few

@@ -764,23 +764,37 @@ class AuditStore:
                 yield {"seq": row.seq, "prevHash": row.prev_hash, "hash": row.hash, "seal": row.seal,
                        "record": json.loads(row.body)}
 
-    def stats(self, since: str | None = None) -> dict:
-        """Per rule: evaluated, fired, shadow-fired, cards, accepted, overridden, override reasons."""
+    def stats(self, since: str | None = None, release: str | None = None) -> dict:
+        """Per rule: evaluated, fired, shadow-fired, cards, accepted, overridden, override reasons, patients
+        with a card; and cards per patient. `release`: only decisions made by that ruleset (a key from
+        `releases`, the ruleset's sha256, else "name version"), and the feedback on their cards. `releases`
+        lists every ruleset seen since `since`, whatever `release` says (for choosing one)."""
         rules: dict[str, dict] = {}
 
         def entry(rid: str | None) -> dict:
             rid = rid or "(unknown)"
             return rules.setdefault(rid, {"evaluated": 0, "fired": 0, "shadow_fired": 0, "cards": 0,
                                           "accepted": 0, "overridden": 0, "override_reasons": {},
-                                          "versions": set()})
+                                          "versions": set(), "patients": set()})
 
         evaluations = feedback = 0
+        releases: dict[str, dict] = {}
+        chosen: set[int] = set()  # seqs of the decisions counted (feedback follows its decision)
+        per_patient: dict[str, int] = {}
         where = [records.c.recorded_at >= since] if since else []
         with self.engine.connect() as conn:
             for row in self._rows(conn, *where):
                 rec = json.loads(row.body)
                 if rec.get("type") == "evaluation":
+                    key, info = release_of(rec)
+                    seen = releases.setdefault(key, {**info, "key": key, "evaluations": 0})
+                    seen["evaluations"] += 1
+                    if release is not None and key != release:
+                        continue
+                    chosen.add(row.seq)
                     evaluations += 1
+                    patient = rec.get("patientKey") or "(no patient)"
+                    per_patient[patient] = per_patient.get(patient, 0) + len(rec.get("cards") or [])
                     for r in rec.get("rulesEvaluated") or []:
                         e = entry(r.get("id"))
                         e["evaluated"] += 1
@@ -790,8 +804,12 @@ class AuditStore:
                     for r in rec.get("shadow") or []:
                         entry(r.get("id"))["shadow_fired"] += 1
                     for c in rec.get("cards") or []:
-                        entry((c.get("rule") or {}).get("id"))["cards"] += 1
+                        e = entry((c.get("rule") or {}).get("id"))
+                        e["cards"] += 1
+                        e["patients"].add(patient)
                 elif rec.get("type") == "feedback":
+                    if release is not None and rec.get("evaluationSeq") not in chosen:
+                        continue
                     feedback += 1
                     e = entry((rec.get("rule") or {}).get("id"))
                     if rec.get("outcome") == "accepted":
@@ -802,8 +820,25 @@ class AuditStore:
                         e["override_reasons"][reason] = e["override_reasons"].get(reason, 0) + 1
         for e in rules.values():
             e["versions"] = sorted(v for v in e["versions"] if v)
-        return {"since": since, "evaluations": evaluations, "feedback": feedback,
-                "rules": dict(sorted(rules.items()))}
+            e["patients"] = len(e["patients"])
+        counts = list(per_patient.values())
+        histogram = {label: 0 for label in ("0", "1", "2", "3", "4", "5+")}
+        for n in counts:
+            histogram[str(n) if n < 5 else "5+"] += 1
+        return {"since": since, "release": release, "evaluations": evaluations, "feedback": feedback,
+                "rules": dict(sorted(rules.items())), "releases": list(releases.values()),
+                "cards_per_patient": {"patients": len(counts), "cards": sum(counts),
+                                      "mean": round(sum(counts) / len(counts), 2) if counts else None,
+                                      "max": max(counts) if counts else None, "histogram": histogram}}
+
+
+def release_of(rec: dict) -> tuple[str, dict]:
+    """The ruleset that made a decision: (key, {name, version, sha256}); the key is the sha256 when recorded."""
+    rs = rec.get("ruleset")
+    rs = rs if isinstance(rs, dict) else {}
+    info = {k: rs.get(k) for k in ("name", "version", "sha256")}
+    key = info["sha256"] or " ".join(str(info[k]) for k in ("name", "version") if info[k]) or "(unknown)"
+    return str(key), info
 
 
 def _reason_label(reason: Any) -> str:

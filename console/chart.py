@@ -345,3 +345,60 @@ def _svg(chart: PacingChart) -> Markup:
                            f'text-anchor="middle" fill="#555">{d.strftime("%d %b")}</text>')
     out.append("</svg>")
     return Markup("".join(out))
+
+
+# ---- the levels a stored decision's pacing fact held (the card-link page) ---------------------------------------
+
+@dataclass
+class Level:
+    group: str   # "activity" or "pain"
+    label: str
+    value: float
+
+
+def stored_levels(values: dict) -> list[Level]:
+    """The pacing fact's levels as the decision log keeps them (not the daily series, which it does not keep):
+    activity (latest day, 7-day mean, usual level, quota, the state's next target) and pain (latest, usual, the
+    current flare's peak). Missing values are left out, never shown as zero."""
+    out: list[Level] = []
+    label, attr = NEXT_TARGET.get(values.get("state"), STEP_UP)  # type: ignore[arg-type]
+    for group, name, text in (("activity", "latest_activity", "latest day"), ("activity", "mean_7d", "last 7 days"),
+                              ("activity", "typical", "usual level"), ("activity", "quota", "quota"),
+                              ("activity", attr, label),
+                              ("pain", "pain_latest", "latest pain"), ("pain", "pain_usual", "usual pain"),
+                              ("pain", "flare_peak_pain", "flare peak")):
+        v = _number(values, name)
+        if v is not None and not (group == "pain" and name == "flare_peak_pain" and
+                                  values.get("state") not in CURRENT_FLARE):
+            out.append(Level(group, text, v))
+    return out
+
+
+def levels_svg(levels: list[Level], activity_unit: str) -> Markup:
+    """Horizontal bars, one group per scale (activity, pain 0-10); every text escaped."""
+    if not levels:
+        return Markup("")
+    groups = [(g, [lv for lv in levels if lv.group == g]) for g in ("activity", "pain")]
+    groups = [(g, lv) for g, lv in groups if lv]
+    row, left, width = 22, 190, WIDTH
+    height = TOP + sum(26 + row * len(lv) for _, lv in groups)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+           f'height="{height}" role="img" aria-label="Pacing levels at the time of the card; the same numbers are '
+           f'in the table below" class="levels">']
+    y = TOP
+    for group, items in groups:
+        top = 10.0 if group == "pain" else _nice(max(lv.value for lv in items))
+        title = "pain (0-10)" if group == "pain" else f"activity ({activity_unit})"
+        out.append(f'<text x="4" y="{y + 4}" font-size="13" font-weight="bold">{escape(title)}</text>')
+        y += 12
+        for lv in items:
+            w = (width - left - 70) * max(lv.value, 0) / top
+            colour = "#c53030" if group == "pain" else "#2b6cb0"
+            out.append(f'<text x="{left - 8}" y="{y + 14}" font-size="12" text-anchor="end">{escape(lv.label)}</text>'
+                       f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="14" fill="{colour}">'
+                       f'<title>{escape(lv.label)}: {_fmt(lv.value)}</title></rect>'
+                       f'<text x="{left + w + 4:.1f}" y="{y + 14}" font-size="12">{_fmt(lv.value)}</text>')
+            y += row
+        y += 14
+    out.append("</svg>")
+    return Markup("".join(out))

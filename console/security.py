@@ -1,9 +1,8 @@
-"""Who may use the console, CSRF protection and response headers.
+"""CSRF protection, response headers and the local-use check of the console.
 
-The console has no sign-in of its own yet. It is served only where the service itself trusts nobody it cannot
-see: without trusted issuers (local use) the app answers only callers on this machine (server.py), and the
-console checks the same again. With issuers configured, or in production, the console is disabled: a clinical
-console needs signed-in users with roles, and none is built yet (docs/console.md).
+Local use (no PACECDS_CONSOLE_USERS): served only where the service itself trusts nobody it cannot see; without
+trusted issuers the app answers only callers on this machine (server.py), and the console checks the same again.
+Signed-in use (console/signin.py): the CSRF token lives in the signed session instead of its own cookie.
 """
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import hmac
 import secrets
 from urllib.parse import urlsplit
 
-from flask import Request, Response, g, request
+from flask import Request, Response, current_app, g, request, session
 
 from service.config import is_loopback
 
@@ -36,8 +35,22 @@ def caller_is_local(req: Request) -> bool:
     return not addr or is_loopback(addr)  # no address: a unix socket, local by nature
 
 
+def signin_mode() -> bool:
+    return (current_app.extensions.get("pacecds_console") or {}).get("mode") == "signin"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
 def csrf_token() -> str:
-    """The token of this browser (double-submit cookie: no server-side secret, so any worker can check it)."""
+    """The token of this browser. Signed in: kept in the signed session (any worker can check it, the secret
+    is shared). Local: a double-submit cookie (no server-side secret at all)."""
+    if signin_mode():
+        token = session.get("csrf")
+        if not isinstance(token, str) or len(token) < 32:
+            token = session["csrf"] = new_token()
+        return token
     token = getattr(g, "console_csrf", None)
     if token is None:
         cookie = request.cookies.get(CSRF_COOKIE, "")
@@ -51,14 +64,17 @@ def csrf_token() -> str:
 
 def check_csrf() -> None:
     """Every POST: the form's token equals the cookie's, and a browser-sent Origin (or Referer) is this host."""
-    cookie = request.cookies.get(CSRF_COOKIE, "")
+    cookie = session.get("csrf", "") if signin_mode() else request.cookies.get(CSRF_COOKIE, "")
+    cookie = cookie if isinstance(cookie, str) else ""
     sent = request.form.get(CSRF_FIELD, "")
     if not cookie or not sent or not hmac.compare_digest(cookie.encode(), sent.encode()):
         raise Forbidden(400, "The form's security token is missing or stale: reload the page and submit again.")
     origin = request.headers.get("Origin") or request.headers.get("Referer")
     if origin and origin != "null":
         parts = urlsplit(origin)
-        if f"{parts.scheme}://{parts.netloc}" != request.host_url.rstrip("/"):
+        # the scheme too, except behind a TLS proxy (signed-in mode), where this process sees http
+        same = parts.netloc == request.host and (parts.scheme == request.scheme or signin_mode())
+        if not same:
             raise Forbidden(403, "The form was sent from another site.")
 
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from flask import Blueprint, Flask, abort, current_app, render_template, request
+from flask import Blueprint, Flask, abort, current_app, g, redirect, render_template, request, session, url_for
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
@@ -19,8 +19,8 @@ from engine.rulestree import read_fact_definitions
 from governance.attributes import rule_source_attributes
 from governance.diff import DiffError, diff_trees, materialise
 
-from . import security
-from .chart import chart_number
+from . import security, signin
+from .chart import chart_number, levels_svg, stored_levels
 from .markdown import render_markdown
 from .workbench import WorkbenchError, evaluate, load_examples, parse_input, parse_when
 
@@ -30,13 +30,27 @@ MAX_INPUT_BYTES = 5 * 1024 * 1024
 _GIT_REV = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/~^@{}-]{0,199}$")
 
 
-def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str = "") -> None:
-    """Mount the console under /console. `state` is the service's ServiceState (ruleset, audit store)."""
+def register_console(app: Flask, state, *, mode: str, disabled_reason: str = "", users=None,
+                     secret_key: str | None = None, trust_forwarded_proto: bool = False) -> None:
+    """Mount the console under /console. `state` is the service's ServiceState (ruleset, audit store).
+
+    mode "local": callers on this machine, no sign-in; "signin": signed-in users with roles (`users`, a
+    UserDirectory; `secret_key` signs the session; HTTPS only); "disabled": every address answers 403."""
+    if mode not in ("local", "signin", "disabled"):
+        raise ValueError(f"console mode {mode!r}")
     app.jinja_env.autoescape = True  # render_template autoescapes .html already; also for any other name
-    app.extensions["pacecds_console"] = {"enabled": enabled}
-    if not enabled:
+    app.extensions["pacecds_console"] = {"enabled": mode != "disabled", "mode": mode}
+    if mode == "disabled":
         _register_disabled(app, disabled_reason or "The console is disabled.")
         return
+    if mode == "signin":
+        if users is None or not secret_key:
+            raise ValueError("the signed-in console needs users and a secret key")
+        app.secret_key = secret_key
+        app.config.update(SESSION_COOKIE_NAME="pacecds_console_session", SESSION_COOKIE_PATH="/console",
+                          SESSION_COOKIE_SECURE=True, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+                          PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=signin.SESSION_HOURS))
+    failures = signin.FailedSignIns()
     bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                    static_folder="static", static_url_path="/static")
 
@@ -54,8 +68,29 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
 
     @bp.before_request
     def _guard():
-        if not security.caller_is_local(request):
-            raise security.Forbidden(403, "The console only answers callers on this machine.")
+        g.console_user = None
+        if mode == "local":
+            if not security.caller_is_local(request):
+                raise security.Forbidden(403, "The console only answers callers on this machine.")
+        else:
+            if not signin.is_https(request, trust_forwarded_proto):
+                raise security.Forbidden(403, "The console is served over HTTPS only.")
+            g.console_user = user = signin.current_user(users)
+            endpoint = request.endpoint or ""
+            if endpoint not in signin.PUBLIC_ENDPOINTS:
+                if user is None:
+                    if request.method == "GET" and endpoint:
+                        session["next"] = request.path  # kept in the session, never put in an address
+                        return redirect(url_for("console.signin_page"))
+                    raise security.Forbidden(403, "Sign in first.")
+                role = signin.ENDPOINT_ROLES.get(endpoint)
+                if role is None and endpoint:  # a page nobody gave a role: nobody may open it
+                    raise security.Forbidden(403, "This page is not open to any role.")
+                if role is not None and not user.may(role):
+                    log.info("console %s refused to %s (%s): needs %s", request.path, user.username, user.role,
+                             role)
+                    raise security.Forbidden(403, f"Your role ({user.role}) may not open this page; it is for "
+                                                  f"the {role} role.")
         if request.method == "POST":
             security.check_csrf()
 
@@ -65,9 +100,53 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
 
     @bp.context_processor
     def _globals():
+        user = g.get("console_user")
         return {"csrf_token": security.csrf_token, "markdown": render_markdown, "HOOKS": HOOKS,
+                "console_mode": mode, "console_user": user,
+                "may_audit": mode == "local" or (user is not None and user.may("auditor")),
                 "ruleset_meta": getattr(state.ruleset, "meta", {}), "pretty": _pretty, "as_yaml": _as_yaml, "num": _num,
                 "chart_num": chart_number}
+
+    if mode == "signin":
+        @bp.get("/signin")
+        def signin_page():
+            return render_template("signin.html", error=None, username="")
+
+        @bp.post("/signin")
+        def signin_post():
+            username = request.form.get("username", "").strip()[:64]  # longer is no user name (console/users.py)
+            password = request.form.get("password", "")
+            address = request.remote_addr or "unix socket"
+            wait = failures.blocked_for(username, address)
+            if wait > 0:
+                log.warning("console sign-in refused for %r from %s: too many failed sign-ins", username, address)
+                minutes = int(wait // 60) + 1
+                response = current_app.make_response((render_template(
+                    "signin.html", username=username,
+                    error=f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes > 1 else ''}."),
+                    429))
+                response.headers["Retry-After"] = str(int(wait) + 1)
+                return response
+            user = users.authenticate(username, password)
+            if user is None:
+                failures.failed(username, address)
+                log.warning("console sign-in failed for %r from %s", username, address)
+                return render_template("signin.html", username=username,
+                                       error="The user name or password is wrong."), 401
+            failures.succeeded(username)
+            target = session.get("next")
+            signin.start_session(user, security.new_token())
+            log.info("console sign-in: %s (%s) from %s at %s", user.username, user.role, address, _now())
+            if not (isinstance(target, str) and target.startswith("/console/") and not target.startswith("//")):
+                target = url_for("console.home")
+            return redirect(target, code=303)
+
+        @bp.post("/signout")
+        def signout():
+            user = g.get("console_user")
+            session.clear()
+            log.info("console sign-out: %s at %s", user.username if user else "?", _now())
+            return redirect(url_for("console.signin_page"), code=303)
 
     @bp.get("/")
     def home():
@@ -158,6 +237,30 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
         expl = rec.get("explanation") if isinstance(rec.get("explanation"), dict) else {}
         return render_template("decision.html", rec=rec, expl=expl)
 
+    @bp.get("/card/<card_uuid>")
+    def card(card_uuid: str):
+        """Where a pacing card's link leads (service.handlers.link_to_console): the stored decision of that card,
+        for the clinician who saw it: the card, the pacing levels it was based on as a chart, and why it fired."""
+        store = state.audit_store
+        if store is None:
+            abort(404)
+        rec = store.get_by_card(card_uuid)
+        log.info("console card decision viewed by %s at %s: card=%s seq=%s found=%s", _who(), _now(), card_uuid,
+                 rec.get("seq") if rec else None, rec is not None)
+        if rec is None:
+            abort(404)
+        stored: dict = next((c for c in rec.get("cards") or [] if c.get("uuid") == card_uuid), {})
+        rule_id = (stored.get("rule") or {}).get("id")
+        fired: dict = next((f for f in rec.get("rulesFired") or [] if f.get("id") == rule_id), {})
+        pacing = ((fired.get("facts") or {}).get("pacing") or {}).get("values") or {}
+        levels = stored_levels(pacing)
+        expl = rec.get("explanation") if isinstance(rec.get("explanation"), dict) else {}
+        rules = [r for r in expl.get("rules") or [] if r.get("id") == rule_id]
+        feedback = [f for f in rec.get("feedback") or [] if f.get("card") == card_uuid]
+        return render_template("card.html", rec=rec, card=stored, rule_id=rule_id, pacing=pacing, levels=levels,
+                               chart=levels_svg(levels, str(pacing.get("activity_unit") or "")),
+                               rules=rules, feedback=feedback)
+
     @bp.get("/audit/verify")
     def verify():
         store = state.audit_store
@@ -173,11 +276,15 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
         if store is None:
             abort(404)
         since = request.args.get("since", "").strip()
+        release = request.args.get("release", "").strip()  # a ruleset's sha256 (or "name version"): no patient data
         try:
-            st = store.stats(since=_date(since))
+            st = store.stats(since=_date(since), release=release or None)
         except ValueError:
             abort(400)
-        return render_template("stats.html", st=st, since=since, chart=_stats_chart(st))
+        log.info("console statistics viewed by %s at %s (since=%s release=%s)", _who(), _now(), since or "-",
+                 release or "all")
+        return render_template("stats.html", st=st, since=since, release=release, chart=_stats_chart(st),
+                               patients_chart=_histogram_chart(st["cards_per_patient"]["histogram"]))
 
     app.register_blueprint(bp)
 
@@ -267,6 +374,9 @@ def _date(text: str) -> str | None:
 
 
 def _who() -> str:
+    user = g.get("console_user")
+    if user is not None:
+        return f"user {user.username} ({user.role}) from {request.remote_addr or 'unix socket'}"
     return f"local user at {request.remote_addr or 'unix socket'} (no sign-in: local use only)"
 
 
@@ -293,20 +403,22 @@ def _as_yaml(value) -> str:
 
 
 def _stats_chart(st: dict) -> Markup:
-    """Horizontal bars per rule: fired, cards, accepted, overridden."""
+    """Horizontal bars per rule: fired, shadow-fired, cards, accepted, overridden. Only rules with any of these
+    (a rule evaluated but never fired is a row of zeros, in the table only)."""
     from markupsafe import escape
-    rules = list(st.get("rules", {}).items())
+    metrics = [("fired", "#2b6cb0"), ("shadow_fired", "#718096"), ("cards", "#6b46c1"), ("accepted", "#2f855a"),
+               ("overridden", "#c53030")]
+    rules = [(rid, e) for rid, e in st.get("rules", {}).items() if any(e.get(m, 0) for m, _ in metrics)]
     if not rules:
         return Markup("")
-    metrics = [("fired", "#2b6cb0"), ("shadow_fired", "#718096"), ("accepted", "#2f855a"), ("overridden", "#c53030")]
     top = max([max(e.get(m, 0) for m, _ in metrics) for _, e in rules] + [1])
     row_h, bar_h, left, width = 16 * len(metrics) + 14, 14, 280, 760
     height = 30 + row_h * len(rules)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
            'role="img" aria-label="Per-rule counts; the same numbers are in the table below">']
     for i, (m, colour) in enumerate(metrics):
-        out.append(f'<rect x="{left + i * 115}" y="4" width="12" height="12" fill="{colour}"/>'
-                   f'<text x="{left + i * 115 + 16}" y="14" font-size="12">{m.replace("_", " ")}</text>')
+        out.append(f'<rect x="{8 + i * 110}" y="4" width="12" height="12" fill="{colour}"/>'
+                   f'<text x="{8 + i * 110 + 16}" y="14" font-size="12">{m.replace("_", " ")}</text>')
     for k, (rid, e) in enumerate(rules):
         y0 = 28 + k * row_h
         out.append(f'<text x="{left - 8}" y="{y0 + row_h / 2}" font-size="12" text-anchor="end">{escape(rid)}</text>')
@@ -316,4 +428,26 @@ def _stats_chart(st: dict) -> Markup:
                        f'<title>{escape(rid)} {m}: {e.get(m, 0)}</title></rect>'
                        f'<text x="{left + w + 4:.1f}" y="{y0 + i * 16 + 11}" font-size="11">{e.get(m, 0)}</text>')
     out.append("</svg>")
+    return Markup("".join(out))
+
+
+def _histogram_chart(histogram: dict) -> Markup:
+    """Vertical bars: how many patients got 0, 1, 2, ... cards (in the chosen release and dates)."""
+    if not any(histogram.values()):
+        return Markup("")
+    top = max(histogram.values())
+    width, height, left, bottom, bar = 420, 190, 40, 30, 48
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+           'role="img" aria-label="Patients by number of cards; the same numbers are in the table beside it">']
+    plot_h = height - bottom - 20
+    for i, (label, n) in enumerate(histogram.items()):
+        h = plot_h * n / top
+        x = left + i * (bar + 12)
+        y = height - bottom - h
+        out.append(f'<rect x="{x}" y="{y:.1f}" width="{bar}" height="{h:.1f}" fill="#6b46c1">'
+                   f'<title>{n} patients with {label} cards</title></rect>'
+                   f'<text x="{x + bar / 2}" y="{y - 4:.1f}" font-size="12" text-anchor="middle">{n}</text>'
+                   f'<text x="{x + bar / 2}" y="{height - bottom + 16}" font-size="12" text-anchor="middle">'
+                   f'{label}</text>')
+    out.append(f'<text x="{left}" y="{height - 2}" font-size="11">cards per patient</text></svg>')
     return Markup("".join(out))

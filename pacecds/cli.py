@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from audit.cli import record_cli_evaluation, register_audit_commands
+from console.cli import register_console_user_commands
 from engine.bundled import RULES_DIR as DEFAULT_RULES
 from engine.examples import run_examples
 from engine.loader import RulesetLoadError
@@ -206,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", help="cases file (default: tests/examples/cases.yaml beside the rules)")
     p.set_defaults(func=cmd_test)
 
-    for register in (register_serve_command, register_audit_commands, register_governance_commands):
+    for register in (register_serve_command, register_audit_commands, register_governance_commands,
+                     register_console_user_commands):
         register(sub)
     return parser
 

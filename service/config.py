@@ -16,6 +16,7 @@ from engine.bundled import RULES_DIR
 # CDS Hooks recommends ES384/RS384; ES256/RS256 only when an EHR needs them (by configuration).
 RECOMMENDED_ALGORITHMS = ("ES384", "RS384")
 PERMITTED_ALGORITHMS = frozenset({"ES384", "RS384", "ES256", "RS256"})
+MIN_CONSOLE_SECRET_CHARS = 32  # token_urlsafe(24) and up: well past guessing
 
 
 class ConfigError(Exception):
@@ -70,6 +71,11 @@ class ServiceConfig:
     # PACECDS_OVERRIDE_SUPPRESS_DAYS: a card the clinician overrode for a patient is not shown again for this many
     # days unless the data behind it changed (0 = off); 7 is a pacecds choice. Needs the audit store (feedback).
     override_suppress_days: int = 7
+    # The console's signed-in mode (console/users.py, docs/console.md "Who may use it"): a users file of argon2
+    # hashes and roles, the key that signs the session cookie, and whether a TLS proxy's X-Forwarded-Proto counts.
+    console_users_file: str | None = None         # PACECDS_CONSOLE_USERS (YAML or JSON)
+    console_secret_key: str | None = dataclasses.field(default=None, repr=False)  # PACECDS_CONSOLE_SECRET_KEY
+    console_trust_forwarded_proto: bool = False   # PACECDS_CONSOLE_TRUST_FORWARDED_PROTO=1: behind a TLS proxy
 
     @property
     def production(self) -> bool:
@@ -80,6 +86,11 @@ class ServiceConfig:
         """Rules need not match a release manifest: asked for (--dev), or local use (no issuers, not production),
         which can only listen on loopback. Serving real EHRs (issuers configured) or production never is."""
         return self.dev or (not self.production and not self.auth_enabled)
+
+    @property
+    def console_signin(self) -> bool:
+        """The console serves signed-in users (any environment) rather than local callers only."""
+        return bool(self.console_users_file)
 
     @property
     def auth_enabled(self) -> bool:
@@ -125,6 +136,12 @@ class ServiceConfig:
             values["override_suppress_days"] = int(raw)
         if env.get("PACECDS_AUDIT", "").strip().lower() in ("0", "false", "off", "no"):
             values["audit"] = False
+        if env.get("PACECDS_CONSOLE_USERS", "").strip():
+            values["console_users_file"] = env["PACECDS_CONSOLE_USERS"].strip()
+        if env.get("PACECDS_CONSOLE_SECRET_KEY"):
+            values["console_secret_key"] = env["PACECDS_CONSOLE_SECRET_KEY"]
+        if env.get("PACECDS_CONSOLE_TRUST_FORWARDED_PROTO", "").strip().lower() in ("1", "true", "yes", "on"):
+            values["console_trust_forwarded_proto"] = True
         values.update(overrides)
         if ("replay_db" not in values and not values.get("database_url") and not values.get("replay_store")
                 and (values.get("trusted_issuers_file") or values.get("trusted_issuers"))):
@@ -166,6 +183,11 @@ class ServiceConfig:
             raise ConfigError(
                 "PACECDS_PUBLIC_URL is required when trusted issuers are configured "
                 "(it is the base of the JWT `aud` every call is checked against)")
+        if self.console_users_file and len(self.console_secret_key or "") < MIN_CONSOLE_SECRET_CHARS:
+            raise ConfigError(
+                f"PACECDS_CONSOLE_USERS needs PACECDS_CONSOLE_SECRET_KEY, a random secret of at least "
+                f"{MIN_CONSOLE_SECRET_CHARS} characters that signs the console's session cookie "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')")
         for origin in self.cors_origins:
             if origin == "*":
                 raise ConfigError("PACECDS_CORS_ORIGINS must list origins; '*' is not allowed")

@@ -29,6 +29,9 @@ class ServiceState:
         # A RulesetHolder (hot reload, engine.serving) or a plain ruleset (tests, embedding).
         self._ruleset_source = ruleset
         self.audit_store = audit_store
+        # Base of the console address a pacing card links to (`<base><card uuid>`), set by server.py only when
+        # the console is served, PACECDS_PUBLIC_URL is set and decisions are stored (the page reads the log).
+        self.card_link_base: str | None = None
         self._watcher = None
         self._services_key: tuple | None = None
         self._services: list[ServiceDef] = []
@@ -104,6 +107,7 @@ def invoke(state: ServiceState, service_id: str, body: dict, server_allowed=None
         raise ApiError(400, f"Invalid FHIR data: {e}") from None
 
     suppressed = suppress_overridden(state, result, body["context"].get("patientId"))
+    link_to_console(state, ruleset, result.cards)
     response = result.response()
     missing = list(gathered.missing)
     if missing:
@@ -143,6 +147,23 @@ def _check_draft_orders_patient(context: dict) -> None:
         if res.get("resourceType") != "Patient" and identity.verdict(res)[0] == OTHER:
             raise ApiError(400, f"context.draftOrders.entry[{i}] is about another patient than context.patientId",
                            expression=[f"context.draftOrders.entry[{i}]"])
+
+
+CONSOLE_LINK_LABEL = "Pacing chart and reasoning (pacecds console)"
+
+
+def link_to_console(state: ServiceState, ruleset, cards: list[dict]) -> None:
+    """A pacing card (its rule reads the `pacing` fact) links to its stored decision in the console: a CDS Hooks
+    `absolute` link whose only variable part is the card's random uuid, never patient data (docs/console.md)."""
+    base = state.card_link_base
+    if not base:
+        return
+    for card in cards:
+        rule = ruleset.rule(((card.get("extension") or {}).get("pacecds.rule") or {}).get("id"))
+        if rule is None or "pacing" not in (getattr(rule, "facts", None) or ()) or not card.get("uuid"):
+            continue
+        card.setdefault("links", []).append(
+            {"label": CONSOLE_LINK_LABEL, "url": f"{base}{card['uuid']}", "type": "absolute"})
 
 
 def suppress_overridden(state: ServiceState, result, patient_id: str | None) -> list:

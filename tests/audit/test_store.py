@@ -411,3 +411,30 @@ def test_scrub_redacts_jwt_and_bearer_strings_and_forbidden_keys(text, redacted)
     clean, removed = scrub({"summary": text, "Access_Token": "x", "nested": [{"note": text}]})
     assert "Access_Token" not in clean and removed == 1 + 2 * redacted
     assert (clean["summary"] == REDACTED) == redacted and (clean["nested"][0]["note"] == REDACTED) == redacted
+
+
+def test_stats_per_release_and_cards_per_patient(store):
+    old = [decision(patient="pat-1"), decision(patient="pat-2")]
+    new = decision(patient="pat-1")
+    new["ruleset"] = {"name": "pacecds-msk", "version": "1.3.0", "sha256": "cd" * 32}
+    for rec in old + [new]:
+        store.record_evaluation(rec)
+    store.record_feedback("s", {"card": old[0]["cards"][0]["uuid"], "outcome": "overridden",
+                                "overrideReason": {"reason": {"code": "x", "display": "Patient declined"}}})
+    store.record_feedback("s", {"card": new["cards"][0]["uuid"], "outcome": "accepted"})
+    everything = store.stats()
+    assert {(r["version"], r["evaluations"]) for r in everything["releases"]} == {("1.2.0", 2), ("1.3.0", 1)}
+    boom = everything["rules"]["pacing.boom-bust"]
+    assert (boom["cards"], boom["patients"], boom["accepted"], boom["overridden"]) == (3, 2, 1, 1)
+    assert everything["cards_per_patient"] == {"patients": 2, "cards": 3, "mean": 1.5, "max": 2,
+                                               "histogram": {"0": 0, "1": 1, "2": 1, "3": 0, "4": 0, "5+": 0}}
+    first = store.stats(release="ab" * 32)
+    assert first["evaluations"] == 2 and first["feedback"] == 1
+    boom = first["rules"]["pacing.boom-bust"]
+    assert (boom["cards"], boom["patients"], boom["accepted"], boom["overridden"]) == (2, 2, 0, 1)
+    assert boom["override_reasons"] == {"Patient declined": 1}
+    assert first["cards_per_patient"]["histogram"]["1"] == 2
+    assert len(first["releases"]) == 2  # every release stays choosable
+    second = store.stats(release="cd" * 32)
+    assert second["evaluations"] == 1 and second["rules"]["pacing.boom-bust"]["accepted"] == 1
+    assert store.stats(release="no-such-release")["evaluations"] == 0

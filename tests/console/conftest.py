@@ -80,3 +80,44 @@ def record_flare_decision(client) -> dict:
     r = client.post("/cds-services/pacing-review", json=body)
     assert r.status_code == 200, r.get_data(as_text=True)
     return {"body": body, "response": r.get_json(), "patient_id": pid}
+
+
+# ---- signed-in mode (PACECDS_CONSOLE_USERS) ----------------------------------------------------------------
+SECRET = "test-console-session-secret-0123456789abcdef"
+PASSWORDS = {"carla": "clinician-pass-2026", "arto": "auditor-pass-2026!"}
+
+
+@pytest.fixture(scope="session")
+def users_file(tmp_path_factory):
+    """A users file made the way an operator makes one (console.users.set_user, what `console-user` calls)."""
+    from console.users import set_user
+    path = tmp_path_factory.mktemp("console-users") / "users.yaml"
+    set_user(path, "carla", PASSWORDS["carla"], "clinician", create=True)
+    set_user(path, "arto", PASSWORDS["arto"], "auditor", create=True)
+    return path
+
+
+@pytest.fixture
+def signin_app(ruleset, audit, users_file):
+    fixed = FixedNow(ruleset, parse_now(FLARE_NOW))
+    return create_app(ServiceConfig(env="test", ruleset=fixed, audit_store=audit,
+                                    console_users_file=str(users_file), console_secret_key=SECRET))
+
+
+def https_client(app, base_url: str = "https://localhost"):
+    """A Flask test client whose every request is made over https (the signed-in console refuses http)."""
+    from flask.testing import FlaskClient
+
+    class HttpsClient(FlaskClient):
+        def open(self, *args, **kwargs):
+            if not args or isinstance(args[0], str):
+                kwargs.setdefault("base_url", base_url)
+            return super().open(*args, **kwargs)
+
+    return HttpsClient(app, app.response_class, use_cookies=True)
+
+
+def sign_in(client, username: str, password: str | None = None):
+    token = csrf(client, "/console/signin")
+    return client.post("/console/signin", data={"csrf_token": token, "username": username,
+                                                "password": PASSWORDS[username] if password is None else password})

@@ -289,6 +289,22 @@ def test_audit_list_decision_verify_and_stats(client, audit, caplog, ruleset):
     assert client.get("/console/audit/decision/unknown-instance").status_code == 404
 
 
+def test_stats_by_release_with_cards_per_patient(client, ruleset):
+    record_flare_decision(client)
+    page = client.get("/console/audit/stats").get_data(as_text=True)
+    assert dangers(page) == []
+    sha = ruleset.sha256
+    assert f'<option value="{sha}"' in page  # the serving release can be chosen
+    shown = text(page)
+    assert "Cards per patient" in shown and "1 patients" in shown
+    assert page.count("<svg") == 2  # per-rule bars and cards-per-patient histogram
+    chosen = client.get(f"/console/audit/stats?release={sha}").get_data(as_text=True)
+    assert f'<option value="{sha}" selected' in chosen and FLARE_RULE in chosen
+    assert f"by {ruleset.name} {ruleset.version}" in text(chosen)
+    other = text(client.get("/console/audit/stats?release=0000").get_data(as_text=True))
+    assert "no decision by the chosen release" in other and "No decisions recorded." in other
+
+
 def test_audit_filters_go_in_the_body(client):
     rec = record_flare_decision(client)
     token = csrf(client, "/console/audit")
