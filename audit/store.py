@@ -26,7 +26,19 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from . import config
-from .record import GENESIS_HASH, RECORD_FORMAT, TIME_RE, canonical_json, chain_hash, scrub, seal, seal_key, utc_now
+from .record import (
+    GENESIS_HASH,
+    RECORD_FORMAT,
+    TIME_RE,
+    canonical_json,
+    chain_hash,
+    compact_record,
+    expand_record,
+    scrub,
+    seal,
+    seal_key,
+    utc_now,
+)
 
 metadata = sa.MetaData()
 
@@ -340,6 +352,8 @@ class AuditStore:
         """Append one decision record; returns its sequence number once committed."""
         if not isinstance(record, dict) or not record.get("hookInstance"):
             raise ValueError("an evaluation record needs a hookInstance")
+        if record.get("format") != RECORD_FORMAT:
+            record = compact_record(record)  # a caller's record of format 2 shape
         body, _ = scrub(record)
         body["type"] = "evaluation"
         body["format"] = RECORD_FORMAT
@@ -368,8 +382,8 @@ class AuditStore:
         """build_decision_record + record_evaluation with this store's key: the one call the
         service makes after evaluating and before it answers. `suppressed`: (card, reason) pairs decided
         but not shown (kept in the record)."""
-        from .record import build_decision_record
-        return self.record_evaluation(build_decision_record(
+        from .record import decision_body
+        return self.record_evaluation(decision_body(
             result, hook=hook, hook_instance=hook_instance, service_id=service_id, patient_id=patient_id,
             latency_ms=latency_ms, key=self.key, ruleset=ruleset, suppressed=suppressed))
 
@@ -449,7 +463,7 @@ class AuditStore:
 
     @staticmethod
     def _decode(row) -> dict:
-        rec = json.loads(row.body)
+        rec = expand_record(json.loads(row.body))
         rec["seq"] = row.seq
         rec["hash"] = row.hash
         rec["prevHash"] = row.prev_hash
@@ -523,7 +537,7 @@ class AuditStore:
         out = []
         with self.engine.connect() as conn:
             for row in self._rows(conn, *where, order="desc"):
-                rec = json.loads(row.body)
+                rec = expand_record(json.loads(row.body))
                 fired = [f"{f.get('id')} {f.get('version')}" for f in rec.get("rulesFired") or []]
                 shadow = [f"{f.get('id')} {f.get('version')}" for f in rec.get("shadow") or []]
                 if rule_id and not any(x.split(" ")[0] == rule_id for x in fired + shadow):
@@ -778,7 +792,7 @@ class AuditStore:
         where = [records.c.recorded_at >= since] if since else []
         with self.engine.connect() as conn:
             for row in self._rows(conn, *where):
-                rec = json.loads(row.body)
+                rec = expand_record(json.loads(row.body))
                 if rec.get("type") == "evaluation":
                     evaluations += 1
                     for r in rec.get("rulesEvaluated") or []:

@@ -7,6 +7,7 @@
     python -m bench soak    [--evaluations 100000]
     python -m bench isolation [--threads 64] [--rounds 20]
     python -m bench http-isolation [--patients 64] [--rounds 10] [--workers 2] [--threads 8]
+    python -m bench record-size  # bytes per decision record, per patient size
     python -m bench report  # docs/benchmarks.md tables from bench/results/*.json
 
 Results are written as JSON to bench/results/ (git-ignored); `report` renders the markdown tables.
@@ -141,6 +142,27 @@ def cmd_http_isolation(args) -> int:
     return 0 if result["ok"] else 1
 
 
+def cmd_record_size(args) -> int:
+    """Bytes per decision record (the stored canonical JSON) for each benchmark patient."""
+    from audit.record import canonical_json, decision_body, expand_record
+
+    from .generate import NOW, make_request
+
+    rs = _ruleset(args.rules)
+    rows = {}
+    for size in ("small", "standard", "large"):
+        result = rs.evaluate(make_request(size, patient_id=f"bench-{size}"), now=NOW)
+        body = decision_body(result, hook="patient-view", hook_instance="bench", service_id="pacing-review",
+                             patient_id=f"bench-{size}", latency_ms=1.0, key=b"k" * 32, ruleset=rs)
+        full = expand_record(body)  # what format 2 stored: every fact spelled out where it is used
+        rows[size] = {"format3_bytes": len(canonical_json(body).encode()),
+                      "expanded_bytes": len(canonical_json(full).encode())}
+        print(f"{size:9} format 3: {rows[size]['format3_bytes']:7d} bytes   expanded (format 2 shape): "
+              f"{rows[size]['expanded_bytes']:7d} bytes")
+    save("record_size", {"machine": machine(), "sizes": rows})
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import render
 
@@ -200,6 +222,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--size", default="small", choices=("small", "standard", "large"))
     p.set_defaults(func=cmd_http_isolation)
+
+    p = sub.add_parser("record-size", help="bytes per decision record for each benchmark patient")
+    p.set_defaults(func=cmd_record_size)
 
     p = sub.add_parser("report", help="markdown tables from bench/results/*.json")
     p.set_defaults(func=cmd_report)
