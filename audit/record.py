@@ -11,7 +11,6 @@ import datetime as _dt
 import hashlib
 import hmac
 import json
-import os
 import re
 from functools import lru_cache
 from typing import Any
@@ -354,7 +353,7 @@ def encode_refs(refs: Any) -> Any:
         if type(r) is not str:
             out.append(r)
             continue
-        k = len(os.path.commonprefix((prev, r)))
+        k = _shared(prev, r)
         if k >= _MIN_SHARED:
             out.append(f"{k}:{r[k:]}")
         elif r[:1].isdigit() or r[:1] == "\\":
@@ -363,6 +362,18 @@ def encode_refs(refs: Any) -> Any:
             out.append(r)
         prev = r
     return out
+
+
+def _shared(a: str, b: str) -> int:
+    """Length of the common prefix of a and b (binary search on C-level comparisons)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 _FRONT_CODED = re.compile(r"(\d+):")
@@ -436,7 +447,7 @@ def compact_record(record: dict, pid: str | None = None) -> dict:
                     if k not in ("test", "result", "value", "fact", "provenance", "threshold", "unit")}
             if rest:
                 entry["x"] = rest
-        key = canonical_json(entry)
+        key = repr(entry)  # entries are built in one key order; repr tells 1, 1.0 and True apart like JSON does
         if key not in index:
             index[key] = len(table)
             table.append(entry)
