@@ -266,27 +266,31 @@ def build_decision_record(result: Any, **kwargs: Any) -> dict:
 
 
 def decision_body(result: Any, **kwargs: Any) -> dict:
-    """The compact record (format 3) that the log stores for an evaluation (see `build_decision_record`)."""
+    """The compact record (format 3) that the log stores for an evaluation (see `build_decision_record`),
+    already scrubbed."""
     record, pid = _full_record(result, **kwargs)
-    return compact_record(record, pid)
+    return compact_record(record, pid, scrubbed=True)
 
 
 THIS_PATIENT = "Patient/[this patient]"
 
 
-def _plain(record: dict, pid: str | None) -> Any:
+def _plain(record: dict, pid: str | None, scrubbing: bool = False) -> Any:
     """json.loads(canonical_json(record)) with this patient's references replaced, in one walk.
 
     A record is ~40 kB (the explanation names each condition's provenance); the round trip and a second
     walk for the patient cost more than the evaluation did. Anything unusual (a key that is not a string)
-    takes the round trip itself, so the result is always what it would give."""
+    takes the round trip itself, so the result is always what it would give. `scrubbing`: what `scrub`
+    would also remove (credential keys, token-like strings) is removed in the same walk."""
     forms = {pid, f"Patient/{pid}"} if pid else None
     suffix = f"/Patient/{pid}"
 
     def walk(obj):
         kind = type(obj)
         if kind is str:
-            return THIS_PATIENT if forms and (obj in forms or obj.endswith(suffix)) else obj
+            if forms and (obj in forms or obj.endswith(suffix)):
+                return THIS_PATIENT
+            return REDACTED if scrubbing and _token_like(obj) else obj
         if obj is None or kind is bool or kind is int:
             return obj
         if kind is float:
@@ -296,6 +300,8 @@ def _plain(record: dict, pid: str | None) -> Any:
         if kind is dict:
             if not all(type(k) is str for k in obj):
                 raise _NotPlain
+            if scrubbing:
+                return {k: walk(v) for k, v in obj.items() if not _forbidden_key(k)}
             return {k: walk(v) for k, v in obj.items()}
         if kind is list or kind is tuple:
             return [walk(v) for v in obj]
@@ -305,7 +311,8 @@ def _plain(record: dict, pid: str | None) -> Any:
         return walk(record)
     except (_NotPlain, RecursionError):
         plain = json.loads(canonical_json(record))
-        return _replace_patient(plain, pid) if pid else plain
+        plain = _replace_patient(plain, pid) if pid else plain
+        return scrub(plain)[0] if scrubbing else plain
 
 
 class _NotPlain(Exception):
@@ -397,13 +404,14 @@ def decode_refs(refs: Any) -> Any:
     return out
 
 
-def compact_record(record: dict, pid: str | None = None) -> dict:
+def compact_record(record: dict, pid: str | None = None, *, scrubbed: bool = False) -> dict:
     """A format 3 evaluation record from one of format 2 shape (with this patient's references replaced).
 
     Each fact is written once, under "facts" (name -> values, unit, provenance); a fired or shadow-fired rule
     lists the names of its facts, and an explanation condition that names its fact ("fact") drops the
     provenance the table already holds. A fact that differs from the one of the same name already in the table
-    stays inline ([name, fact] in a rule's list; its provenance on a condition), so nothing is lost."""
+    stays inline ([name, fact] in a rule's list; its provenance on a condition), so nothing is lost.
+    `scrubbed`: scrub (see `scrub`) in the same walk; the result then needs no second one."""
     facts: dict[str, Any] = {}
 
     def ref(name: Any, fact: Any) -> Any:
@@ -477,7 +485,7 @@ def compact_record(record: dict, pid: str | None = None) -> dict:
                     if isinstance(f, dict) and set(f) <= {"values", "unit", "provenance"} and "provenance" in f
                     and ("values" in f or len(f) == 1) else f
                     for n, f in facts.items()}
-    plain = _plain(out, pid)
+    plain = _plain(out, pid, scrubbing=scrubbed)
     for fact in plain["facts"].values():
         if isinstance(fact, dict) and "provenance" in fact:
             fact["provenance"] = encode_refs(fact["provenance"])

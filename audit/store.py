@@ -367,7 +367,7 @@ class AuditStore:
     def _set_head(self, conn, seq: int, h: str) -> None:
         conn.execute(chain_head.update().where(chain_head.c.id == 1).values(seq=seq, hash=h))
 
-    def record_evaluation(self, record: dict) -> int:
+    def record_evaluation(self, record: dict, *, _scrubbed: bool = False) -> int:
         """Append one decision record; returns its sequence number once committed.
 
         Everything but the chain itself (scrubbing, serialising, the card index rows) is done before the chain
@@ -376,8 +376,9 @@ class AuditStore:
         if not isinstance(record, dict) or not record.get("hookInstance"):
             raise ValueError("an evaluation record needs a hookInstance")
         if record.get("format") != RECORD_FORMAT:
-            record = compact_record(record)  # a caller's record of format 2 shape
-        body, _ = scrub(record)
+            record, _scrubbed = compact_record(record, scrubbed=True), True  # a caller's record of format 2 shape
+        # decision_body scrubs as it builds; a record from anywhere else is scrubbed here
+        body = dict(record) if _scrubbed else scrub(record)[0]
         body["type"] = "evaluation"
         body["format"] = RECORD_FORMAT
         body.pop("card", None)
@@ -425,7 +426,7 @@ class AuditStore:
         from .record import decision_body
         return self.record_evaluation(decision_body(
             result, hook=hook, hook_instance=hook_instance, service_id=service_id, patient_id=patient_id,
-            latency_ms=latency_ms, key=self.key, ruleset=ruleset, suppressed=suppressed))
+            latency_ms=latency_ms, key=self.key, ruleset=ruleset, suppressed=suppressed), _scrubbed=True)
 
     def overridden(self, patient_id: str, since: str) -> dict:
         """(rule id, data key) -> time of the feedback, for the cards of this patient that a clinician overrode
