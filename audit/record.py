@@ -285,12 +285,15 @@ def _plain(record: dict, pid: str | None, scrubbing: bool = False) -> Any:
     forms = {pid, f"Patient/{pid}"} if pid else None
     suffix = f"/Patient/{pid}"
 
+    def text(obj: str) -> str:
+        if forms and (obj in forms or obj.endswith(suffix)):
+            return THIS_PATIENT
+        return REDACTED if scrubbing and _token_like(obj) else obj
+
     def walk(obj):
         kind = type(obj)
         if kind is str:
-            if forms and (obj in forms or obj.endswith(suffix)):
-                return THIS_PATIENT
-            return REDACTED if scrubbing and _token_like(obj) else obj
+            return text(obj)
         if obj is None or kind is bool or kind is int:
             return obj
         if kind is float:
@@ -304,6 +307,8 @@ def _plain(record: dict, pid: str | None, scrubbing: bool = False) -> Any:
                 return {k: walk(v) for k, v in obj.items() if not _forbidden_key(k)}
             return {k: walk(v) for k, v in obj.items()}
         if kind is list or kind is tuple:
+            if all(type(v) is str for v in obj):  # provenance: long lists of references
+                return [text(v) for v in obj]
             return [walk(v) for v in obj]
         return walk(_json_default(obj))
 
