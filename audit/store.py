@@ -394,8 +394,10 @@ class AuditStore:
             if seq > 0:
                 last = conn.execute(sa.select(records.c.recorded_at).where(records.c.seq == seq)).scalar() or ""
             rows, card_rows = [], []
+            now = utc_now()  # taken under the chain lock, like the previous record's
             for p in batch:
-                t = p.time if p.time > last or not TIME_RE.match(last) else last  # times never go backwards
+                t = p.time or now
+                t = t if t > last or not TIME_RE.match(last) else last  # times never go backwards
                 last = t
                 seq += 1
                 text = p.text(t)
@@ -967,7 +969,7 @@ class _Pending:
 
     def __init__(self, body: dict):
         wanted = body.get("time")
-        self.time = wanted if isinstance(wanted, str) and TIME_RE.match(wanted) else utc_now()
+        self.time: str | None = wanted if isinstance(wanted, str) and TIME_RE.match(wanted) else None
         body["time"] = _PLACEHOLDER_TIME
         self._text = canonical_json(body)
         self._body = body if self._text.count(_PLACEHOLDER_TIME) != 1 else None  # else serialise under the lock
