@@ -143,3 +143,23 @@ def test_a_forked_child_gets_its_own_committer(store):
     os.waitpid(pid, 0)
     assert os.read(r, 1) == b"1"
     assert store.verify().ok and store.head()[0] == 2
+
+
+def test_sqlite_durability_is_full_unless_normal_is_asked_for(tmp_path, monkeypatch):
+    import pytest
+
+    def level(url):
+        s = AuditStore.from_config(url, key=AUDIT_KEY)
+        try:
+            with s.engine.connect() as conn:
+                return conn.exec_driver_sql("PRAGMA synchronous").scalar()
+        finally:
+            s.close()
+
+    monkeypatch.delenv("PACECDS_AUDIT_SQLITE_SYNCHRONOUS", raising=False)
+    assert level(f"sqlite:///{tmp_path}/a.db") == 2  # FULL
+    monkeypatch.setenv("PACECDS_AUDIT_SQLITE_SYNCHRONOUS", "normal")
+    assert level(f"sqlite:///{tmp_path}/b.db") == 1  # NORMAL
+    monkeypatch.setenv("PACECDS_AUDIT_SQLITE_SYNCHRONOUS", "OFF")
+    with pytest.raises(ValueError, match="PACECDS_AUDIT_SQLITE_SYNCHRONOUS must be FULL or NORMAL"):
+        AuditStore.from_config(f"sqlite:///{tmp_path}/c.db", key=AUDIT_KEY)
