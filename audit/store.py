@@ -136,7 +136,7 @@ class NoDecisionLog(Exception):
     """A reader found no decision log where it looked (readers never create one)."""
 
 
-def _driver_url(url: str) -> str:
+def driver_url(url: str) -> str:
     """postgres:// and postgresql:// URLs use psycopg (3)."""
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://"):]
@@ -208,7 +208,7 @@ class AuditStore:
         """Open (and migrate to the latest schema) the store named by `url`,
         else PACECDS_DATABASE_URL, else SQLite at var/pacecds-audit.db.
         `schema` puts the tables in a PostgreSQL schema (created if missing)."""
-        url = _driver_url(config.database_url(url))
+        url = driver_url(config.database_url(url))
         if url.startswith("sqlite"):
             eng = _sqlite_engine(url)
         else:
@@ -231,7 +231,7 @@ class AuditStore:
         """Open the store that from_config(url) names, for reading only: never create the var/
         directory, a SQLite file, the tables or the audit key. Raises NoDecisionLog when no log
         is there (a missing or empty SQLite file, a database without the audit tables)."""
-        url = _driver_url(config.database_url(url, create=False))
+        url = driver_url(config.database_url(url, create=False))
         where = config.describe_url(url)
         if url.startswith("sqlite"):
             path = _sqlite_path(url)

@@ -55,8 +55,10 @@ class ThrowawayPostgres:
     def __init__(self, admin_url: str | None = None):
         import sqlalchemy as sa
 
+        from audit.store import driver_url
+
         self.name = f"pacecds_bench_{uuid.uuid4().hex[:10]}"
-        admin = sa.engine.make_url(_psycopg(admin_url or os.environ.get("PACECDS_BENCH_PG_URL") or PG_ADMIN_URL))
+        admin = sa.engine.make_url(driver_url(admin_url or os.environ.get("PACECDS_BENCH_PG_URL") or PG_ADMIN_URL))
         self._admin = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
         with self._admin.connect() as c:
             c.exec_driver_sql(f'CREATE DATABASE "{self.name}"')
@@ -66,13 +68,6 @@ class ThrowawayPostgres:
         with self._admin.connect() as c:
             c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
         self._admin.dispose()
-
-
-def _psycopg(url: str) -> str:
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
 
 
 class Server:
