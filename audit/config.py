@@ -10,6 +10,18 @@ ENV_KEY = "PACECDS_AUDIT_KEY"
 ENV_VAR_DIR = "PACECDS_VAR_DIR"
 DB_FILE = "pacecds-audit.db"
 KEY_FILE = "pacecds-audit.key"
+ENV_SQLITE_SYNC = "PACECDS_AUDIT_SQLITE_SYNCHRONOUS"
+SQLITE_SYNC = ("FULL", "NORMAL")
+
+
+def sqlite_synchronous() -> str:
+    """SQLite's `synchronous` for the decision log (WAL mode): FULL (the default) makes every commit durable
+    through a power loss before the card leaves; NORMAL survives a crash of pacecds or the database but may
+    lose the last commits on a power loss or OS crash (docs/audit-and-governance.md)."""
+    value = (os.environ.get(ENV_SQLITE_SYNC) or "FULL").strip().upper()
+    if value not in SQLITE_SYNC:
+        raise ValueError(f"{ENV_SQLITE_SYNC} must be FULL or NORMAL, not {value!r}")
+    return value
 
 
 class MissingAuditKey(FileNotFoundError):

@@ -21,7 +21,10 @@ GENESIS_HASH = "0" * 64
 #   1: records written before seals (they stay verifiable: same hash chain, sealed when the store was upgraded).
 #   2: "time" is the time the record entered the log (never before the previous record's), feedback records
 #      carry their "feedbackKey", and every record is sealed (see `seal`) as it is appended.
-RECORD_FORMAT = 2
+#   3: an evaluation record is compact (`compact_record`): each fact, with its provenance, is written once under
+#      "facts"; fired rules and the explanation's conditions name their facts instead of repeating them, and long
+#      provenance lists are front-coded. `expand_record` gives readers the format 2 shape for every format.
+RECORD_FORMAT = 3
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
 
 # Keys that carry credentials or whole requests; never stored, at any depth.
@@ -211,11 +214,11 @@ def _ruleset_info(result: Any, ruleset: Any) -> dict:
     return {"name": None, "version": None, "sha256": None}
 
 
-def build_decision_record(result: Any, *, hook: str, hook_instance: str, service_id: str,
-                          patient_id: str | None, latency_ms: float, key: bytes,
-                          ruleset: Any = None, time: str | None = None,
-                          explanation: Any = None, suppressed: list | None = None) -> dict:
-    """Turn an engine EvaluationResult into the record `AuditStore.record_evaluation` stores.
+def _full_record(result: Any, *, hook: str, hook_instance: str, service_id: str,
+                 patient_id: str | None, latency_ms: float, key: bytes,
+                 ruleset: Any = None, time: str | None = None,
+                 explanation: Any = None, suppressed: list | None = None) -> tuple[dict, str | None]:
+    """Turn an engine EvaluationResult into a record (format 2 shape, not yet plain data) and the patient id.
 
     `ruleset` (name/version/sha256) is optional: without it the result's own `ruleset`
     attribute or the cards' `pacecds.ruleset` stamp is used. When `ruleset` is the engine's
@@ -253,27 +256,44 @@ def build_decision_record(result: Any, *, hook: str, hook_instance: str, service
             {k: r.get(k) for k in ("id", "version", "status", "fired", "condition")}
             for r in (explanation.get("rules") if isinstance(explanation, dict) else explanation) or []
             if isinstance(r, dict)]}
-    # Plain data only (no model objects), as a JSON round trip would give; provenance names the Patient
-    # resource itself: keep the reference, not the identifier.
-    return _plain(record, str(pid) if pid else None)
+    return record, (str(pid) if pid else None)
+
+
+def build_decision_record(result: Any, **kwargs: Any) -> dict:
+    """The decision record of an evaluation as readers see it (format 2 shape, every fact spelled out where it
+    is used): `expand_record(decision_body(...))`. Takes the arguments of `decision_body`."""
+    return expand_record(decision_body(result, **kwargs))
+
+
+def decision_body(result: Any, **kwargs: Any) -> dict:
+    """The compact record (format 3) that the log stores for an evaluation (see `build_decision_record`),
+    already scrubbed."""
+    record, pid = _full_record(result, **kwargs)
+    return compact_record(record, pid, scrubbed=True)
 
 
 THIS_PATIENT = "Patient/[this patient]"
 
 
-def _plain(record: dict, pid: str | None) -> Any:
+def _plain(record: dict, pid: str | None, scrubbing: bool = False) -> Any:
     """json.loads(canonical_json(record)) with this patient's references replaced, in one walk.
 
     A record is ~40 kB (the explanation names each condition's provenance); the round trip and a second
     walk for the patient cost more than the evaluation did. Anything unusual (a key that is not a string)
-    takes the round trip itself, so the result is always what it would give."""
+    takes the round trip itself, so the result is always what it would give. `scrubbing`: what `scrub`
+    would also remove (credential keys, token-like strings) is removed in the same walk."""
     forms = {pid, f"Patient/{pid}"} if pid else None
     suffix = f"/Patient/{pid}"
+
+    def text(obj: str) -> str:
+        if forms and (obj in forms or obj.endswith(suffix)):
+            return THIS_PATIENT
+        return REDACTED if scrubbing and _token_like(obj) else obj
 
     def walk(obj):
         kind = type(obj)
         if kind is str:
-            return THIS_PATIENT if forms and (obj in forms or obj.endswith(suffix)) else obj
+            return text(obj)
         if obj is None or kind is bool or kind is int:
             return obj
         if kind is float:
@@ -283,8 +303,12 @@ def _plain(record: dict, pid: str | None) -> Any:
         if kind is dict:
             if not all(type(k) is str for k in obj):
                 raise _NotPlain
+            if scrubbing:
+                return {k: walk(v) for k, v in obj.items() if not _forbidden_key(k)}
             return {k: walk(v) for k, v in obj.items()}
         if kind is list or kind is tuple:
+            if all(type(v) is str for v in obj):  # provenance: long lists of references
+                return [text(v) for v in obj]
             return [walk(v) for v in obj]
         return walk(_json_default(obj))
 
@@ -292,7 +316,8 @@ def _plain(record: dict, pid: str | None) -> Any:
         return walk(record)
     except (_NotPlain, RecursionError):
         plain = json.loads(canonical_json(record))
-        return _replace_patient(plain, pid) if pid else plain
+        plain = _replace_patient(plain, pid) if pid else plain
+        return scrub(plain)[0] if scrubbing else plain
 
 
 class _NotPlain(Exception):
@@ -321,3 +346,238 @@ def explain_result(ruleset: Any, result: Any) -> dict | None:
         return fn(result)
     except Exception:  # noqa: BLE001 - an explanation must never cost the decision its record
         return None
+
+
+# ---- record format 3: each fact once ---------------------------------------------------------------------
+
+_MIN_SHARED = 8  # front-code a reference only when it shares at least this much with the one before
+
+
+def encode_refs(refs: Any) -> Any:
+    """Front-code a provenance list: a reference that shares k >= 8 leading characters with the one before is
+    written "k:rest" (an EHR's ids for one patient mostly share their type and prefix). A FHIR reference never
+    starts with a digit; one that does, or starts with a backslash, is written with a leading backslash."""
+    if type(refs) is not list:
+        return refs
+    out: list = []
+    prev = ""
+    for r in refs:
+        if type(r) is not str:
+            out.append(r)
+            continue
+        k = _shared(prev, r)
+        if k >= _MIN_SHARED:
+            out.append(f"{k}:{r[k:]}")
+        elif r[:1].isdigit() or r[:1] == "\\":
+            out.append("\\" + r)
+        else:
+            out.append(r)
+        prev = r
+    return out
+
+
+def _shared(a: str, b: str) -> int:
+    """Length of the common prefix of a and b (binary search on C-level comparisons)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+_FRONT_CODED = re.compile(r"(\d+):")
+
+
+def decode_refs(refs: Any) -> Any:
+    if type(refs) is not list:
+        return refs
+    out: list = []
+    prev = ""
+    for r in refs:
+        if type(r) is str:
+            if r[:1] == "\\":
+                r = r[1:]
+            else:
+                m = _FRONT_CODED.match(r)
+                if m:
+                    r = prev[:int(m.group(1))] + r[m.end():]
+            prev = r
+        out.append(r)
+    return out
+
+
+def compact_record(record: dict, pid: str | None = None, *, scrubbed: bool = False) -> dict:
+    """A format 3 evaluation record from one of format 2 shape (with this patient's references replaced).
+
+    Each fact is written once, under "facts" (name -> values, unit, provenance); a fired or shadow-fired rule
+    lists the names of its facts, and an explanation condition that names its fact ("fact") drops the
+    provenance the table already holds. A fact that differs from the one of the same name already in the table
+    stays inline ([name, fact] in a rule's list; its provenance on a condition), so nothing is lost.
+    `scrubbed`: scrub (see `scrub`) in the same walk; the result then needs no second one."""
+    facts: dict[str, Any] = {}
+
+    def ref(name: Any, fact: Any) -> Any:
+        if isinstance(name, str) and isinstance(fact, dict):
+            have = facts.get(name)
+            if have is None:
+                facts[name] = fact
+                return name
+            if have == fact:
+                return name
+        return [name, fact]
+
+    def fired(f: Any) -> Any:
+        if not isinstance(f, dict) or not isinstance(f.get("facts"), dict):
+            return f
+        out = dict(f)
+        out["facts"] = [ref(n, v) for n, v in f["facts"].items()]
+        return out
+
+    table: list = []          # the record's distinct conditions, children before their parents
+    index: dict[str, int] = {}
+
+    def node(n: Any) -> Any:
+        """A condition as its index in the table (an identical condition, a shared exclusion, is written once)."""
+        if not isinstance(n, dict):
+            return n
+        if isinstance(n.get("children"), list):
+            entry: dict = {"op": n.get("op"), "r": _code(n.get("result")),
+                           "c": [node(c) for c in n["children"]]}
+        else:
+            entry = {"t": n.get("test"), "r": _code(n.get("result")), "v": n.get("value")}
+            name = n.get("fact")
+            have = facts.get(name) if isinstance(name, str) else None
+            if isinstance(name, str) and have is None and "provenance" in n:
+                facts[name] = have = {"provenance": n["provenance"]}
+            if not (isinstance(have, dict) and have.get("provenance") == n.get("provenance")):
+                entry["p"] = n.get("provenance")
+            if isinstance(name, str) and ("p" in entry or _fact_of_test(entry["t"]) != name):
+                entry["f"] = name  # else the test names it ("hemoglobin.value < 12 g/dL")
+            rest = {k: v for k, v in n.items()
+                    if k not in ("test", "result", "value", "fact", "provenance", "threshold", "unit")}
+            if rest:
+                entry["x"] = rest
+        key = repr(entry)  # entries are built in one key order; repr tells 1, 1.0 and True apart like JSON does
+        if key not in index:
+            index[key] = len(table)
+            table.append(entry)
+        return index[key]
+
+    out = {k: v for k, v in record.items() if k not in ("rulesFired", "shadow", "explanation", "rulesEvaluated")}
+    out["format"] = 3
+    out["rulesEvaluated"] = [[e.get("id"), e.get("version")] if isinstance(e, dict) and set(e) == {"id", "version"}
+                             else e for e in record.get("rulesEvaluated") or []]
+    out["rulesFired"] = [fired(f) for f in record.get("rulesFired") or []]
+    out["shadow"] = [fired(f) for f in record.get("shadow") or []]
+    expl = record.get("explanation")
+    if isinstance(expl, dict) and isinstance(expl.get("rules"), list):
+        rules = [dict(r, condition=node(r.get("condition"))) if isinstance(r, dict) else r for r in expl["rules"]]
+        evaluated = out["rulesEvaluated"]
+        if len(rules) == len(evaluated) and all(
+                isinstance(r, dict) and set(r) == {"id", "version", "status", "fired", "condition"}
+                and [r["id"], r["version"]] == e for r, e in zip(rules, evaluated)):
+            # the same rules in the same order as rulesEvaluated: [status, fired, condition] each
+            rules = [[r["status"], r["fired"], r["condition"]] for r in rules]
+        out["explanation"] = dict(expl, rules=rules)
+    elif expl is not None:
+        out["explanation"] = expl
+    out["conditions"] = table
+    # the engine's facts ({"values", "unit", "provenance"}): a null unit and empty provenance go without saying
+    out["facts"] = {n: {k: v for k, v in f.items() if not (k == "unit" and v is None or k == "provenance" and v == [])}
+                    if isinstance(f, dict) and set(f) <= {"values", "unit", "provenance"} and "provenance" in f
+                    and ("values" in f or len(f) == 1) else f
+                    for n, f in facts.items()}
+    plain = _plain(out, pid, scrubbing=scrubbed)
+    for fact in plain["facts"].values():
+        if isinstance(fact, dict) and "provenance" in fact:
+            fact["provenance"] = encode_refs(fact["provenance"])
+    return plain
+
+
+_RESULT_CODE = {"true": True, "false": False, "unknown (missing data)": None}
+_RESULT_LABEL = {True: "true", False: "false", None: "unknown (missing data)"}
+_TEST_FACT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)[. ]")
+
+
+def _code(label: Any) -> Any:
+    """A condition's result label as true/false/null; any other label as itself (a string)."""
+    return _RESULT_CODE[label] if isinstance(label, str) and label in _RESULT_CODE else label
+
+
+def _fact_of_test(test: Any) -> str | None:
+    """The fact a condition's test text starts with (the engine writes "fact.attr op value" or "fact is ...")."""
+    m = _TEST_FACT.match(test) if isinstance(test, str) else None
+    return m.group(1) if m else None
+
+
+def expand_record(body: Any) -> Any:
+    """Any stored record in the shape readers know (format 2): a format 3 evaluation record with each fact's
+    values and provenance spelled out where a rule or condition uses it; other records as they are."""
+    if not isinstance(body, dict) or body.get("format") != 3 or body.get("type") != "evaluation" \
+            or not isinstance(body.get("facts"), dict):
+        return body
+    facts = {}
+    for n, f in body["facts"].items():
+        if isinstance(f, dict) and ("provenance" in f or "values" in f or not f):
+            f = dict(f, provenance=decode_refs(f.get("provenance", [])))
+            if "values" in f:
+                f.setdefault("unit", None)
+        facts[n] = f
+
+    def fired(f: Any) -> Any:
+        if not isinstance(f, dict) or not isinstance(f.get("facts"), list):
+            return f
+        named: dict = {}
+        for r in f["facts"]:
+            if isinstance(r, str):
+                named[r] = facts.get(r)
+            elif isinstance(r, list) and len(r) == 2:
+                named[str(r[0])] = r[1]
+        return dict(f, facts=named)
+
+    table = body.get("conditions")
+    if not isinstance(table, list):
+        table = []
+    done: list = []
+    for e in table:  # children come before their parents
+        if not isinstance(e, dict):
+            done.append(e)
+            continue
+        label = _RESULT_LABEL.get(e.get("r"), e.get("r")) if e.get("r") is None or isinstance(e.get("r"), bool) \
+            else e.get("r")
+        if "c" in e:
+            done.append({"op": e.get("op"), "result": label,
+                         "children": [done[i] if isinstance(i, int) and 0 <= i < len(done) else i
+                                      for i in e.get("c") or []]})
+            continue
+        name = e.get("f") if "f" in e or "p" in e else _fact_of_test(e.get("t"))
+        fact = facts.get(name) if isinstance(name, str) else None
+        prov = e["p"] if "p" in e else list(fact.get("provenance") or []) if isinstance(fact, dict) else []
+        leaf = {"test": e.get("t"), "result": label, "value": e.get("v"), "threshold": None, "unit": None}
+        if name is not None:
+            leaf["fact"] = name
+        leaf["provenance"] = prov
+        leaf.update(e.get("x") or {})
+        done.append(leaf)
+
+    def node(n: Any) -> Any:
+        return done[n] if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < len(done) else n
+
+    out = {k: v for k, v in body.items() if k not in ("facts", "conditions")}
+    out["rulesEvaluated"] = [{"id": e[0], "version": e[1]} if isinstance(e, list) and len(e) == 2 else e
+                             for e in body.get("rulesEvaluated") or []]
+    out["rulesFired"] = [fired(f) for f in body.get("rulesFired") or []]
+    out["shadow"] = [fired(f) for f in body.get("shadow") or []]
+    expl = body.get("explanation")
+    if isinstance(expl, dict) and isinstance(expl.get("rules"), list):
+        rules = []
+        for i, r in enumerate(expl["rules"]):
+            if isinstance(r, list) and len(r) == 3 and i < len(out["rulesEvaluated"]):  # aligned: [status, fired, c]
+                e = out["rulesEvaluated"][i]
+                r = {"id": e.get("id"), "version": e.get("version"), "status": r[0], "fired": r[1], "condition": r[2]}
+            rules.append(dict(r, condition=node(r.get("condition"))) if isinstance(r, dict) else r)
+        out["explanation"] = dict(expl, rules=rules)
+    return out

@@ -2,13 +2,17 @@
 
 Guarantees
 - `record_evaluation` and `record_feedback` return only after the transaction has
-  committed (SQLite: WAL with synchronous=FULL; PostgreSQL: default synchronous commit),
+  committed (SQLite: WAL with synchronous=FULL, or NORMAL if PACECDS_AUDIT_SQLITE_SYNCHRONOUS says so;
+  PostgreSQL: synchronous commit, set for each append transaction),
   so a caller that returns a card after them never returns a card without its record.
 - Every record carries the SHA-256 of the previous record (over its canonical JSON),
   and a one-row chain head holds the last sequence number and hash. Appends are
-  serialised on that head: SQLite takes the write lock up front (BEGIN IMMEDIATE);
-  PostgreSQL locks the head row (SELECT ... FOR UPDATE), which also serialises
-  several service replicas sharing one database.
+  serialised on that head: SQLite takes the write lock up front (BEGIN IMMEDIATE), after the
+  writers of the file queued on a file lock; PostgreSQL locks the head row (SELECT ... FOR
+  UPDATE), which also serialises several service replicas sharing one database. The lock is
+  held from reading the head to the commit only: records are scrubbed and serialised before
+  it, and records that arrive while a commit runs are committed together in the next
+  transaction (group commit).
 - `verify` recomputes the chain and names the first record that was changed,
   inserted or deleted. The chain detects edits by anyone who cannot also rewrite
   every later record and the head; `verify` prints the head hash so that auditors can
@@ -16,8 +20,10 @@ Guarantees
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -26,7 +32,19 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from . import config
-from .record import GENESIS_HASH, RECORD_FORMAT, TIME_RE, canonical_json, chain_hash, scrub, seal, seal_key, utc_now
+from .record import (
+    GENESIS_HASH,
+    RECORD_FORMAT,
+    TIME_RE,
+    canonical_json,
+    chain_hash,
+    compact_record,
+    expand_record,
+    scrub,
+    seal,
+    seal_key,
+    utc_now,
+)
 
 metadata = sa.MetaData()
 
@@ -118,7 +136,7 @@ class NoDecisionLog(Exception):
     """A reader found no decision log where it looked (readers never create one)."""
 
 
-def _driver_url(url: str) -> str:
+def driver_url(url: str) -> str:
     """postgres:// and postgresql:// URLs use psycopg (3)."""
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://"):]
@@ -146,6 +164,7 @@ def _sqlite_engine(url: str) -> sa.Engine:
         # Lab values and medication names: readable by the owner only. SQLite gives its -wal and -shm files
         # the database file's permissions.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    sync = config.sqlite_synchronous()  # checked before the first connection: a typo fails the start
     eng = sa.create_engine(url, connect_args={"timeout": 60})
 
     @event.listens_for(eng, "connect")
@@ -154,7 +173,7 @@ def _sqlite_engine(url: str) -> sa.Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")   # durable at COMMIT, not just crash-safe
+        cur.execute(f"PRAGMA synchronous={sync}")  # FULL: durable at COMMIT, not just crash-safe (see config)
         cur.execute("PRAGMA busy_timeout=60000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -189,7 +208,7 @@ class AuditStore:
         """Open (and migrate to the latest schema) the store named by `url`,
         else PACECDS_DATABASE_URL, else SQLite at var/pacecds-audit.db.
         `schema` puts the tables in a PostgreSQL schema (created if missing)."""
-        url = _driver_url(config.database_url(url))
+        url = driver_url(config.database_url(url))
         if url.startswith("sqlite"):
             eng = _sqlite_engine(url)
         else:
@@ -212,7 +231,7 @@ class AuditStore:
         """Open the store that from_config(url) names, for reading only: never create the var/
         directory, a SQLite file, the tables or the audit key. Raises NoDecisionLog when no log
         is there (a missing or empty SQLite file, a database without the audit tables)."""
-        url = _driver_url(config.database_url(url, create=False))
+        url = driver_url(config.database_url(url, create=False))
         where = config.describe_url(url)
         if url.startswith("sqlite"):
             path = _sqlite_path(url)
@@ -299,7 +318,19 @@ class AuditStore:
     # ---- writing ----------------------------------------------------------------
     def _write(self):
         conn = self.engine.connect().execution_options(pacecds_write=True)
-        return _WriteTxn(conn)
+        return _WriteTxn(conn, self._writer_lock())
+
+    def _writer_lock(self) -> "_FileLock | None":
+        """SQLite: writers of this file queue on an advisory file lock (fcntl.flock, one per process) before they
+        ask SQLite for its write lock, so a waiting writer sleeps in the kernel and wakes as soon as the lock is
+        free, instead of polling with SQLite's busy handler (sleeps of up to 100 ms each). None elsewhere."""
+        if self.dialect != "sqlite":
+            return None
+        lock = self.__dict__.get("_flock")
+        if lock is None or lock.pid != os.getpid():
+            path = _sqlite_path(self.engine.url.render_as_string(False))
+            lock = self.__dict__["_flock"] = _FileLock(path + ".writer-lock") if path else None
+        return lock
 
     def _lock_head(self, conn) -> tuple[int, str]:
         q = sa.select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1)
@@ -336,31 +367,57 @@ class AuditStore:
     def _set_head(self, conn, seq: int, h: str) -> None:
         conn.execute(chain_head.update().where(chain_head.c.id == 1).values(seq=seq, hash=h))
 
-    def record_evaluation(self, record: dict) -> int:
-        """Append one decision record; returns its sequence number once committed."""
+    def record_evaluation(self, record: dict, *, _scrubbed: bool = False) -> int:
+        """Append one decision record; returns its sequence number once committed.
+
+        Everything but the chain itself (scrubbing, serialising, the card index rows) is done before the chain
+        lock. Records that arrive while another thread of this process is committing are committed together, in
+        the next transaction (group commit, `_GroupCommit`): one lock, one fsync for all of them."""
         if not isinstance(record, dict) or not record.get("hookInstance"):
             raise ValueError("an evaluation record needs a hookInstance")
-        body, _ = scrub(record)
+        if record.get("format") != RECORD_FORMAT:
+            record, _scrubbed = compact_record(record, scrubbed=True), True  # a caller's record of format 2 shape
+        # decision_body scrubs as it builds; a record from anywhere else is scrubbed here
+        body = dict(record) if _scrubbed else scrub(record)[0]
         body["type"] = "evaluation"
         body["format"] = RECORD_FORMAT
         body.pop("card", None)
         self.seal_key  # noqa: B018 - load (or create) the key before taking the chain lock
+        return self._committer.submit(_Pending(body))
+
+    def _commit_batch(self, batch: "list[_Pending]") -> None:
+        """One transaction for a batch of evaluation records, in order: the chain lock is held from reading the
+        head to the commit, and nothing else is done under it than numbering, timing, hashing and writing."""
         with self._write() as conn:
             seq, prev = self._lock_head(conn)
-            body["time"] = self._log_time(conn, seq, body.get("time"))
-            seq += 1
-            h = self._append(conn, seq, prev, body)
-            rows = [{"card_uuid": c["uuid"], "seq": seq,
-                     "rule_id": (c.get("rule") or {}).get("id"),
-                     "rule_version": (c.get("rule") or {}).get("version")}
-                    for c in body.get("cards") or [] if isinstance(c, dict) and c.get("uuid")]
-            # A response never repeats a uuid, but a duplicate must not lose the record.
-            seen = set()
-            rows = [r for r in rows if not (r["card_uuid"] in seen or seen.add(r["card_uuid"]))]
-            if rows:
-                conn.execute(cards.insert(), rows)
-            self._set_head(conn, seq, h)
-        return seq
+            last = ""
+            if seq > 0:
+                last = conn.execute(sa.select(records.c.recorded_at).where(records.c.seq == seq)).scalar() or ""
+            rows, card_rows = [], []
+            now = utc_now()  # taken under the chain lock, like the previous record's
+            for p in batch:
+                t = p.time or now
+                t = t if t > last or not TIME_RE.match(last) else last  # times never go backwards
+                last = t
+                seq += 1
+                text = p.text(t)
+                h = chain_hash(prev, text)
+                rows.append(dict(p.values, recorded_at=t, seq=seq, body=text, prev_hash=prev, hash=h,
+                                 feedback_key=None, seal=seal(self.seal_key, seq, h)))
+                card_rows += [dict(c, seq=seq) for c in p.cards]
+                p.seq = seq
+                prev = h
+            conn.execute(records.insert(), rows)
+            if card_rows:
+                conn.execute(cards.insert(), card_rows)
+            self._set_head(conn, seq, prev)
+
+    @property
+    def _committer(self) -> "_GroupCommit":
+        c = self.__dict__.get("_group")
+        if c is None or c.pid != os.getpid():  # a forked worker starts its own (threads do not survive fork)
+            c = self.__dict__["_group"] = _GroupCommit(self._commit_batch)
+        return c
 
     def record_result(self, result: Any, *, hook: str, hook_instance: str, service_id: str,
                       patient_id: str | None, latency_ms: float, ruleset: Any = None,
@@ -368,10 +425,10 @@ class AuditStore:
         """build_decision_record + record_evaluation with this store's key: the one call the
         service makes after evaluating and before it answers. `suppressed`: (card, reason) pairs decided
         but not shown (kept in the record)."""
-        from .record import build_decision_record
-        return self.record_evaluation(build_decision_record(
+        from .record import decision_body
+        return self.record_evaluation(decision_body(
             result, hook=hook, hook_instance=hook_instance, service_id=service_id, patient_id=patient_id,
-            latency_ms=latency_ms, key=self.key, ruleset=ruleset, suppressed=suppressed))
+            latency_ms=latency_ms, key=self.key, ruleset=ruleset, suppressed=suppressed), _scrubbed=True)
 
     def overridden(self, patient_id: str, since: str) -> dict:
         """(rule id, data key) -> time of the feedback, for the cards of this patient that a clinician overrode
@@ -449,7 +506,7 @@ class AuditStore:
 
     @staticmethod
     def _decode(row) -> dict:
-        rec = json.loads(row.body)
+        rec = expand_record(json.loads(row.body))
         rec["seq"] = row.seq
         rec["hash"] = row.hash
         rec["prevHash"] = row.prev_hash
@@ -523,7 +580,7 @@ class AuditStore:
         out = []
         with self.engine.connect() as conn:
             for row in self._rows(conn, *where, order="desc"):
-                rec = json.loads(row.body)
+                rec = expand_record(json.loads(row.body))
                 fired = [f"{f.get('id')} {f.get('version')}" for f in rec.get("rulesFired") or []]
                 shadow = [f"{f.get('id')} {f.get('version')}" for f in rec.get("shadow") or []]
                 if rule_id and not any(x.split(" ")[0] == rule_id for x in fired + shadow):
@@ -784,7 +841,7 @@ class AuditStore:
         where = [records.c.recorded_at >= since] if since else []
         with self.engine.connect() as conn:
             for row in self._rows(conn, *where):
-                rec = json.loads(row.body)
+                rec = expand_record(json.loads(row.body))
                 if rec.get("type") == "evaluation":
                     key, info = release_of(rec)
                     seen = releases.setdefault(key, {**info, "key": key, "evaluations": 0})
@@ -876,13 +933,21 @@ class _Peek:
 
 
 class _WriteTxn:
-    """`with store._write() as conn:` — a write transaction that commits or rolls back, then closes."""
+    """`with store._write() as conn:` — a write transaction that commits or rolls back, then closes (and
+    releases the writers' file lock, if any)."""
 
-    def __init__(self, conn):
+    def __init__(self, conn, lock: "_FileLock | None" = None):
         self.conn = conn
+        self.lock = lock
 
     def __enter__(self):
-        self.txn = self.conn.begin()
+        if self.lock is not None:
+            self.lock.acquire()
+        try:
+            self.txn = self.conn.begin()
+        except BaseException:
+            self._release()
+            raise
         return self.conn
 
     def __exit__(self, exc_type, exc, tb):
@@ -893,7 +958,135 @@ class _WriteTxn:
                 self.txn.rollback()
         finally:
             self.conn.close()
+            self._release()
         return False
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+class _FileLock:
+    """An exclusive lock shared by the threads of one process (threading.Lock) and the processes on one host
+    (fcntl.flock on a file next to the database). Opened per process: a descriptor inherited through fork
+    would share its lock with the parent."""
+
+    def __init__(self, path: str):
+        self.pid = os.getpid()
+        self.path = path
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+_PLACEHOLDER_TIME = "0000-00-00T00:00:00.000000Z"  # as wide as a real time; replaced under the chain lock
+
+
+class _Pending:
+    """An evaluation record waiting for its transaction: serialised before the chain lock, with a placeholder
+    for the log time that only the committer knows."""
+
+    def __init__(self, body: dict):
+        wanted = body.get("time")
+        self.time: str | None = wanted if isinstance(wanted, str) and TIME_RE.match(wanted) else None
+        body["time"] = _PLACEHOLDER_TIME
+        self._text = canonical_json(body)
+        self._body = body if self._text.count(_PLACEHOLDER_TIME) != 1 else None  # else serialise under the lock
+        self.values = {col: body.get(src) for col, src in _INDEXED.items() if col != "recorded_at"}
+        rows, seen = [], set()
+        for c in body.get("cards") or []:
+            # A response never repeats a uuid, but a duplicate must not lose the record.
+            if isinstance(c, dict) and c.get("uuid") and c["uuid"] not in seen:
+                seen.add(c["uuid"])
+                rule = c.get("rule") or {}
+                rows.append({"card_uuid": c["uuid"], "rule_id": rule.get("id"), "rule_version": rule.get("version")})
+        self.cards = rows
+        self.seq: int | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.lead = False
+
+    def text(self, t: str) -> str:
+        if self._body is not None:
+            self._body["time"] = t
+            return canonical_json(self._body)
+        return self._text.replace(_PLACEHOLDER_TIME, t, 1)
+
+
+class _GroupCommit:
+    """Leader and followers: the first thread to append commits; threads that append while it does wait, and
+    the first of them then commits all of their records in one transaction. A thread returns only once its own
+    record is committed (no card leaves before its record). If a batch fails, its records are retried one by
+    one, so only a record that fails on its own fails its request."""
+
+    def __init__(self, commit):
+        self.pid = os.getpid()
+        self._commit = commit
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._busy = False
+
+    def submit(self, p: _Pending) -> int:
+        with self._lock:
+            self._queue.append(p)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            p.done.wait()
+            if not p.lead:
+                return self._result(p)
+        # the leader: commit what is queued (own record included), then hand over to the next waiting thread
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._run(batch)
+        finally:
+            with self._lock:
+                if self._queue:
+                    nxt = self._queue[0]
+                    nxt.lead = True
+                    nxt.done.set()
+                else:
+                    self._busy = False
+        return self._result(p)
+
+    def _run(self, batch: list[_Pending]) -> None:
+        try:
+            self._commit(batch)
+        except BaseException as e:  # noqa: BLE001 - reported to each waiting thread
+            if len(batch) == 1:
+                batch[0].error = e
+            else:
+                for p in batch:
+                    self._run([p])
+                return
+        for p in batch:
+            if p.error is None or len(batch) == 1:
+                p.lead = False
+                p.done.set()
+
+    @staticmethod
+    def _result(p: _Pending) -> int:
+        if p.error is not None:
+            raise p.error
+        assert p.seq is not None
+        return p.seq
 
 
 class _RecentHashes:

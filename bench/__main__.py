@@ -2,11 +2,13 @@
 
     python -m bench generate SIZE [--patient ID] [--seed N] [--bundle] > patient.json
     python -m bench inproc  [--sizes small,standard,large] [--scale 1.0]
-    python -m bench http    [--concurrency 1,16,64] [--requests 2000] [--duration 20] [--workers 2] [--threads 1]
-                            [--worker-class gthread|sync] [--floor]
+    python -m bench http    [--concurrency 1,16,64] [--requests 3000] [--duration 20] [--workers 2] [--threads 4]
+                            [--audit sqlite|off|postgres|URL] [--patients new|repeat] [--floor]
+    python -m bench http --matrix --concurrency 1,16   # log off / SQLite / PostgreSQL x new / repeated patients
     python -m bench soak    [--evaluations 100000]
     python -m bench isolation [--threads 64] [--rounds 20]
     python -m bench http-isolation [--patients 64] [--rounds 10] [--workers 2] [--threads 8]
+    python -m bench record-size  # bytes per decision record, per patient size
     python -m bench report  # docs/benchmarks.md tables from bench/results/*.json
 
 Results are written as JSON to bench/results/ (git-ignored); `report` renders the markdown tables.
@@ -84,20 +86,34 @@ def cmd_inproc(args) -> int:
 
 
 def cmd_http(args) -> int:
-    from .http import run
+    from .http import matrix, matrix_table, run
 
     conc = [int(c) for c in args.concurrency.split(",")]
+    command = " ".join(["python -m bench"] + sys.argv[1:])
+    if args.matrix:
+        result = matrix(concurrency=conc, requests=args.requests, duration=args.duration, workers=args.workers,
+                        threads=args.threads, size=args.size, rules=args.rules, client=args.client,
+                        progress=lambda m: print(m, file=sys.stderr))
+        path = save("http_matrix", {"machine": machine(), "command": command, **result})
+        print(matrix_table(result))
+        print(f"-> {path}")
+        return 0 if all(run["errors"] == 0 for r in result["rows"] for run in r["runs"]) and all(
+            r["every_200_audited"] is not False for r in result["rows"]) else 1
     results = run(concurrency=conc, requests=args.requests, duration=args.duration, workers=args.workers,
                   threads=args.threads, size=args.size, rules=args.rules, port=args.port, audit=args.audit,
-                  client=args.client, worker_class=args.worker_class, floor=args.floor)
-    payload = {"machine": machine(), "command": " ".join(["python -m bench"] + sys.argv[1:]), **results}
+                  client=args.client, floor=args.floor, patients=args.patients)
+    payload = {"machine": machine(), "command": command, **results}
     path = save("http_floor" if args.floor else "http", payload)
     for row in results["runs"]:
         print(f"c={row['concurrency']:3d} n={row['requests']:6d} ok={row['ok']:6d} err={row['errors']:3d} "
               f"{row['throughput_rps']:8.1f} req/s  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
               f"server CPU {row['server_cpu_ms_per_request']:.2f} ms/req  client CPU {row['client_cpu_s'] / row['seconds']:.0%}")
+    if results["records"] is not None:
+        print(f"decision log ({results['server']['audit']}): {results['records']} records for "
+              f"{results['responses_200']} responses 200: "
+              f"{'every 200 audited' if results['every_200_audited'] else 'NOT every 200 audited'}")
     print(f"-> {path}")
-    return 0 if all(r["errors"] == 0 for r in results["runs"]) else 1
+    return 0 if all(r["errors"] == 0 for r in results["runs"]) and results["every_200_audited"] is not False else 1
 
 
 def cmd_soak(args) -> int:
@@ -141,6 +157,27 @@ def cmd_http_isolation(args) -> int:
     return 0 if result["ok"] else 1
 
 
+def cmd_record_size(args) -> int:
+    """Bytes per decision record (the stored canonical JSON) for each benchmark patient."""
+    from audit.record import canonical_json, decision_body, expand_record
+
+    from .generate import NOW, make_request
+
+    rs = _ruleset(args.rules)
+    rows = {}
+    for size in ("small", "standard", "large"):
+        result = rs.evaluate(make_request(size, patient_id=f"bench-{size}"), now=NOW)
+        body = decision_body(result, hook="patient-view", hook_instance="bench", service_id="pacing-review",
+                             patient_id=f"bench-{size}", latency_ms=1.0, key=b"k" * 32, ruleset=rs)
+        full = expand_record(body)  # what format 2 stored: every fact spelled out where it is used
+        rows[size] = {"format3_bytes": len(canonical_json(body).encode()),
+                      "expanded_bytes": len(canonical_json(full).encode())}
+        print(f"{size:9} format 3: {rows[size]['format3_bytes']:7d} bytes   expanded (format 2 shape): "
+              f"{rows[size]['expanded_bytes']:7d} bytes")
+    save("record_size", {"machine": machine(), "sizes": rows})
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import render
 
@@ -165,20 +202,26 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="multiply the iteration counts")
     p.set_defaults(func=cmd_inproc)
 
-    p = sub.add_parser("http", help="the service under gunicorn on loopback, async load at fixed concurrency")
+    p = sub.add_parser("http", help="the service as `pacecds serve` runs it, async load at fixed concurrency; "
+                                    "by default the decision log on (SQLite) and a new patient per request")
     p.add_argument("--concurrency", default="1,16,64")
     p.add_argument("--requests", type=int, default=3000, help="request cap per concurrency level")
     p.add_argument("--duration", type=float, default=20.0, help="time cap (s) per concurrency level")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
-    p.add_argument("--worker-class", default="gthread", choices=("gthread", "sync"),
-                   help="gthread (as `pacecds serve`; connections kept open) or sync (a connection per request)")
+    p.add_argument("--threads", type=int, default=4, help="threads per worker (4, as `pacecds serve`)")
     p.add_argument("--floor", action="store_true",
                    help="serve a do-nothing app (read and parse the body) under the same gunicorn: the HTTP floor")
     p.add_argument("--size", default="standard", choices=("small", "standard", "large"))
     p.add_argument("--port", type=int, default=0, help="0: a free port")
     p.add_argument("--client", default="aiohttp", choices=("aiohttp",))
-    p.add_argument("--audit", default="off", help="off | sqlite | a database URL (decisions recorded per request)")
+    p.add_argument("--audit", default="sqlite",
+                   help="sqlite (default) | off | postgres (a throwaway database on the local server, "
+                        "PACECDS_BENCH_PG_URL) | a database URL")
+    p.add_argument("--patients", default="new", choices=("new", "repeat"),
+                   help="new: a patient never seen before on every request (default); repeat: the same patient")
+    p.add_argument("--matrix", action="store_true",
+                   help="the side-by-side table: log off / SQLite / PostgreSQL x new / repeated patients "
+                        "(use e.g. --concurrency 1,16)")
     p.set_defaults(func=cmd_http)
 
     p = sub.add_parser("soak", help="many in-process evaluations; RSS at start and end")
@@ -200,6 +243,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--size", default="small", choices=("small", "standard", "large"))
     p.set_defaults(func=cmd_http_isolation)
+
+    p = sub.add_parser("record-size", help="bytes per decision record for each benchmark patient")
+    p.set_defaults(func=cmd_record_size)
 
     p = sub.add_parser("report", help="markdown tables from bench/results/*.json")
     p.set_defaults(func=cmd_report)

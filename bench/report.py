@@ -38,6 +38,12 @@ def render(results: Path) -> str:
                 "the machine): " + "; ".join(
                     f"{size} warm/floor {r['cpu_warm_over_floor']:.1f}x, cold/validate {r['cpu_cold_over_validate']:.2f}x"
                     for size, r in inproc["sizes"].items() if "cpu_warm_over_floor" in r) + ".", ""]
+    matrix = _load(results, "http_matrix")
+    if matrix:
+        from .http import matrix_table
+        out += [f"### Deployed shape (`{matrix['command']}`)", "", f"Machine: {_machine(matrix['machine'])}; "
+                f"{matrix['server']['workers']} workers x {matrix['server']['threads']} threads (`pacecds serve`); "
+                f"{matrix['size']} patient.", "", matrix_table(matrix), ""]
     for name, title in (("http", "HTTP"), ("http_floor", "HTTP floor: the same gunicorn serving a do-nothing app")):
         http = _load(results, name)
         if not http:
@@ -46,7 +52,8 @@ def render(results: Path) -> str:
         out += [f"### {title} (`{http['command']}`)", "", f"Machine: {_machine(http['machine'])}; load average "
                 f"before the run {', '.join(f'{x:.1f}' for x in http['loadavg_before'])}.", "",
                 f"gunicorn {srv['worker_class']}, {srv['workers']} workers x {srv['threads']} threads, audit "
-                f"{srv['audit']}; {http['size']} patient ({http['request_bytes'] / 1024:.0f} kB per request); "
+                f"{srv['audit']}; {http['size']} patient ({http['request_bytes'] / 1024:.0f} kB per request"
+                f"{', a new patient every request' if http.get('patients') == 'new' else ''}); "
                 f"client: {http['runs'][0].get('client', 'aiohttp')} on the same machine.", "",
                 "| concurrency | requests | errors | throughput | p50 | p90 | p99 | max | server CPU / request "
                 "| client CPU | capacity on 2 idle cores |",

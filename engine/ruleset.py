@@ -243,6 +243,7 @@ def _explain_node(node, values: dict, facts: dict) -> dict:
         "value": round(seen, 4) if is_number(seen) else seen,
         "threshold": leaf.value,
         "unit": leaf.unit,
+        "fact": leaf.fact,  # lets a record name the fact once instead of repeating its provenance per condition
         "provenance": list(fact.provenance) if fact else [],
     }
 

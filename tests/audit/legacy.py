@@ -30,3 +30,25 @@ def load_format1_log(store) -> dict:
         head = data["audit_chain_head"]
         conn.execute(sa.text("UPDATE audit_chain_head SET seq = :seq, hash = :hash WHERE id = 1"), head)
     return data
+
+
+FORMAT2 = Path(__file__).parent / "fixtures" / "decision-log-format2.json"
+
+
+def load_format2_log(store) -> dict:
+    """Write the rows of a log that pacecds wrote with record format 2 (sealed with key b"k" * 32) into `store`,
+    at the current schema (format 3 changed the records, not the tables)."""
+    data = json.loads(FORMAT2.read_text())
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_card"))
+        conn.execute(sa.text("DELETE FROM audit_record"))
+        for row in data["audit_record"]:
+            cols = ", ".join(row)
+            conn.execute(sa.text(f"INSERT INTO audit_record ({cols}) VALUES ({', '.join(':' + c for c in row)})"),
+                         row)
+        for row in data["audit_card"]:
+            conn.execute(sa.text("INSERT INTO audit_card (card_uuid, seq, rule_id, rule_version) "
+                                 "VALUES (:card_uuid, :seq, :rule_id, :rule_version)"), row)
+        conn.execute(sa.text("UPDATE audit_chain_head SET seq = :seq, hash = :hash WHERE id = 1"),
+                     data["audit_chain_head"])
+    return data

@@ -239,7 +239,7 @@ def test_records_written_before_the_change_stay_verifiable(store_url, monkeypatc
     rep = store.verify()
     assert rep.ok and rep.records == len(data["audit_record"]) + 3 and rep.seals_checked, rep.problems
     formats = [json.loads(_row(store, s).body).get("format", 1) for s in range(1, rep.records + 1)]
-    assert formats == [1] * len(data["audit_record"]) + [2, 2, 2]
+    assert formats == [1] * len(data["audit_record"]) + [3, 3, 3]
     assert [_row(store, s).hash for s in range(1, 5)] == [r["hash"] for r in data["audit_record"]]  # unchanged
     assert store.get_by_card(legacy_card)["hookInstance"] == "legacy-1"
     fb = json.loads(_row(store, 6).body)
@@ -247,7 +247,7 @@ def test_records_written_before_the_change_stay_verifiable(store_url, monkeypatc
     # an old-format record added afterwards (old code still running, or a forger) is named
     forged = {k: v for k, v in json.loads(_row(store, 1).body).items() if k != "format"}
     seq = _forge_append(store, {**forged, "hookInstance": "old-code", "cards": []}, seal_with=store.seal_key)
-    assert _problems(store) == [(seq, "changed")] and "format 1 after format 2" in store.verify().first_bad.detail
+    assert _problems(store) == [(seq, "changed")] and "format 1 after format 3" in store.verify().first_bad.detail
     # a legacy record edited after the upgrade is still found by its hash
     raw_exec(store, "UPDATE audit_record SET body = replace(body, 'legacy-2', 'legacy-X') WHERE seq = 3")
     raw_exec(store, "UPDATE audit_record SET hook_instance = 'legacy-X' WHERE seq = 3")

@@ -88,6 +88,29 @@ def test_http_benchmark_bounded():
     for row in result["runs"]:
         assert row["errors"] == 0, row["statuses"]
         assert row["ok"] == row["requests"] > 0
+    # as deployed: the decision log on (SQLite), and every 200 (warm-up included) has its record
+    assert result["server"]["audit"] == "sqlite" and result["patients"] == "new"
+    assert result["records"] == result["responses_200"] > 24 and result["every_200_audited"] is True
+
+
+def test_http_benchmark_sends_a_new_patient_every_request():
+    """Every body names a patient (and resources) no other body names; `repeat` sends one patient."""
+    import orjson
+
+    from bench import http
+
+    make = http.body_factory("small", "new")
+    docs = [orjson.loads(make()) for _ in range(40)]
+    pids = {d["context"]["patientId"] for d in docs}
+    obs = {e["resource"]["id"] for d in docs for e in d["prefetch"]["observations"]["entry"]}
+    assert len(pids) == 40 and all(d["prefetch"]["patient"]["id"] == d["context"]["patientId"] for d in docs)
+    assert len(obs) == sum(len(d["prefetch"]["observations"]["entry"]) for d in docs)
+    assert len({d["hookInstance"] for d in docs}) == 40
+    values = {tuple(e["resource"]["valueQuantity"]["value"] for e in d["prefetch"]["observations"]["entry"])
+              for d in docs}
+    assert len(values) == 16  # the values of 16 seeded patients in turn
+    same = http.body_factory("small", "repeat")
+    assert len({orjson.loads(same())["context"]["patientId"] for _ in range(5)}) == 1
 
 
 def test_http_isolation_bounded():
