@@ -67,6 +67,8 @@ class Rule:
     summary: Template
     detail: Template | None
     facts: set[str] = field(default_factory=set)  # facts the condition and card read
+    # one per card suggestion: its own `when` condition, or None when it is always offered with the card
+    suggestion_conditions: list = field(default_factory=list)
 
 
 @dataclass
@@ -480,11 +482,19 @@ def _load_rule(doc: YamlDocument, facts: dict, valuesets: dict, errors: _Collect
             _template(var.get("summary"), path + ("summary",), doc, errors),
             _template(var.get("detail"), path + ("detail",), doc, errors),
         ))
+    suggestion_conditions = [
+        condition(s["when"], ("card", "suggestions", i, "when")) if "when" in s else None
+        for i, s in enumerate(card.get("suggestions", []))
+    ]
     summary = _template(card["summary"], ("card", "summary"), doc, errors)
     detail = _template(card.get("detail"), ("card", "detail"), doc, errors)
     if summary is None or (card.get("detail") and detail is None):
         ok = False
-    for path, node in [(("when",), cond)] + [(("card", "variants", i, "when"), v.condition) for i, v in enumerate(variants)]:
+    checked = [(("when",), cond)] + [(("card", "variants", i, "when"), v.condition) for i, v in enumerate(variants)]
+    # a suggestion's condition runs together with the rule's own (the engine compiles both as one)
+    checked += [(("card", "suggestions", i, "when"), Node("all", [cond, node]))
+                for i, node in enumerate(suggestion_conditions) if node is not None and cond is not None]
+    for path, node in checked:
         if node is None:
             continue
         try:
@@ -494,7 +504,7 @@ def _load_rule(doc: YamlDocument, facts: dict, valuesets: dict, errors: _Collect
             ok = False
 
     used = set()
-    for node in [cond] + [var.condition for var in variants]:
+    for node in [cond] + [var.condition for var in variants] + suggestion_conditions:
         if node is not None:
             used |= {leaf.fact for leaf in node.leaves()} | {leaf.other[0] for leaf in node.leaves() if leaf.other}
     # every template reference must name a fact attribute or a parameter (checked even when the
@@ -539,7 +549,7 @@ def _load_rule(doc: YamlDocument, facts: dict, valuesets: dict, errors: _Collect
     return Rule(
         id=data["id"], version=data["version"], status=data["status"], title=data["title"], hooks=data["hooks"],
         file=doc.file, source=data, condition=cond, variants=variants, params=params,
-        summary=summary, detail=detail, facts=used,
+        summary=summary, detail=detail, facts=used, suggestion_conditions=suggestion_conditions,
     )
 
 
