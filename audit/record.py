@@ -250,7 +250,7 @@ def build_decision_record(result: Any, *, hook: str, hook_instance: str, service
         record["suppressed"] = [dict(_card(c, keys), reason=reason) for c, reason in suppressed]
     if explanation is not None:
         record["explanation"] = {"rules": [
-            {k: r.get(k) for k in ("id", "version", "status", "fired", "condition", "suggestions") if k in r}
+            {k: r.get(k) for k in ("id", "version", "status", "fired", "condition", "suggestions", "sections") if k in r}
             for r in (explanation.get("rules") if isinstance(explanation, dict) else explanation) or []
             if isinstance(r, dict)]}
     # Plain data only (no model objects), as a JSON round trip would give; provenance names the Patient

@@ -78,12 +78,17 @@ class CardMaker:
         self._selection_behavior = spec.get("selection_behavior", "at-most-one")
 
     def render(self, indicator: str, summary: Template, detail: Template | None, lookup,
-               patient_id: str | None, offered: set[int] | None = None, left_out: list | None = None) -> dict:
+               patient_id: str | None, offered: set[int] | None = None, left_out: list | None = None,
+               sections: list | None = None) -> dict:
         """The card. `offered`: the indexes of the suggestions whose own `when` holds (None: all of them);
-        `left_out`, when given, receives (index, why) for each suggestion not offered."""
+        `left_out`, when given, receives (index, why) for each suggestion not offered; `sections`: the detail
+        templates of the card sections whose condition holds, added after the detail in order."""
         card = {"uuid": str(uuid.uuid4()), "summary": " ".join(summary.render(lookup, escape=plain_inline).split()),
                 "indicator": indicator}
         detail_text = detail.render(lookup, escape=escape_markdown) if detail else None
+        if sections:
+            parts = [detail_text or ""] + [t.render(lookup, escape=escape_markdown) for t in sections]
+            detail_text = "\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n"
         if detail_text:
             card["detail"] = detail_text
         card.update(orjson.loads(self._fixed))

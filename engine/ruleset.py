@@ -47,6 +47,7 @@ class FiredRule:
     facts: dict  # fact name -> {"values", "unit", "provenance"}
     card_uuid: str | None = None
     suggestions_left_out: list = field(default_factory=list)  # (suggestion index, why), for explain
+    sections: list = field(default_factory=list)  # indexes of the card sections shown
 
 
 @dataclass
@@ -90,7 +91,11 @@ class _HookProgram:
             for j, when in enumerate(rule.suggestion_conditions):
                 if when is None:
                     continue
-                expressions[f"r{i}_s{j}"] = conditions.to_durable(conditions.Node("all", [rule.condition, when]))
+                expressions[f"r{i}_s{j}"] = conditions.to_durable(when)  # counts only when the rule fires
+                for leaf in when.leaves():
+                    self.leaves[leaf.key] = leaf
+            for j, (when, _) in enumerate(rule.sections):
+                expressions[f"r{i}_d{j}"] = conditions.to_durable(when)
                 for leaf in when.leaves():
                     self.leaves[leaf.key] = leaf
         self.compiled = CompiledRules(label, expressions)
@@ -172,7 +177,9 @@ class Ruleset:
                     indicator = var.indicator or indicator
                     summary = var.summary or summary
                     detail = var.detail or detail
-            fired = FiredRule(rule.id, rule.version, rule.status, indicator, _fired_facts(rule, facts))
+            sections = [text for j, (_, text) in enumerate(rule.sections) if f"r{i}_d{j}" in fired_names]
+            fired = FiredRule(rule.id, rule.version, rule.status, indicator, _fired_facts(rule, facts),
+                              sections=[j for j in range(len(rule.sections)) if f"r{i}_d{j}" in fired_names])
             if rule.status == "draft":
                 result.shadow.append(fired)
                 continue
@@ -180,7 +187,8 @@ class Ruleset:
             offered = {j for j, when in enumerate(rule.suggestion_conditions)
                        if when is None or f"r{i}_s{j}" in fired_names}
             card = self._cards[rule.id].render(indicator, summary, detail, lookup, data.patient_id,
-                                               offered=offered, left_out=fired.suggestions_left_out)
+                                               offered=offered, left_out=fired.suggestions_left_out,
+                                               sections=sections)
             fired.card_uuid = card["uuid"]
             result.fired.append(fired)
             result.cards.append(card)
@@ -211,6 +219,10 @@ class Ruleset:
             }
             if rule.suggestion_conditions:
                 entry["suggestions"] = _explain_suggestions(rule, carded.get(rule.id), values, result.facts)
+            if rule.sections:
+                shown = set(carded[rule.id].sections) if rule.id in carded else set()
+                entry["sections"] = [{"shown": j in shown, "when": _explain_node(when, values, result.facts)}
+                                     for j, (when, _) in enumerate(rule.sections)]
             rules.append(entry)
         return {
             "hook": result.hook,

@@ -27,6 +27,9 @@ def _disagreements(ruleset, request, now, hook=None):
             if "when" in s and "not recorded" not in s.get("why_not", ""):
                 if s["offered"] != (s["when"]["result"] == "true"):
                     out.append((r["id"], s["label"], s["offered"], s["when"]["result"]))
+        for j, sec in enumerate(r.get("sections") or []):  # a card section: shown exactly when its `when` holds
+            if sec["shown"] != (sec["when"]["result"] == "true"):
+                out.append((r["id"], f"section {j}", sec["shown"], sec["when"]["result"]))
     return out
 
 

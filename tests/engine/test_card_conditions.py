@@ -1,5 +1,6 @@
-"""A suggestion's own `when`: offered only when it holds (issue 12 item 6, the fatigue work-up), checked when the
-rules load, explained when left out, and the same in durable-rules and in explain."""
+"""Conditions inside a card. A suggestion's own `when`: offered only when it holds (issue 12 item 6, the fatigue
+work-up). A section's `when`: its paragraph is in the detail only when it holds (issue 12 item 7, one medication
+safety card listing each finding). Both are checked when the rules load and explained."""
 
 import copy
 import datetime as dt
@@ -120,3 +121,50 @@ def test_a_suggestion_without_when_is_always_offered(rules_copy):
     assert labels(card) == ["Order TSH"]  # unchanged: TSH is stale anyway
     card = card_of(rs.evaluate(load_example("fatigue-workup-tsh-recent"), now=NOW))
     assert labels(card) == ["Order hemoglobin (blood count)", "Order TSH", "Order ferritin"]
+
+
+SAFETY = "meds.medication-safety"
+
+
+def test_one_medication_card_lists_each_finding_in_order(ruleset):
+    # oxycodone/APAP as needed (60 MME/day) + gabapentin + cyclobenzaprine: three findings, one card
+    result = ruleset.evaluate(load_example("complex-fibromyalgia"), now=NOW)
+    meds = {c["extension"]["pacecds.rule"]["id"]: c for c in result.cards if c["extension"]["pacecds.rule"]["id"].startswith("meds.")}
+    assert set(meds) == {SAFETY, "meds.naloxone"}  # naloxone is its own concern, with its own order suggestion
+    card = meds[SAFETY]
+    detail = card["detail"]
+    order = [detail.index(t) for t in ("**Opioid with gabapentinoid**", "**3 sedating medication classes**",
+                                       "**Total opioid dose 60 MME/day**")]
+    assert order == sorted(order)
+    assert card["indicator"] == "warning" and "\n\n\n" not in detail
+
+
+def test_explain_shows_which_sections_were_shown(ruleset):
+    explanation = ruleset.explain(load_example("meds-opioid-gabapentinoid"), now=NOW)
+    rule = next(r for r in explanation["rules"] if r["id"] == SAFETY)
+    shown = [s["shown"] for s in rule["sections"]]
+    assert shown == [False, False, True, False, False, False, False, False, False]  # opioid + gabapentinoid only
+    assert rule["sections"][0]["when"]["result"] == "false"
+
+
+def test_unknown_fact_in_a_section_condition_is_a_located_load_error(rules_copy):
+    path = rules_copy / "meds" / "medication-safety.yaml"
+    text = path.read_text()
+    old = "    - when: *beers_count\n      detail: |"
+    assert old in text
+    path.write_text(text.replace(old, "    - when: {fact: cns_activ.drug_count, gte: 3}\n      detail: |"))
+    with pytest.raises(RulesetLoadError) as info:
+        load_tree(rules_copy)
+    (error,) = info.value.errors
+    assert "card.sections.5.when.fact: unknown fact 'cns_activ'" in error
+    line = int(LOCATED.match(error).group("line"))
+    assert "cns_activ" in path.read_text().splitlines()[line - 1]
+
+
+def test_a_section_needs_a_condition_and_a_detail(rules_copy):
+    path = rules_copy / "meds" / "medication-safety.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("    - when: *beers_count\n      detail: |", "    - detail: |", 1))
+    with pytest.raises(RulesetLoadError) as info:
+        load_tree(rules_copy)
+    assert any("card.sections.5" in e and "'when' is a required property" in e for e in info.value.errors)
