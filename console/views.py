@@ -18,6 +18,7 @@ from engine.ruleset import HOOKS
 from engine.rulestree import read_fact_definitions
 from governance.attributes import rule_source_attributes
 from governance.diff import DiffError, diff_trees, materialise
+from governance.manifest import clinical_approval_status
 
 from . import security
 from .chart import chart_number
@@ -67,7 +68,7 @@ def register_console(app: Flask, state, *, enabled: bool, disabled_reason: str =
     def _globals():
         return {"csrf_token": security.csrf_token, "markdown": render_markdown, "HOOKS": HOOKS,
                 "ruleset_meta": getattr(state.ruleset, "meta", {}), "pretty": _pretty, "as_yaml": _as_yaml, "num": _num,
-                "chart_num": chart_number}
+                "chart_num": chart_number, "approval": _approval(state.ruleset)}
 
     @bp.get("/")
     def home():
@@ -317,3 +318,9 @@ def _stats_chart(st: dict) -> Markup:
                        f'<text x="{left + w + 4:.1f}" y="{y0 + i * 16 + 11}" font-size="11">{e.get(m, 0)}</text>')
     out.append("</svg>")
     return Markup("".join(out))
+
+
+def _approval(ruleset) -> dict | None:
+    """The serving release's clinical sign-off status, for the header (None without a release manifest)."""
+    manifest = getattr(getattr(ruleset, "tree", None), "manifest", None)
+    return clinical_approval_status(manifest) if isinstance(manifest, dict) else None
