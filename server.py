@@ -44,6 +44,10 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
         log.warning("!! Local development only: bind to 127.0.0.1 and never send real patient data.")
         log.warning("!" * 78)
 
+    approval = clinical_approval(ruleset)
+    if approval is not None and not approval["clinical"]:
+        log.warning("pacecds: %s", approval["warning"])
+
     app = Flask("pacecds")
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
     app.json.sort_keys = False
@@ -196,6 +200,9 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
         info = _ruleset_info(state.ruleset)
         if info:
             body["ruleset"] = info
+        approval = clinical_approval(state.ruleset)
+        if approval is not None:
+            body["approval"] = approval
         return json_response(body)
 
     # The web console (console/, /console): signed-in users with roles when PACECDS_CONSOLE_USERS is set; else
@@ -256,6 +263,16 @@ def _is_json(mimetype: str | None) -> bool:
     return m in JSON_TYPES or m.endswith("+json")
 
 
+def clinical_approval(rs) -> dict | None:
+    """Whether the serving release carries a clinical sign-off (None for a ruleset without a release manifest)."""
+    from governance.manifest import clinical_approval_status
+
+    src = rs.current if hasattr(rs, "current") else rs
+    tree = getattr(src, "tree", None)
+    manifest = getattr(tree, "manifest", None)
+    return clinical_approval_status(manifest) if isinstance(manifest, dict) else None
+
+
 def _ruleset_info(rs) -> dict:
     info = {k: getattr(rs, k, None) for k in ("name", "version", "sha256")}
     return {k: v for k, v in info.items() if v}
@@ -274,16 +291,20 @@ def _load_ruleset(cfg: ServiceConfig):
     release manifest) is ever served; a broken edit leaves the serving ruleset in place."""
     from engine import RulesetLoadError
     from engine.serving import RulesetHolder
-    from governance.manifest import check_manifest, enforce_manifest
+    from governance.manifest import check_manifest, clinical_approval_problems, enforce_manifest
 
     if cfg.development_run:
         enforce_manifest(cfg.rules_dir, development=True, log=log)  # problems are logged, not fatal
+    checks = ([] if cfg.development_run else [check_manifest]) + \
+        ([clinical_approval_problems] if cfg.require_clinical_approval else [])
     try:
-        holder = RulesetHolder(cfg.rules_dir, check=None if cfg.development_run else check_manifest)
+        holder = RulesetHolder(cfg.rules_dir, check=(lambda d: [p for c in checks for p in c(d)]) if checks else None)
     except RulesetLoadError as e:
         lines = "\n  ".join(getattr(e, "errors", None) or [str(e)])
         hint = "" if cfg.development_run else \
             "\n(release the rules with `pacecds release`, or start a development run with --dev)"
+        if cfg.require_clinical_approval:
+            hint += "\n(PACECDS_REQUIRE_CLINICAL_APPROVAL=1: the release must carry a clinical sign-off)"
         raise ConfigError(f"ruleset {cfg.rules_dir} cannot be served:\n  {lines}{hint}") from None
     return holder
 

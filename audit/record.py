@@ -253,7 +253,7 @@ def _full_record(result: Any, *, hook: str, hook_instance: str, service_id: str,
         record["suppressed"] = [dict(_card(c, keys), reason=reason) for c, reason in suppressed]
     if explanation is not None:
         record["explanation"] = {"rules": [
-            {k: r.get(k) for k in ("id", "version", "status", "fired", "condition")}
+            {k: r.get(k) for k in ("id", "version", "status", "fired", "condition", "suggestions", "sections") if k in r}
             for r in (explanation.get("rules") if isinstance(explanation, dict) else explanation) or []
             if isinstance(r, dict)]}
     return record, (str(pid) if pid else None)

@@ -18,6 +18,7 @@ from engine.ruleset import HOOKS
 from engine.rulestree import read_fact_definitions
 from governance.attributes import rule_source_attributes
 from governance.diff import DiffError, diff_trees, materialise
+from governance.manifest import clinical_approval_status
 
 from . import security, signin
 from .chart import chart_number, levels_svg, stored_levels
@@ -105,7 +106,7 @@ def register_console(app: Flask, state, *, mode: str, disabled_reason: str = "",
                 "console_mode": mode, "console_user": user,
                 "may_audit": mode == "local" or (user is not None and user.may("auditor")),
                 "ruleset_meta": getattr(state.ruleset, "meta", {}), "pretty": _pretty, "as_yaml": _as_yaml, "num": _num,
-                "chart_num": chart_number}
+                "chart_num": chart_number, "approval": _approval(state.ruleset)}
 
     if mode == "signin":
         @bp.get("/signin")
@@ -451,3 +452,7 @@ def _histogram_chart(histogram: dict) -> Markup:
                    f'{label}</text>')
     out.append(f'<text x="{left}" y="{height - 2}" font-size="11">cards per patient</text></svg>')
     return Markup("".join(out))
+def _approval(ruleset) -> dict | None:
+    """The serving release's clinical sign-off status, for the header (None without a release manifest)."""
+    manifest = getattr(getattr(ruleset, "tree", None), "manifest", None)
+    return clinical_approval_status(manifest) if isinstance(manifest, dict) else None

@@ -121,9 +121,17 @@ def _shadow_cards(ruleset, data, result) -> list[dict]:
                 if conditions.evaluate(var.condition, values) is True:
                     summary = var.summary or summary
                     detail = var.detail or detail
+        offered, sections = None, None
+        if rule.sections or any(w is not None for w in rule.suggestion_conditions):
+            if values is None:
+                values = ruleset._programs[result.hook].message(result.facts, ruleset.tree.valuesets)
+            offered = {j for j, w in enumerate(rule.suggestion_conditions)
+                       if w is None or conditions.evaluate(w, values) is True}
+            sections = [t for w, t in rule.sections if conditions.evaluate(w, values) is True]
         try:
             lookup = make_lookup(result.facts, ruleset.tree.facts, rule.params, data.patient_id, result.now)
-            card = CardMaker(rule, meta).render(indicator, summary, detail, lookup, data.patient_id)
+            card = CardMaker(rule, meta).render(indicator, summary, detail, lookup, data.patient_id, offered=offered,
+                                                sections=sections)
         except Exception as e:  # a draft may be unfinished: say so rather than fail the page
             card = {"summary": f"(draft rule {rule.id} matched; its card could not be rendered: {type(e).__name__})",
                     "indicator": indicator}

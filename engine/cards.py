@@ -78,17 +78,37 @@ class CardMaker:
         self._selection_behavior = spec.get("selection_behavior", "at-most-one")
 
     def render(self, indicator: str, summary: Template, detail: Template | None, lookup,
-               patient_id: str | None) -> dict:
+               patient_id: str | None, offered: set[int] | None = None, left_out: list | None = None,
+               sections: list | None = None) -> dict:
+        """The card. `offered`: the indexes of the suggestions whose own `when` holds (None: all of them);
+        `left_out`, when given, receives (index, why) for each suggestion not offered; `sections`: the detail
+        templates of the card sections whose condition holds, added after the detail in order."""
         card = {"uuid": str(uuid.uuid4()), "summary": " ".join(summary.render(lookup, escape=plain_inline).split()),
                 "indicator": indicator}
         detail_text = detail.render(lookup, escape=escape_markdown) if detail else None
+        if sections:
+            parts = [detail_text or ""] + [t.render(lookup, escape=escape_markdown) for t in sections]
+            detail_text = "\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n"
         if detail_text:
             card["detail"] = detail_text
         card.update(orjson.loads(self._fixed))
         # suggestions create resources for this patient; without a patient id there is nothing safe to create
+        if self._suggestions and patient_id is None and left_out is not None:
+            left_out.extend((i, "no patient id to create it for") for i in range(len(self._suggestions)))
         if self._suggestions and patient_id is not None:
-            suggestions = prune([s for s in (self._suggestion(label, recommended, actions, lookup)
-                                             for label, recommended, actions in self._suggestions) if s])
+            made = []
+            for i, (label, recommended, actions) in enumerate(self._suggestions):
+                if offered is not None and i not in offered:
+                    why = "its condition (when) does not hold"
+                else:
+                    suggestion, missing = self._suggestion(label, recommended, actions, lookup)
+                    if suggestion is not None:
+                        made.append(suggestion)
+                        continue
+                    why = f"a value it would write is not recorded ({', '.join(sorted(set(missing)))})"
+                if left_out is not None:
+                    left_out.append((i, why))
+            suggestions = prune(made)
             if suggestions:
                 card["suggestions"] = suggestions
                 card["selectionBehavior"] = self._selection_behavior
@@ -96,9 +116,9 @@ class CardMaker:
 
 
     @staticmethod
-    def _suggestion(label, recommended, actions, lookup) -> dict | None:
-        """One suggestion, or None when any value it would write is missing: a resource that would carry
-        "not recorded" (or no number where a number belongs) is never offered."""
+    def _suggestion(label, recommended, actions, lookup) -> tuple[dict | None, list]:
+        """One suggestion and the references it found missing; None when any value it would write is missing: a
+        resource that would carry "not recorded" (or no number where a number belongs) is never offered."""
         missing = []
 
         def tracking(ref):
@@ -117,7 +137,7 @@ class CardMaker:
                 for kind, description, resource in actions
             ],
         }
-        return None if missing else out
+        return (None if missing else out), missing
 
 
 def _compile_resource(template):

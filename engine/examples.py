@@ -70,4 +70,15 @@ def run_examples(ruleset, cases_file: Path) -> list[CaseOutcome]:
         for rule_id, text in case.get("summary_contains", {}).items():
             if rule_id in cards and text not in cards[rule_id]["summary"]:
                 outcome.problems.append(f"{rule_id}: summary {cards[rule_id]['summary']!r} lacks {text!r}")
+        for rule_id, texts in case.get("detail_contains", {}).items():
+            detail = cards[rule_id].get("detail", "") if rule_id in cards else ""
+            outcome.problems += [f"{rule_id}: detail lacks {t!r}" for t in texts if rule_id in cards and t not in detail]
+        for rule_id, texts in case.get("detail_lacks", {}).items():
+            detail = cards[rule_id].get("detail", "") if rule_id in cards else ""
+            outcome.problems += [f"{rule_id}: detail contains {t!r}" for t in texts if t in detail]
+        for rule_id, labels in case.get("suggestions", {}).items():
+            if rule_id in cards:
+                offered = [s["label"] for s in cards[rule_id].get("suggestions", [])]
+                if offered != labels:
+                    outcome.problems.append(f"{rule_id}: suggestions {offered}, expected {labels}")
     return outcomes

@@ -67,6 +67,9 @@ class Rule:
     summary: Template
     detail: Template | None
     facts: set[str] = field(default_factory=set)  # facts the condition and card read
+    # one per card suggestion: its own `when` condition, or None when it is always offered with the card
+    suggestion_conditions: list = field(default_factory=list)
+    sections: list = field(default_factory=list)  # (condition, detail template): paragraphs added when it holds
 
 
 @dataclass
@@ -493,11 +496,25 @@ def _load_rule(doc: YamlDocument, facts: dict, valuesets: dict, errors: _Collect
             _template(var.get("summary"), path + ("summary",), doc, errors),
             _template(var.get("detail"), path + ("detail",), doc, errors),
         ))
+    suggestion_conditions = [
+        condition(s["when"], ("card", "suggestions", i, "when")) if "when" in s else None
+        for i, s in enumerate(card.get("suggestions", []))
+    ]
+    sections = [
+        (condition(sec["when"], ("card", "sections", i, "when")),
+         _template(sec["detail"], ("card", "sections", i, "detail"), doc, errors))
+        for i, sec in enumerate(card.get("sections", []))
+    ]
     summary = _template(card["summary"], ("card", "summary"), doc, errors)
     detail = _template(card.get("detail"), ("card", "detail"), doc, errors)
-    if summary is None or (card.get("detail") and detail is None):
+    if summary is None or (card.get("detail") and detail is None) or any(t is None for _, t in sections):
         ok = False
-    for path, node in [(("when",), cond)] + [(("card", "variants", i, "when"), v.condition) for i, v in enumerate(variants)]:
+    checked: list[tuple[tuple, Node | None]] = [(("when",), cond)]
+    checked += [(("card", "variants", i, "when"), v.condition) for i, v in enumerate(variants)]
+    # a suggestion's or section's condition is compiled on its own and counts only when the rule fires
+    checked += [(("card", "suggestions", i, "when"), node) for i, node in enumerate(suggestion_conditions)]
+    checked += [(("card", "sections", i, "when"), node) for i, (node, _) in enumerate(sections)]
+    for path, node in checked:
         if node is None:
             continue
         try:
@@ -507,14 +524,15 @@ def _load_rule(doc: YamlDocument, facts: dict, valuesets: dict, errors: _Collect
             ok = False
 
     used = set()
-    for node in [cond] + [var.condition for var in variants]:
+    for node in [cond] + [var.condition for var in variants] + suggestion_conditions + [n for n, _ in sections]:
         if node is not None:
             used |= {leaf.fact for leaf in node.leaves()} | {leaf.other[0] for leaf in node.leaves() if leaf.other}
     # every template reference must name a fact attribute or a parameter (checked even when the
     # condition has errors, so one run reports them all)
-    template_paths = [(("card", "summary"), summary), (("card", "detail"), detail)]
+    template_paths: list[tuple[tuple, Template | None]] = [(("card", "summary"), summary), (("card", "detail"), detail)]
     for i, var in enumerate(variants):
         template_paths += [(("card", "variants", i, "summary"), var.summary), (("card", "variants", i, "detail"), var.detail)]
+    template_paths += [(("card", "sections", i, "detail"), t) for i, (_, t) in enumerate(sections)]
     template_paths += _suggestion_templates(card, doc, errors)
     if len(errors.errors) > errors_before:
         ok = False
@@ -552,7 +570,8 @@ def _load_rule(doc: YamlDocument, facts: dict, valuesets: dict, errors: _Collect
     return Rule(
         id=data["id"], version=data["version"], status=data["status"], title=data["title"], hooks=data["hooks"],
         file=doc.file, source=data, condition=cond, variants=variants, params=params,
-        summary=summary, detail=detail, facts=used,
+        summary=summary, detail=detail, facts=used, suggestion_conditions=suggestion_conditions,
+        sections=sections,
     )
 
 

@@ -46,6 +46,8 @@ class FiredRule:
     indicator: str
     facts: dict  # fact name -> {"values", "unit", "provenance"}
     card_uuid: str | None = None
+    suggestions_left_out: list = field(default_factory=list)  # (suggestion index, why), for explain
+    sections: list = field(default_factory=list)  # indexes of the card sections shown
 
 
 @dataclass
@@ -85,6 +87,16 @@ class _HookProgram:
                 both = conditions.Node("all", [rule.condition, var.condition])
                 expressions[f"r{i}_v{j}"] = conditions.to_durable(both)
                 for leaf in var.condition.leaves():
+                    self.leaves[leaf.key] = leaf
+            for j, when in enumerate(rule.suggestion_conditions):
+                if when is None:
+                    continue
+                expressions[f"r{i}_s{j}"] = conditions.to_durable(when)  # counts only when the rule fires
+                for leaf in when.leaves():
+                    self.leaves[leaf.key] = leaf
+            for j, (when, _) in enumerate(rule.sections):
+                expressions[f"r{i}_d{j}"] = conditions.to_durable(when)
+                for leaf in when.leaves():
                     self.leaves[leaf.key] = leaf
         self.compiled = CompiledRules(label, expressions)
 
@@ -165,12 +177,18 @@ class Ruleset:
                     indicator = var.indicator or indicator
                     summary = var.summary or summary
                     detail = var.detail or detail
-            fired = FiredRule(rule.id, rule.version, rule.status, indicator, _fired_facts(rule, facts))
+            sections = [text for j, (_, text) in enumerate(rule.sections) if f"r{i}_d{j}" in fired_names]
+            fired = FiredRule(rule.id, rule.version, rule.status, indicator, _fired_facts(rule, facts),
+                              sections=[j for j in range(len(rule.sections)) if f"r{i}_d{j}" in fired_names])
             if rule.status == "draft":
                 result.shadow.append(fired)
                 continue
             lookup = make_lookup(facts, definitions, rule.params, data.patient_id, now)
-            card = self._cards[rule.id].render(indicator, summary, detail, lookup, data.patient_id)
+            offered = {j for j, when in enumerate(rule.suggestion_conditions)
+                       if when is None or f"r{i}_s{j}" in fired_names}
+            card = self._cards[rule.id].render(indicator, summary, detail, lookup, data.patient_id,
+                                               offered=offered, left_out=fired.suggestions_left_out,
+                                               sections=sections)
             fired.card_uuid = card["uuid"]
             result.fired.append(fired)
             result.cards.append(card)
@@ -189,16 +207,23 @@ class Ruleset:
         program = self._programs[result.hook]
         values = program.message(result.facts, self.tree.valuesets)
         fired = {f.rule_id for f in result.fired} | {f.rule_id for f in result.shadow}
-        rules = [
-            {
+        carded = {f.rule_id: f for f in result.fired}
+        rules = []
+        for rule in program.rules:
+            entry = {
                 "id": rule.id,
                 "version": rule.version,
                 "status": rule.status,
                 "fired": rule.id in fired,
                 "condition": _explain_node(rule.condition, values, result.facts),
             }
-            for rule in program.rules
-        ]
+            if rule.suggestion_conditions:
+                entry["suggestions"] = _explain_suggestions(rule, carded.get(rule.id), values, result.facts)
+            if rule.sections:
+                shown = set(carded[rule.id].sections) if rule.id in carded else set()
+                entry["sections"] = [{"shown": j in shown, "when": _explain_node(when, values, result.facts)}
+                                     for j, (when, _) in enumerate(rule.sections)]
+            rules.append(entry)
         return {
             "hook": result.hook,
             "patient": result.patient_id,
@@ -226,6 +251,22 @@ def _fired_facts(rule: Rule, facts: dict[str, Fact]) -> dict:
             "unit": fact.unit,
             "provenance": list(fact.provenance),
         }
+    return out
+
+
+def _explain_suggestions(rule: Rule, fired: FiredRule | None, values: dict, facts: dict) -> list[dict]:
+    """Each suggestion of the rule's card: offered or not, and why not (its own condition, a missing value)."""
+    left_out = dict(fired.suggestions_left_out) if fired else {}
+    out = []
+    for j, (raw, when) in enumerate(zip(rule.source["card"].get("suggestions") or [], rule.suggestion_conditions)):
+        item: dict = {"label": raw["label"], "offered": fired is not None and j not in left_out}
+        if when is not None:
+            item["when"] = _explain_node(when, values, facts)
+        if fired is None:
+            item["why_not"] = "no card (the rule did not fire, or it is a draft)"
+        elif j in left_out:
+            item["why_not"] = left_out[j]
+        out.append(item)
     return out
 
 

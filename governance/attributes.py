@@ -100,7 +100,9 @@ def rule_source_attributes(rule: Any, facts: dict[str, dict] | None = None) -> d
     if not developer and authors:
         developer = ", ".join(a.get("name", str(a)) if isinstance(a, dict) else str(a) for a in authors)
     approval = src.get("approval") or {}
-    reads = facts_read(src.get("when")) | facts_read((src.get("card") or {}).get("variants"))
+    card = src.get("card") or {}
+    reads = (facts_read(src.get("when")) | facts_read(card.get("variants")) | facts_read(card.get("sections"))
+             | facts_read([s.get("when") for s in card.get("suggestions") or [] if isinstance(s, dict)]))
     inputs = data_elements_used(reads, facts)
     evidence = []
     for e in src.get("evidence") or []:

@@ -12,7 +12,15 @@ from engine.rulestree import MANIFEST, read_manifest
 
 from .attributes import format_source_attributes_markdown, ruleset_source_attributes
 from .diff import DiffError, diff_trees, format_diff, materialise
-from .manifest import PUBLIC_KEYS_ENV, check_manifest, generate_release_key, sign_manifest, write_manifest
+from .manifest import (
+    PUBLIC_KEYS_ENV,
+    check_manifest,
+    clinical_approval_status,
+    clinical_approvals,
+    generate_release_key,
+    sign_manifest,
+    write_manifest,
+)
 
 
 def register_governance_commands(subparsers) -> None:
@@ -25,7 +33,10 @@ def register_governance_commands(subparsers) -> None:
     r.add_argument("--name", help="ruleset name to record")
     r.add_argument("--released", help="release date (YYYY-MM-DD; default today or the one recorded)")
     r.add_argument("--approved-by", action="append", default=[], metavar="NAME",
-                   help="add an approval by NAME dated today (repeatable)")
+                   help="record a clinical sign-off of this release by NAME, dated today (repeatable)")
+    r.add_argument("--reviewed-by", action="append", default=[], metavar="NAME",
+                   help="record a review by NAME that is not a clinical sign-off (e.g. the project's content "
+                        "review), dated today (repeatable)")
     r.add_argument("--role", help="role of the approver(s), e.g. 'clinical governance chair'")
     r.add_argument("--sign", metavar="PRIVATE_KEY", help="sign the release with this Ed25519 key (PEM)")
     r.add_argument("--signer", help="who signs (recorded with the signature)")
@@ -74,14 +85,18 @@ def cmd_release(args) -> int:
             print(f"OK: {root} is release {m.get('name')} {m.get('version')} "
                   f"({len(m.get('files') or {})} files match the manifest)")
         return 1 if problems else 0
-    approvals = [{"by": name, **({"role": args.role} if args.role else {}), "date": dt.date.today().isoformat()}
-                 for name in args.approved_by]
+    approvals = [{"by": name, **({"role": args.role} if args.role else {}), "date": dt.date.today().isoformat(),
+                  "kind": kind}
+                 for kind, names in (("clinical", args.approved_by), ("content-review", args.reviewed_by))
+                 for name in names]
     m = write_manifest(root, name=args.name, version=args.release_version, released=args.released,
                        approvals=approvals)
     print(f"wrote {root / MANIFEST}: {m['name']} {m['version']}, {len(m['files'])} files, "
           f"{len(m['rules'])} rules, content sha256 {m['content_sha256']}")
     if not m["approvals"]:
         print("warning: the release has no approvals yet (add with --approved-by NAME)", file=sys.stderr)
+    elif not clinical_approvals(m):
+        print(f"warning: {clinical_approval_status(m)['warning']}", file=sys.stderr)
     if args.sign:
         try:
             sig = sign_manifest(root, args.sign, signer=args.signer)

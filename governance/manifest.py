@@ -79,6 +79,38 @@ def write_manifest(rules_dir: str | Path, *, name: str | None = None, version: s
     return manifest
 
 
+CLINICAL = "clinical"  # approvals[].kind of a clinical sign-off; anything else (or no kind) is not one
+
+
+def clinical_approvals(manifest: dict | None) -> list[dict]:
+    """The approvals of a release manifest that are clinical sign-offs (kind: clinical)."""
+    approvals = (manifest or {}).get("approvals") or []
+    return [a for a in approvals if isinstance(a, dict) and a.get("kind") == CLINICAL]
+
+
+def clinical_approval_status(manifest: dict | None) -> dict:
+    """Whether a release carries a clinical sign-off, as /healthz, `pacecds serve` and the console say it."""
+    manifest = manifest or {}
+    signed = clinical_approvals(manifest)
+    if signed:
+        return {"clinical": True, "approvedBy": [{k: a[k] for k in ("by", "role", "date") if a.get(k)} for a in signed]}
+    return {"clinical": False,
+            "warning": f"release {manifest.get('name', '?')} {manifest.get('version', '?')} has no clinical approval: "
+                       f"its rules have not been signed off by a clinician for use here (record one with "
+                       f"`pacecds release RULES_DIR --approved-by NAME --role ROLE`)"}
+
+
+def clinical_approval_problems(rules_dir: str | Path) -> list[str]:
+    """[] when the tree's release manifest carries a clinical sign-off; else the problem (PACECDS_REQUIRE_CLINICAL_APPROVAL)."""
+    path = Path(rules_dir) / MANIFEST
+    try:
+        manifest = read_yaml(path) if path.exists() else {}
+    except yaml.YAMLError:
+        manifest = {}
+    status = clinical_approval_status(manifest if isinstance(manifest, dict) else {})
+    return [] if status["clinical"] else [f"{path}: {status['warning']}"]
+
+
 def check_manifest(rules_dir: str | Path, public_keys: Iterable[str | Path] | None = None) -> list[str]:
     """Problems that make this tree not the release its manifest describes ([] when it is).
 

@@ -159,9 +159,17 @@ def rule_section(rule: dict, facts: dict, vs_titles: dict) -> list[str]:
             what.append("a different detail text")
         out.append(f"- variant ({'; '.join(what)}) when:")
         out += ["  " + line for line in condition(var["when"], params, 0)]
+    for sec in card.get("sections", []):
+        first = sec["detail"].strip().splitlines()[0]
+        out.append(f"- section \"{first}\" added to the detail when:")
+        out += ["  " + line for line in condition(sec["when"], params, 0)]
     for s in card.get("suggestions", []):
         kinds = sorted({a["resource"]["resourceType"] for a in s.get("actions", [])})
-        out.append(f"- suggestion \"{s['label']}\" creates {', '.join(kinds)}")
+        if "when" in s:
+            out.append(f"- suggestion \"{s['label']}\" creates {', '.join(kinds)}, offered only when:")
+            out += ["  " + line for line in condition(s["when"], params, 0)]
+        else:
+            out.append(f"- suggestion \"{s['label']}\" creates {', '.join(kinds)}")
     if card.get("override_reasons"):
         out.append("- override reasons: " + "; ".join(r["display"] for r in card["override_reasons"]))
     out += ["", "**Evidence:**", ""]
@@ -171,6 +179,8 @@ def rule_section(rule: dict, facts: dict, vs_titles: dict) -> list[str]:
     used: set = set()
     facts_of(rule["when"], used)
     facts_of(card.get("variants", []), used)
+    facts_of(card.get("sections", []), used)
+    facts_of([s["when"] for s in card.get("suggestions", []) if "when" in s], used)
     out += ["", "**Facts read:**", ""]
     for name in sorted(used):
         if name in facts:

@@ -115,6 +115,14 @@ def render_explanation(explanation: dict) -> str:
         shadow = " (draft: shadow mode)" if rule["status"] == "draft" else ""
         lines.append(f"\n{rule['id']} {rule['version']}: {state}{shadow}")
         _explain_lines(rule["condition"], 1, lines)
+        for j, section in enumerate(rule.get("sections") or []):
+            lines.append(f"  section {j + 1}: {'shown' if section['shown'] else 'not shown'}")
+            _explain_lines(section["when"], 2, lines)
+        for suggestion in rule.get("suggestions") or []:
+            offered = "offered" if suggestion["offered"] else f"left out: {suggestion.get('why_not')}"
+            lines.append(f"  suggestion '{suggestion['label']}': {offered}")
+            if "when" in suggestion:
+                _explain_lines(suggestion["when"], 2, lines)
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from server import create_app
+from server import clinical_approval, create_app
 from service.config import ConfigError, ServiceConfig, is_loopback
 
 log = logging.getLogger("pacecds.service")
@@ -70,6 +70,10 @@ def cmd_serve(args) -> int:
     print(f"pacecds serve: {rs.name} {rs.version} (sha256 {rs.sha256[:12]}) on http://{args.host}:{args.port}"
           f"/cds-services with {workers} worker(s) x {threads} thread(s)"
           f"{' [development run]' if cfg.development_run else ''}", file=sys.stderr)
+    approval = clinical_approval(rs)
+    if approval is not None and not approval["clinical"]:
+        print(f"pacecds serve: WARNING: {approval['warning']}. Set PACECDS_REQUIRE_CLINICAL_APPROVAL=1 to refuse "
+              f"such a release.", file=sys.stderr)
     run_gunicorn(app, f"{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}",
                  workers, threads, reload_s)
     return 0

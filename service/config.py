@@ -68,6 +68,9 @@ class ServiceConfig:
     ruleset: Any = None                           # an already loaded ruleset (tests, embedding)
     audit_store: Any = None                       # an AuditStore (or None: built from config when available)
     audit: bool = True                            # PACECDS_AUDIT=0 disables the audit store (dev only)
+    # PACECDS_REQUIRE_CLINICAL_APPROVAL=1: refuse to serve (at start and on reload) a release whose manifest carries
+    # no clinical sign-off (approvals[].kind clinical: `pacecds release --approved-by`); without it, a warning
+    require_clinical_approval: bool = False
     # PACECDS_OVERRIDE_SUPPRESS_DAYS: a card the clinician overrode for a patient is not shown again for this many
     # days unless the data behind it changed (0 = off); 7 is a pacecds choice. Needs the audit store (feedback).
     override_suppress_days: int = 7
@@ -134,6 +137,12 @@ class ServiceConfig:
             if not raw.isdigit():
                 raise ConfigError(f"PACECDS_OVERRIDE_SUPPRESS_DAYS={raw!r} is not a whole number of days (0 = off)")
             values["override_suppress_days"] = int(raw)
+        raw = env.get("PACECDS_REQUIRE_CLINICAL_APPROVAL", "").strip().lower()
+        if raw in ("1", "true", "yes", "on"):
+            values["require_clinical_approval"] = True
+        elif raw not in ("", "0", "false", "no", "off"):
+            raise ConfigError(f"PACECDS_REQUIRE_CLINICAL_APPROVAL={raw!r}: use 1 (refuse a release with no clinical "
+                              f"approval) or 0")
         if env.get("PACECDS_AUDIT", "").strip().lower() in ("0", "false", "off", "no"):
             values["audit"] = False
         if env.get("PACECDS_CONSOLE_USERS", "").strip():

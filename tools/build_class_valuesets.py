@@ -276,7 +276,7 @@ def build() -> dict[str, dict]:
             "(that set also holds anaesthetic gases, anorectics and meclizine, which are not used here); "
             "eszopiclone, absent from the CDC set, comes from VSAC 2.16.840.1.113762.1.4.1248.134. Each "
             "compose.include names its source in the code-source extension.",
-            "Sedating-medication class for meds.sedative-burden and the order-time combination check (AGS Beers "
+            "Sedating-medication class for meds.medication-safety and the order-time combination check (AGS Beers "
             "Criteria 2023: z-drugs are CNS-active drugs in older adults).",
             [include(SRC_CDC_CNS, zdrugs_cdc)] + ([include(SRC_CNS, eszopiclone)] if eszopiclone else []),
         ),
@@ -288,7 +288,7 @@ def build() -> dict[str, dict]:
             "published). No published value set of gabapentinoids with displays exists; the AHRQ 'Nonopioid pain "
             "medications' set (codes only) corroborates the gabapentin and pregabalin codes.",
             "FDA Drug Safety Communication, 19 December 2019: serious breathing difficulties with gabapentinoids, "
-            "especially with opioids or other CNS depressants (meds.opioid-gabapentinoid, meds.sedative-burden).",
+            "especially with opioids or other CNS depressants (meds.medication-safety).",
             [include(SRC_CNS, GABAPENTINOIDS_CNS)],
         ),
         "skeletal-muscle-relaxants": valueset(
@@ -300,7 +300,7 @@ def build() -> dict[str, dict]:
             "and no citable published set listing their RxNorm clinical drugs with names was found, so they are "
             "not members yet (see rules/valuesets/SOURCES.md).",
             "Sedating-medication class (AGS Beers Criteria 2023 lists skeletal muscle relaxants among CNS-active "
-            "drugs) for meds.sedative-burden and the order-time combination check.",
+            "drugs) for meds.medication-safety and the order-time combination check.",
             [include(SRC_SMR, MUSCLE_RELAXANTS_SMR)],
         ),
         "sedating-antidepressants": valueset(
@@ -310,7 +310,7 @@ def build() -> dict[str, dict]:
             "Oral RxNorm clinical drugs of the sedating tricyclics, trazodone and mirtazapine, taken from VSAC "
             "value set 2.16.840.1.113883.3.464.1003.196.12.1213 'Antidepressant Medication'; low-dose doxepin "
             "tablets from VSAC 2.16.840.1.113762.1.4.1248.134. SSRIs, SNRIs and bupropion are not members.",
-            "Sedating-medication class for meds.sedative-burden (AGS Beers Criteria 2023 counts antidepressants "
+            "Sedating-medication class for meds.medication-safety (AGS Beers Criteria 2023 counts antidepressants "
             "among CNS-active drugs in older adults).",
             [include(SRC_AD, SEDATING_ANTIDEPRESSANTS_AD), include(SRC_CNS, SEDATING_ANTIDEPRESSANTS_CNS)],
         ),
@@ -321,7 +321,7 @@ def build() -> dict[str, dict]:
             "analgesic night-time combinations, taken from VSAC value set 2.16.840.1.113883.3.464.1003.1043 "
             "'Potentially Harmful Antihistamines for Older Adults'. Cough and cold combinations of that set are "
             "left out on purpose.",
-            "Sedating-medication class for meds.sedative-burden (first-generation antihistamines; AGS Beers "
+            "Sedating-medication class for meds.medication-safety (first-generation antihistamines; AGS Beers "
             "Criteria 2023).",
             [include(SRC_AH, SEDATING_ANTIHISTAMINES_AH)],
         ),

@@ -807,6 +807,25 @@ def patients() -> list[Chart]:
     c.goal("Walk the dog every morning", status_days_ago=10)
     out.append(c)
 
+    # 18b. Chronic pain; TSH 30 days ago (recent), hemoglobin 500 days ago (stale), no ferritin: the work-up card
+    # suggests hemoglobin and ferritin, never the TSH (issue 12, item 6).
+    c = Chart("fatigue-workup-tsh-recent", "pt-workup-tsh", "female", "1971-02-14", "Moreau", "Claire")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.lab("hb", 13.1, "g/dL", 500)
+    c.lab("tsh", 1.8, "m[IU]/L", 30)
+    c.goal("Swim twice a week", status_days_ago=10)
+    out.append(c)
+
+    # 18c. Chronic pain; hemoglobin in molar units (LOINC 59260-0, 8.4 mmol/L = 13.5 g/dL) and ferritin 60 ng/mL
+    # 20 days ago, TSH 500 days ago: the card suggests only the TSH and gives the hemoglobin's age (on file).
+    c = Chart("fatigue-workup-molar-hb", "pt-workup-molar", "male", "1968-08-30", "de Vries", "Pieter")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.lab("hb_molar", 8.4, "mmol/L", 20)
+    c.lab("ferritin", 60, "ng/mL", 20)
+    c.lab("tsh", 2.2, "m[IU]/L", 500)
+    c.goal("Cycle to work three days a week", status_days_ago=10)
+    out.append(c)
+
     # 19. Trap: the chronic pain diagnosis was entered in error and there are no labs -> no workup card.
     c = Chart("fatigue-workup-condition-entered-in-error", "pt-noworkup", "male", "1979-09-19", "Ahmed", "Omar")
     c.condition(*CHRONIC_LBP_ICD, verification="entered-in-error")

@@ -17,8 +17,20 @@ CASES = yaml.safe_load((EXAMPLES / "cases.yaml").read_text())["cases"]
 
 def _disagreements(ruleset, request, now, hook=None):
     explanation = ruleset.explain(request, now=now, hook=hook)
-    return [(r["id"], r["fired"], r["condition"]["result"]) for r in explanation["rules"]
-            if r["fired"] != (r["condition"]["result"] == "true")]
+    out = [(r["id"], r["fired"], r["condition"]["result"]) for r in explanation["rules"]
+           if r["fired"] != (r["condition"]["result"] == "true")]
+    # a suggestion's own `when`: durable-rules decides whether the card offers it, explain shows the condition
+    for r in explanation["rules"]:
+        if not r["fired"] or r["status"] != "active":
+            continue
+        for s in r.get("suggestions") or []:
+            if "when" in s and "not recorded" not in s.get("why_not", ""):
+                if s["offered"] != (s["when"]["result"] == "true"):
+                    out.append((r["id"], s["label"], s["offered"], s["when"]["result"]))
+        for j, sec in enumerate(r.get("sections") or []):  # a card section: shown exactly when its `when` holds
+            if sec["shown"] != (sec["when"]["result"] == "true"):
+                out.append((r["id"], f"section {j}", sec["shown"], sec["when"]["result"]))
+    return out
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])

@@ -20,7 +20,7 @@ from engine.templates import Template, escape_markdown, plain_inline
 from tests.conftest import load_example
 
 NOW = dt.datetime(2026, 11, 20, 12, tzinfo=dt.timezone.utc)
-RULE = "meds.opioid-gabapentinoid"
+RULE = "meds.medication-safety"  # its opioid + gabapentinoid section lists the drug names
 
 HOSTILE = [
     "oxy\n\n***\n\nURGENT: stop all opioids now",

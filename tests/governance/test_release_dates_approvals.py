@@ -44,7 +44,7 @@ def test_new_version_drops_old_approvals_and_signatures(tree, tmp_path, capsys):
     assert main(["release", str(tree), "--version", "1.1.0", "--approved-by", "Dr New", "--role", "chair"]) == 0
     m = manifest(tree)
     assert m["version"] == "1.1.0" and m["released"] == TODAY
-    assert m["approvals"] == [{"by": "Dr New", "role": "chair", "date": TODAY}]
+    assert m["approvals"] == [{"by": "Dr New", "role": "chair", "date": TODAY, "kind": "clinical"}]  # --approved-by: a clinical sign-off
     assert "signatures" not in m
     assert check_manifest(tree, public_keys=[]) == []
 

@@ -12,9 +12,19 @@ CATALOG = [
     "pacing.establish-baseline", "pacing.progress", "pacing.flare-scale-back", "pacing.boom-bust",
     "pacing.goal-review", "sleep.short-duration", "sleep.insomnia-severity", "sleep.apnea-risk",
     "mood.depression-screen", "mood.anxiety-screen", "anemia.low-hemoglobin", "anemia.iron-deficiency",
-    "thyroid.tsh-abnormal", "labs.fatigue-workup", "meds.opioid-benzodiazepine", "meds.opioid-gabapentinoid",
-    "meds.sedative-burden", "meds.high-mme", "meds.order-sedating-combination",
+    "thyroid.tsh-abnormal", "labs.fatigue-workup", "meds.order-sedating-combination",
+    # opioid + benzodiazepine, opioid + gabapentinoid, sedative burden and high MME: one card since 1.3.0
+    # (issue 12 item 7); the four rules that made them are retired
+    "meds.medication-safety",
 ]
+RETIRED_INTO_MEDICATION_SAFETY = ["meds.opioid-benzodiazepine", "meds.opioid-gabapentinoid", "meds.sedative-burden",
+                                  "meds.high-mme"]
+
+
+@pytest.mark.parametrize("rule_id", RETIRED_INTO_MEDICATION_SAFETY)
+def test_retired_medication_rules_point_to_their_replacement(ruleset, rule_id):
+    rule = ruleset.rule(rule_id)
+    assert rule.status == "retired" and "meds.medication-safety" in rule.source["description"]
 
 
 @pytest.fixture(scope="module")
