@@ -180,6 +180,35 @@ class Ruleset:
         result.data_notes = data.notes() + [note for fact in facts.values() for note in fact.notes]
         return result
 
+    def shadow_cards(self, result: EvaluationResult) -> list[dict]:
+        """The card each draft rule that matched would have given (the same templates as an active rule's card),
+        marked "shadow": previewed in the workbench and counted in population impact, never sent to an EHR."""
+        if not result.shadow:
+            return []
+        values = None
+        out = []
+        for fired in result.shadow:
+            rule = self.rule(fired.rule_id)
+            if rule is None:
+                continue
+            summary, detail, indicator = rule.summary, rule.detail, fired.indicator
+            if rule.variants:
+                if values is None:
+                    values = self._programs[result.hook].message(result.facts, self.tree.valuesets)
+                for var in rule.variants:  # the last matching variant wins, field by field (as evaluate does)
+                    if conditions.evaluate(var.condition, values) is True:
+                        summary = var.summary or summary
+                        detail = var.detail or detail
+            try:
+                lookup = make_lookup(result.facts, self.tree.facts, rule.params, result.patient_id, result.now)
+                card = CardMaker(rule, self.meta).render(indicator, summary, detail, lookup, result.patient_id)
+            except Exception as e:  # a draft may be unfinished: say so rather than fail
+                card = {"summary": f"(draft rule {rule.id} matched; its card could not be rendered: "
+                                   f"{type(e).__name__})", "indicator": indicator}
+            card["shadow"] = True
+            out.append(card)
+        return out
+
     def explain(self, request: dict, now: dt.datetime | None = None, hook: str | None = None) -> dict:
         """For every rule of the hook, fired or not: each condition, the value it saw and where it came from."""
         return self.explain_result(self.evaluate(request, now=now, hook=hook))
