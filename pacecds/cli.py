@@ -25,6 +25,7 @@ from fhir_adapter import InputError
 from governance.cli import register_governance_commands
 from governance.manifest import check_manifest
 from governance.reference import build as build_reference
+from population.generate import write_export
 
 from .serve import register_commands as register_serve_command
 
@@ -177,6 +178,18 @@ def _ci_checks(rules_dir: Path) -> list[tuple[str, list[str], str]]:
     return checks
 
 
+def cmd_generate_export(args) -> int:
+    if args.patients < 0 or args.files_per_type < 1:
+        raise UsageError("--patients must be 0 or more and --files-per-type 1 or more")
+    try:
+        manifest = write_export(Path(args.out), args.patients, args.seed, files_per_type=args.files_per_type,
+                                gzip=args.gzip, now=parse_now(args.now))
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {args.patients} patients ({len(manifest['output'])} files and manifest.json) to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pacecds", description="Pacing and comorbidity CDS Hooks rules engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rules_dir", nargs="?")
     p.add_argument("--examples", help="cases file (default: tests/examples/cases.yaml beside the rules)")
     p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("generate-export", help="write a synthetic FHIR Bulk Data export (NDJSON) for tests and benchmarks")
+    p.add_argument("out", help="output directory (created if missing)")
+    p.add_argument("--patients", type=int, required=True, help="number of patients")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same arguments, same bytes)")
+    p.add_argument("--files-per-type", type=int, default=1, help="NDJSON files per resource type (default 1)")
+    p.add_argument("--gzip", action="store_true", help="write .ndjson.gz files")
+    p.add_argument("--now", help="the export's reference time, ISO 8601 (default 2026-11-20T12:00:00Z)")
+    p.set_defaults(func=cmd_generate_export)
 
     for register in (register_serve_command, register_audit_commands, register_governance_commands):
         register(sub)
