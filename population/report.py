@@ -75,7 +75,7 @@ class _Neg:
 class _Release:
     """Running totals of one release."""
 
-    def __init__(self, meta: dict):
+    def __init__(self, meta: dict, hook: str):
         self.meta = meta
         self.patients = 0
         self.errors = 0
@@ -87,7 +87,9 @@ class _Release:
         self.per_patient: Counter[int] = Counter()
         self.rules: dict[str, dict] = {}
         for rule in meta.get("rules") or []:
-            self._rule(str(rule.get("id")), rule)
+            # a rule that names its hooks and not this one cannot fire here: not listed (unless it gives a card)
+            if not isinstance(rule.get("hooks"), list) or hook in rule["hooks"]:
+                self._rule(str(rule.get("id")), rule)
 
     def _rule(self, rule_id: str, meta: dict | None = None) -> dict:
         entry = self.rules.get(rule_id)
@@ -241,7 +243,7 @@ class _Comparison:
 
 
 def _sample(patient: str, result: dict, rule_id: str) -> dict:
-    card = next((c for c in result.get("cards") or [] if str(c.get("rule_id")) == rule_id), {})
+    card: dict = next((c for c in result.get("cards") or [] if str(c.get("rule_id")) == rule_id), {})
     return {"patient": patient, "indicator": card.get("indicator"), "summary": card.get("summary"),
             "draft": bool(card.get("draft"))}
 
@@ -249,7 +251,8 @@ def _sample(patient: str, result: dict, rule_id: str) -> dict:
 def build_report(rows: Iterable[dict], releases: list[dict], *, hook: str, now: str, sample_size: int = 10) -> dict:
     """The impact report of the result rows (one per patient) of one release, or of two compared.
 
-    `releases` is the release metadata list (label, name, version, sha256, rules); with two, the first is the one
+    `releases` is the release metadata list (label, name, version, sha256, rules: [{id, version, status, and
+    optionally hooks}]); rules whose `hooks` leave out `hook` are not listed. With two releases, the first is the one
     serving and the second the candidate, and the report lists per rule who starts and stops getting its card,
     with a deterministic sample of `sample_size` patients of each for review.
     """
@@ -260,7 +263,7 @@ def build_report(rows: Iterable[dict], releases: list[dict], *, hook: str, now: 
         raise ValueError(f"release labels must differ: {labels}")
     if sample_size < 0:
         raise ValueError("sample_size must be 0 or more")
-    totals = {label: _Release(meta) for label, meta in zip(labels, releases)}
+    totals = {label: _Release(meta, hook) for label, meta in zip(labels, releases)}
     comparison = _Comparison(labels[0], labels[1], sample_size) if len(labels) == 2 else None
     patients = 0
     for row in rows:

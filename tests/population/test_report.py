@@ -217,3 +217,17 @@ def test_report_json_has_the_documented_keys(tmp_path):
     assert set(report["comparison"]["rules"][0]) == {"id", "start", "stop", "both", "net", "start_sample",
                                                      "stop_sample"}
     json.dumps(report)  # plain JSON data
+
+
+def test_rules_of_other_hooks_are_not_listed():
+    meta = release("release", "1.2.0", [("a.one", "active")])
+    meta["rules"].append({"id": "o.order", "version": "1.0.0", "status": "active", "hooks": ["order-sign"]})
+    meta["rules"].append({"id": "v.view", "version": "1.0.0", "status": "active", "hooks": ["patient-view"]})
+    r = build_report([row("p1", release=[])], [meta], hook="patient-view", now=NOW)["releases"][0]
+    assert [x["id"] for x in r["rules"]] == ["a.one", "v.view"]
+
+
+def test_html_lists_only_the_rules_that_change():
+    html = render_html(build_report(two_rows(), TWO, hook="patient-view", now=NOW))
+    assert "No change in who gets the card of 1 rule: <code>b.two</code>." in html
+    assert '<th scope="row"><code>c.new</code></th><td class="n start">2</td>' in html
