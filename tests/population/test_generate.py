@@ -4,6 +4,7 @@ import collections
 import datetime as dt
 import gzip
 import json
+import re
 
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
@@ -167,3 +168,15 @@ def test_cli_generate_export(tmp_path, capsys):
     assert main(["generate-export", str(tmp_path / "cli"), "--patients", "20"]) == 2
     assert "already holds an export" in capsys.readouterr().err
     assert main(["generate-export", str(tmp_path / "z"), "--patients", "-3"]) == 2
+
+
+def test_the_documented_mix_is_the_generator_mix():
+    """docs/population-impact.md lists each axis's percentages in MIX order: the numbers must be MIX's."""
+    doc = (ROOT / "docs" / "population-impact.md").read_text()
+    table = doc[doc.index("| axis | situations |"):]
+    lines = [line for line in table.splitlines()[2:] if line.startswith("| ")][:len(MIX)]
+    assert len(lines) == len(MIX)
+    for line, (axis, weights) in zip(lines, MIX.items()):
+        cells = line.split(" | ", 1)[1]
+        numbers = [float(n) for n in re.findall(r"(?<![\w.-])(\d+(?:\.\d+)?)(?=[;:]| \(|$| \|)", cells)]
+        assert numbers == list(weights.values()), (axis, numbers)
