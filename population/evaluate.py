@@ -53,7 +53,8 @@ def release_metadata(specs: list[ReleaseSpec]) -> list[dict]:
     for spec in specs:
         tree = load_tree(spec.path)
         out.append({"label": spec.label, "name": tree.name, "version": tree.version, "sha256": tree.sha256,
-                    "rules": [{"id": r.id, "version": r.version, "status": r.status} for r in tree.rules]})
+                    "rules": [{"id": r.id, "version": r.version, "status": r.status, "hooks": list(r.hooks)}
+                              for r in tree.rules]})
     return out
 
 

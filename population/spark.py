@@ -60,7 +60,6 @@ def session(master: str = DEFAULT_MASTER, *, partitions: int = 8, driver_memory:
              .config("spark.ui.showConsoleProgress", "false")  # the command draws its own progress bar
              .config("spark.driver.memory", driver_memory)
              .config("spark.sql.shuffle.partitions", str(partitions))
-             .config("spark.default.parallelism", str(partitions))
              .config("spark.python.worker.reuse", "true")
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
