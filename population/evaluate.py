@@ -84,9 +84,9 @@ class PatientEvaluator:
                 pool.add(resource, where)
                 referenced.update(shared_references(resource))
             for ref in sorted(referenced):  # reference data (Medication) this patient's resources name
-                body = self.shared.get(ref)
-                if body is not None:
-                    pool.add(orjson.loads(body), f"shared {ref}")
+                shared = self.shared.get(ref)
+                if shared is not None:
+                    pool.add(orjson.loads(shared), f"shared {ref}")
         except Exception as exc:  # the same reason for every release: none of them saw this patient
             reason = error_reason(exc)
             return {"patient": patient_id,

@@ -22,8 +22,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import spark as spark_engine  # imports pyspark only when a Spark run starts
 from .evaluate import check_hook, materialise_releases, release_metadata
 from .export import ExportError, discover
+from .local import LocalRun
 from .report import build_report, write_report
 
 ENGINES = ("local", "spark")
@@ -117,13 +119,9 @@ def run_impact(input_dir: str | Path, *, rules: str, baseline: str | None, hook:
         specs = materialise_releases(rules, baseline, Path(tmp))
         releases = release_metadata(specs)
         if engine == "local":
-            from .local import LocalRun
-
             outcome.cores = workers or os.cpu_count() or 1
-            run_ctx = LocalRun(sources, specs, hook, now, workers=outcome.cores)
+            run_ctx: LocalRun | spark_engine.SparkRun = LocalRun(sources, specs, hook, now, workers=outcome.cores)
         else:
-            from . import spark as spark_engine
-
             reason = spark_engine.unavailable()
             if reason:
                 raise ExportError(f"the Spark engine cannot run: {reason}")

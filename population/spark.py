@@ -19,8 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import tempfile
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator

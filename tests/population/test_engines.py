@@ -2,12 +2,14 @@
 engines giving the same rows on the same export (Spark in local mode, local[2])."""
 from __future__ import annotations
 
+import pyarrow.parquet as pq
 import pytest
 
 from engine import load_ruleset
 from population import spark as spark_engine
 from population.evaluate import CANDIDATE, SERVING, SINGLE, ReleaseSpec, materialise_releases
 from population.export import ExportError, discover
+from population.impact import run_impact
 from population.local import LocalRun
 from tests.conftest import RULES
 from tests.population.exports import (
@@ -152,3 +154,15 @@ def test_spark_gives_exactly_the_local_rows(spark, export, two_releases, local_r
     local_rows, local_summary = local_result
     assert summary == local_summary
     assert rows == local_rows
+
+
+def test_spark_and_local_write_the_same_files(spark, export, workdir):
+    """The contract: both engines give identical output files (the report too) on the same export."""
+    outs = {}
+    for engine in ("local", "spark"):
+        outs[engine] = workdir / f"out-{engine}"
+        run_impact(export, rules=str(RULES), baseline=None, hook=HOOK, now=NOW, out_dir=outs[engine],
+                   engine=engine, workers=2, partitions=2, spark=spark)
+    for name in ("patients.ndjson", "impact.json", "input.json"):
+        assert (outs["local"] / name).read_bytes() == (outs["spark"] / name).read_bytes(), name
+    assert pq.read_table(outs["local"] / "cards.parquet").equals(pq.read_table(outs["spark"] / "cards.parquet"))
