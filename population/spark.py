@@ -124,7 +124,9 @@ class SparkRun:
         parts = []
         for source in sources:
             if source.kind == "ndjson":
-                lines = self.sc.textFile(str(source.path), use_unicode=False).zipWithIndex()
+                # one partition a file unless Hadoop splits a big one by blocks: zipWithIndex then costs no extra
+                # job for the many small files of an export
+                lines = self.sc.textFile(str(source.path), minPartitions=1, use_unicode=False).zipWithIndex()
                 parts.append(lines.flatMap(partial(_route_line, source.index, source.name)))
         bundles = [s for s in sources if s.kind == "bundle"]
         if bundles:
