@@ -713,7 +713,8 @@ class _TypeFiles:
         if self.handles[i] is None:
             raw = open(self.out_dir / self.names[i], "wb")
             # no file name and a zero mtime in the gzip header: the same arguments give the same bytes
-            self.handles[i] = gzip_module.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) if self.gzip else raw
+            self.handles[i] = (gzip_module.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
+                               if self.gzip else raw)
         self.handles[i].write(b"".join(self.buffers[i]))
         self.buffers[i].clear()
 

@@ -12,32 +12,46 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def screenshot(html: Path, png: Path, width: int = 1280, max_height: int = 6000) -> None:
+def find_browser() -> tuple[str, str] | None:
+    """Debian's chromium and its chromedriver, or None when either is missing."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    return (chromium, driver_path) if chromium and driver_path else None
+
+
+@contextmanager
+def browser(width: int = 1280):
+    """A headless chromium (selenium WebDriver), quit on exit."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
+    found = find_browser()
+    if found is None:
         raise SystemExit("screenshot_report: needs chromium and chromedriver (apt-get install chromium chromium-driver)")
     opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
+    opts.binary_location = found[0]
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 f"--window-size={width},1000", "--force-device-scale-factor=1", "--disable-extensions",
                 "--no-first-run", "--disable-background-networking"):
         opts.add_argument(arg)
-    driver = webdriver.Chrome(options=opts, service=Service(executable_path=driver_path))
+    driver = webdriver.Chrome(options=opts, service=Service(executable_path=found[1]))
     try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def screenshot(html: Path, png: Path, width: int = 1280, max_height: int = 6000) -> None:
+    with browser(width) as driver:
         driver.get(html.resolve().as_uri())
         height = int(driver.execute_script("return document.documentElement.scrollHeight"))
         driver.set_window_size(width, min(max(height, 600), max_height))
         png.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(png))
-    finally:
-        driver.quit()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from population.report import ERROR_LIST_LIMIT, FORMAT, build_report, render_html, write_report
+from tests.conftest import load_tool
 from tests.console.htmlcheck import dangers, parse
 
 NOW = "2026-11-20T12:00:00Z"
@@ -218,3 +219,26 @@ def test_html_lists_only_the_rules_that_change():
     html = render_html(build_report(two_rows(), TWO, hook="patient-view", now=NOW))
     assert "No change in who gets the card of 1 rule: <code>b.two</code>." in html
     assert '<th scope="row"><code>c.new</code></th><td class="n start">2</td>' in html
+
+
+def test_the_page_renders_offline_in_a_browser(tmp_path):
+    """Headless chromium opens impact.html from disk: charts drawn, nothing loaded, no script (skips without it)."""
+    tool = load_tool("screenshot_report")
+    if tool.find_browser() is None:
+        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    from selenium.webdriver.common.by import By
+
+    rows = two_rows() + [row(HOSTILE, serving=[], candidate=[card("c.new", summary=HOSTILE)])]
+    _, html_path = write_report(build_report(rows, TWO, hook="patient-view", now=NOW), tmp_path)
+    with tool.browser() as driver:
+        driver.get(html_path.as_uri())
+        assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
+        assert driver.find_elements(By.TAG_NAME, "script") == []
+        svgs = driver.find_elements(By.TAG_NAME, "svg")
+        assert len(svgs) == 4 and all(s.size["width"] > 100 and s.size["height"] > 30 for s in svgs)
+        bars = driver.find_elements(By.CSS_SELECTOR, "svg rect")
+        assert any(b.size["width"] > 50 for b in bars)
+        # shown as text in the review sample (inside a closed <details>, so read textContent)
+        assert HOSTILE in driver.execute_script("return document.body.textContent")
+    tool.screenshot(html_path, tmp_path / "shot.png")
+    assert (tmp_path / "shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
