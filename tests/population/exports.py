@@ -68,7 +68,7 @@ def build_export(root: Path, patients: int = 40, seed: int = 7) -> Path:
 
 def build_bundle_folder(root: Path, names: list[str]) -> Path:
     folder = root / "bundles"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for name in names:
         shutil.copy(EXAMPLES / "patients" / f"{name}.json", folder / f"{name}.json")
     return folder

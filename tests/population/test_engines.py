@@ -166,3 +166,11 @@ def test_spark_and_local_write_the_same_files(spark, export, workdir):
     for name in ("patients.ndjson", "impact.json", "input.json"):
         assert (outs["local"] / name).read_bytes() == (outs["spark"] / name).read_bytes(), name
     assert pq.read_table(outs["local"] / "cards.parquet").equals(pq.read_table(outs["spark"] / "cards.parquet"))
+
+
+def test_spark_reads_a_folder_of_bundles_as_locally(spark, workdir):
+    folder = build_bundle_folder(workdir / "spark-bundles", ["mme-high", "anemia-severe", "order-benzo-on-opioid"])
+    specs = [ReleaseSpec(SINGLE, str(RULES))]
+    with spark_engine.SparkRun(spark, discover(folder), specs, HOOK, NOW, partitions=2) as run:
+        rows, summary = list(run.rows()), run.summary.as_dict()
+    assert (rows, summary) == run_local(folder, specs, workers=1)
