@@ -9,6 +9,7 @@
     python -m bench isolation [--threads 64] [--rounds 20]
     python -m bench http-isolation [--patients 64] [--rounds 10] [--workers 2] [--threads 8]
     python -m bench record-size  # bytes per decision record, per patient size
+    python -m bench impact  --patients N --engine local|spark [--workers W] [--master local[*]] [--partitions P]
     python -m bench report  # docs/benchmarks.md tables from bench/results/*.json
 
 Results are written as JSON to bench/results/ (git-ignored); `report` renders the markdown tables.
@@ -175,6 +176,47 @@ def cmd_record_size(args) -> int:
         print(f"{size:9} format 3: {rows[size]['format3_bytes']:7d} bytes   expanded (format 2 shape): "
               f"{rows[size]['expanded_bytes']:7d} bytes")
     save("record_size", {"machine": machine(), "sizes": rows})
+def cmd_impact(args) -> int:
+    """Population impact throughput: a generated export (not timed) through one engine (SparkSession start not
+    timed); patients/s over the whole run (read, join, evaluate, write, report) and over evaluation alone."""
+    import tempfile
+
+    from population.generate import NOW, write_export
+    from population.impact import run_impact
+
+    with tempfile.TemporaryDirectory(prefix="bench-impact-") as tmp:
+        export = Path(tmp) / "export"
+        write_export(export, args.patients, args.seed, files_per_type=args.files_per_type, gzip=args.gzip)
+        spark = None
+        if args.engine == "spark":
+            from population import spark as spark_engine
+
+            reason = spark_engine.unavailable()
+            if reason:
+                print(f"bench impact: {reason}", file=sys.stderr)
+                return 2
+            spark = spark_engine.session(args.master, partitions=args.partitions or 8)
+        try:
+            outcome = run_impact(export, rules=args.rules or str(ROOT / "rules"), baseline=args.baseline,
+                                 hook="patient-view", now=NOW, out_dir=Path(tmp) / "out", engine=args.engine,
+                                 workers=args.workers, partitions=args.partitions, spark=spark)
+        finally:
+            if spark is not None:
+                spark.stop()
+    rate, eval_rate = outcome.patients / outcome.seconds, outcome.patients / outcome.evaluate_seconds
+    result = {"engine": args.engine, "patients": outcome.patients, "cores": outcome.cores,
+              "partitions": args.partitions, "master": args.master if args.engine == "spark" else None,
+              "releases": 2 if args.baseline else 1, "seconds": round(outcome.seconds, 2),
+              "evaluate_seconds": round(outcome.evaluate_seconds, 2), "patients_per_s": round(rate, 1),
+              "patients_per_s_per_core": round(rate / outcome.cores, 1),
+              "evaluate_patients_per_s": round(eval_rate, 1),
+              "evaluate_patients_per_s_per_core": round(eval_rate / outcome.cores, 1),
+              "cards": dict(outcome.cards), "errors": dict(outcome.errors)}
+    name = f"impact_{args.engine}" + (f"_p{args.partitions}" if args.partitions else "")
+    path = save(name, {"machine": machine(), "command": " ".join(["python -m bench"] + sys.argv[1:]), **result})
+    print(f"{args.engine}: {outcome.patients} patients on {outcome.cores} cores in {outcome.seconds:.1f}s: "
+          f"{rate:.1f} patients/s, {rate / outcome.cores:.1f} patients/s/core (evaluation alone "
+          f"{eval_rate:.1f} patients/s, {eval_rate / outcome.cores:.1f}/core) -> {path}")
     return 0
 
 
@@ -246,6 +288,17 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("record-size", help="bytes per decision record for each benchmark patient")
     p.set_defaults(func=cmd_record_size)
+    p = sub.add_parser("impact", help="population impact throughput of one engine on a generated export")
+    p.add_argument("--patients", type=int, default=10_000)
+    p.add_argument("--engine", choices=("local", "spark"), default="local")
+    p.add_argument("--workers", type=int, help="local: worker processes (default: every core)")
+    p.add_argument("--master", default="local[*]", help="spark: master URL")
+    p.add_argument("--partitions", type=int, help="spark: partitions of the join (default: cores)")
+    p.add_argument("--baseline", help="also evaluate this release (two releases compared)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--files-per-type", type=int, default=4)
+    p.add_argument("--gzip", action="store_true")
+    p.set_defaults(func=cmd_impact)
 
     p = sub.add_parser("report", help="markdown tables from bench/results/*.json")
     p.set_defaults(func=cmd_report)

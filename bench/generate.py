@@ -20,15 +20,13 @@ import datetime as dt
 import random
 import uuid
 
+# code systems: one owner, the population generator (whose chart builder also writes the example patients)
+from population.generate import ICD10, LOINC, RXNORM, SNOMED, UCUM
+from population.generate import OBS_CAT as OBS_CATEGORY
+
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.timezone.utc)
 SIZES = ("small", "standard", "large")
 
-LOINC = "http://loinc.org"
-UCUM = "http://unitsofmeasure.org"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
-SNOMED = "http://snomed.info/sct"
-OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 # (LOINC, display, UCUM unit, low, high, decimals)
 LABS = [

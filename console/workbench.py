@@ -9,8 +9,6 @@ from pathlib import Path
 
 import yaml
 
-from engine import conditions
-from engine.cards import CardMaker, make_lookup
 from engine.ruleset import HOOKS, parse_now
 from fhir_adapter import InputError, pool_request
 
@@ -98,46 +96,8 @@ def evaluate(ruleset, doc: dict, hook: str | None, now: dt.datetime | None) -> O
     except InputError as e:
         raise WorkbenchError(f"The input cannot be evaluated: {e}") from None
     explanation = ruleset.explain_result(result)
-    return Outcome(result, explanation, list(result.cards), _shadow_cards(ruleset, data, result),
+    return Outcome(result, explanation, list(result.cards), ruleset.shadow_cards(result),
                    build_chart(ruleset, data, result, medications), _patient_name(data), {r.id: r for r in ruleset.rules})
-
-
-def _shadow_cards(ruleset, data, result) -> list[dict]:
-    """The card each draft rule that matched would have given (the same templates as an active rule's card)."""
-    if not result.shadow:
-        return []
-    meta = ruleset.meta
-    values = None
-    out = []
-    for fired in result.shadow:
-        rule = ruleset.rule(fired.rule_id)
-        if rule is None:
-            continue
-        summary, detail, indicator = rule.summary, rule.detail, fired.indicator
-        if rule.variants:
-            if values is None:
-                values = ruleset._programs[result.hook].message(result.facts, ruleset.tree.valuesets)
-            for var in rule.variants:  # the last matching variant wins, field by field (as engine.ruleset does)
-                if conditions.evaluate(var.condition, values) is True:
-                    summary = var.summary or summary
-                    detail = var.detail or detail
-        offered, sections = None, None
-        if rule.sections or any(w is not None for w in rule.suggestion_conditions):
-            if values is None:
-                values = ruleset._programs[result.hook].message(result.facts, ruleset.tree.valuesets)
-            offered = {j for j, w in enumerate(rule.suggestion_conditions)
-                       if w is None or conditions.evaluate(w, values) is True}
-            sections = [t for w, t in rule.sections if conditions.evaluate(w, values) is True]
-        try:
-            lookup = make_lookup(result.facts, ruleset.tree.facts, rule.params, data.patient_id, result.now)
-            card = CardMaker(rule, meta).render(indicator, summary, detail, lookup, data.patient_id, offered=offered,
-                                                sections=sections)
-        except Exception as e:  # a draft may be unfinished: say so rather than fail the page
-            card = {"summary": f"(draft rule {rule.id} matched; its card could not be rendered: {type(e).__name__})",
-                    "indicator": indicator}
-        card["shadow"] = True
-        out.append(card)
-    return out
 
 
 def _patient_name(data) -> str | None:

@@ -48,6 +48,7 @@ class FiredRule:
     card_uuid: str | None = None
     suggestions_left_out: list = field(default_factory=list)  # (suggestion index, why), for explain
     sections: list = field(default_factory=list)  # indexes of the card sections shown
+    offered: set = field(default_factory=set)  # indexes of the suggestions whose own condition held
 
 
 @dataclass
@@ -179,15 +180,15 @@ class Ruleset:
                     detail = var.detail or detail
             sections = [text for j, (_, text) in enumerate(rule.sections) if f"r{i}_d{j}" in fired_names]
             fired = FiredRule(rule.id, rule.version, rule.status, indicator, _fired_facts(rule, facts),
-                              sections=[j for j in range(len(rule.sections)) if f"r{i}_d{j}" in fired_names])
+                              sections=[j for j in range(len(rule.sections)) if f"r{i}_d{j}" in fired_names],
+                              offered={j for j, when in enumerate(rule.suggestion_conditions)
+                                       if when is None or f"r{i}_s{j}" in fired_names})
             if rule.status == "draft":
                 result.shadow.append(fired)
                 continue
             lookup = make_lookup(facts, definitions, rule.params, data.patient_id, now)
-            offered = {j for j, when in enumerate(rule.suggestion_conditions)
-                       if when is None or f"r{i}_s{j}" in fired_names}
             card = self._cards[rule.id].render(indicator, summary, detail, lookup, data.patient_id,
-                                               offered=offered, left_out=fired.suggestions_left_out,
+                                               offered=fired.offered, left_out=fired.suggestions_left_out,
                                                sections=sections)
             fired.card_uuid = card["uuid"]
             result.fired.append(fired)
@@ -197,6 +198,37 @@ class Ruleset:
         )
         result.data_notes = data.notes() + [note for fact in facts.values() for note in fact.notes]
         return result
+
+    def shadow_cards(self, result: EvaluationResult) -> list[dict]:
+        """The card each draft rule that matched would have given (the same templates as an active rule's card),
+        marked "shadow": previewed in the workbench and counted in population impact, never sent to an EHR."""
+        if not result.shadow:
+            return []
+        values = None
+        out = []
+        for fired in result.shadow:
+            rule = self.rule(fired.rule_id)
+            if rule is None:
+                continue
+            summary, detail, indicator = rule.summary, rule.detail, fired.indicator
+            if rule.variants:
+                if values is None:
+                    values = self._programs[result.hook].message(result.facts, self.tree.valuesets)
+                for var in rule.variants:  # the last matching variant wins, field by field (as evaluate does)
+                    if conditions.evaluate(var.condition, values) is True:
+                        summary = var.summary or summary
+                        detail = var.detail or detail
+            try:
+                lookup = make_lookup(result.facts, self.tree.facts, rule.params, result.patient_id, result.now)
+                card = CardMaker(rule, self.meta).render(
+                    indicator, summary, detail, lookup, result.patient_id, offered=fired.offered,
+                    sections=[rule.sections[j][1] for j in fired.sections])
+            except Exception as e:  # a draft may be unfinished: say so rather than fail
+                card = {"summary": f"(draft rule {rule.id} matched; its card could not be rendered: "
+                                   f"{type(e).__name__})", "indicator": indicator}
+            card["shadow"] = True
+            out.append(card)
+        return out
 
     def explain(self, request: dict, now: dt.datetime | None = None, hook: str | None = None) -> dict:
         """For every rule of the hook, fired or not: each condition, the value it saw and where it came from."""

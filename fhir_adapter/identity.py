@@ -85,3 +85,22 @@ class PatientIdentity:
         if base is not None and base != self.server:
             return UNCLEAR, f"its {member} is a Patient on another server"
         return (THIS, "") if m.group("id") == self.patient_id else (OTHER, "another patient")
+
+
+# Coverage names its patient as `beneficiary`; routing reads it, the strict verdict above does not (yet)
+_ROUTING_MEMBERS = ("subject", "patient", "beneficiary")
+
+
+def patient_key(resource: dict) -> str | None:
+    """The Patient id a resource is filed under in a population export, for grouping a patient's resources
+    (Patient.id, or the id its subject/patient/beneficiary reference names); None when it names none.
+    Routing only: the pooled resources still go through `PatientIdentity.verdict`, which decides strictly."""
+    if resource.get("resourceType") == "Patient":
+        pid = resource.get("id")
+        return pid if isinstance(pid, str) and pid else None
+    for member in _ROUTING_MEMBERS:
+        ref = resource.get(member)
+        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            m = _PATIENT_REFERENCE.match(ref["reference"])
+            return m.group("id") if m else None
+    return None

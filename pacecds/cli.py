@@ -26,6 +26,7 @@ from fhir_adapter import InputError
 from governance.cli import register_governance_commands
 from governance.manifest import check_manifest
 from governance.reference import build as build_reference
+from population.generate import write_export
 
 from .serve import register_commands as register_serve_command
 
@@ -186,6 +187,50 @@ def _ci_checks(rules_dir: Path) -> list[tuple[str, list[str], str]]:
     return checks
 
 
+def cmd_generate_export(args) -> int:
+    if args.patients < 0 or args.files_per_type < 1:
+        raise UsageError("--patients must be 0 or more and --files-per-type 1 or more")
+    try:
+        manifest = write_export(Path(args.out), args.patients, args.seed, files_per_type=args.files_per_type,
+                                gzip=args.gzip, now=parse_now(args.now))
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {args.patients} patients ({len(manifest['output'])} files and manifest.json) to {args.out}")
+    return 0
+
+
+def cmd_impact(args) -> int:
+    from tqdm import tqdm
+
+    from population.export import ExportError
+    from population.impact import run_impact
+
+    now = parse_now(args.now)
+    if now is None:
+        raise UsageError("--now is required: a population run is evaluated at one fixed time")
+    for name in ("workers", "partitions"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be 1 or more")
+    bars: list = []
+
+    def progress(total):
+        bar = tqdm(total=total, unit="patient", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+        bars.append(bar)
+        return bar.update
+
+    try:
+        outcome = run_impact(args.input, rules=args.rules or str(DEFAULT_RULES), baseline=args.baseline,
+                             hook=args.hook, now=now, out_dir=args.out, engine=args.engine, workers=args.workers,
+                             master=args.master, partitions=args.partitions, progress=progress)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"pacecds impact: {outcome.line()}; wrote {args.out}/impact.html", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pacecds", description="Pacing and comorbidity CDS Hooks rules engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +259,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rules_dir", nargs="?")
     p.add_argument("--examples", help="cases file (default: tests/examples/cases.yaml beside the rules)")
     p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("generate-export", help="write a synthetic FHIR Bulk Data export (NDJSON) for tests and benchmarks")
+    p.add_argument("out", help="output directory (created if missing)")
+    p.add_argument("--patients", type=int, required=True, help="number of patients")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same arguments, same bytes)")
+    p.add_argument("--files-per-type", type=int, default=1, help="NDJSON files per resource type (default 1)")
+    p.add_argument("--gzip", action="store_true", help="write .ndjson.gz files")
+    p.add_argument("--now", help="the export's reference time, ISO 8601 (default 2026-11-20T12:00:00Z)")
+    p.set_defaults(func=cmd_generate_export)
+
+    p = sub.add_parser("impact", help="evaluate one release, or two compared, over a FHIR Bulk Data export",
+                       description="Group a population's resources by patient, evaluate each patient at a fixed "
+                                   "time, and write OUT/patients.ndjson, OUT/cards.parquet, OUT/input.json and the "
+                                   "impact report OUT/impact.json and OUT/impact.html.")
+    p.add_argument("input", help="Bulk Data export directory (.ndjson, .ndjson.gz) or a folder of Bundle .json files")
+    p.add_argument("--rules", help="the release to evaluate (the candidate when --baseline is given): a rules "
+                                   "directory or git:REV[:PATH] (default: the bundled rules)")
+    p.add_argument("--baseline", metavar="DIR_OR_GIT_REV", help="the release serving today, to compare with")
+    p.add_argument("--hook", choices=HOOKS, default="patient-view")
+    p.add_argument("--now", required=True, help="evaluation time, ISO 8601: every patient is evaluated at it")
+    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    p.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="local: a process per core (default); spark: PySpark (pip install 'pacecds[spark]')")
+    p.add_argument("--workers", type=int, help="local engine: worker processes (default: every core)")
+    p.add_argument("--master", help="spark engine: master URL (default local[*])")
+    p.add_argument("--partitions", type=int, help="spark engine: partitions of the patient join (default: cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_impact)
 
     for register in (register_serve_command, register_audit_commands, register_governance_commands,
                      register_console_user_commands):

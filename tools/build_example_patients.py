@@ -18,296 +18,38 @@ import sys
 import uuid
 from pathlib import Path
 
+from population.generate import (  # noqa: F401 - the builder and codes are shared with the population generator
+    CHRONIC_LBP_ICD,
+    CHRONIC_LBP_SCT,
+    FIBROMYALGIA_ICD,
+    ICD10,
+    KNEE_OA_ICD,
+    LOINC,
+    OSA_ICD,
+    SNOMED,
+    day_before,
+    flat,
+    iso,
+    labs_recent,
+    steady,
+)
+from population.generate import Chart as _Chart
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "examples" / "patients"
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)  # the cases' "now"
 
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-UCUM = "http://unitsofmeasure.org"
-PACECDS_SCORE = "https://pacecds.org/fhir/CodeSystem/instrument-score"
-OBS_CAT = "http://terminology.hl7.org/CodeSystem/observation-category"
-COND_CLIN = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-COND_VER = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
-
-CODES = {
-    "steps": (LOINC, "41950-7", "Number of steps in 24 hour Measured"),
-    "steps_partial": (LOINC, "55423-8", "Number of steps in unspecified time Pedometer"),
-    "pain": (LOINC, "72514-3", "Pain severity - 0-10 verbal numeric rating [Score] - Reported"),
-    "pain_reported": (LOINC, "38208-5", "Pain severity - Reported"),
-    "sleep": (LOINC, "93832-4", "Sleep duration"),
-    "phq9": (LOINC, "44261-6", "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]"),
-    "phq9_item9": (LOINC, "44260-8", "Thoughts that you would be better off dead, or of hurting yourself in some way"),
-    "gad7": (LOINC, "70274-6", "Generalized anxiety disorder 7 item (GAD-7) total score [Reported.PHQ]"),
-    "isi": (PACECDS_SCORE, "isi-total", "Insomnia Severity Index total score"),
-    "stopbang": (PACECDS_SCORE, "stop-bang-total", "STOP-Bang total score"),
-    "hb": (LOINC, "718-7", "Hemoglobin [Mass/volume] in Blood"),
-    "ferritin": (LOINC, "2276-4", "Ferritin [Mass/volume] in Serum or Plasma"),
-    "tsh": (LOINC, "3016-3", "Thyrotropin [Units/volume] in Serum or Plasma"),
-    "exercise_minutes": (LOINC, "55411-3", "Exercise duration"),
-    "heart_rate": (LOINC, "8867-4", "Heart rate"),
-    "resting_heart_rate": (LOINC, "40443-4", "Heart rate --resting"),
-    "rpe": ("https://pacecds.org/fhir/CodeSystem/instrument-score", "borg-rpe", "Borg rating of perceived exertion (6-20)"),
-    "hb_molar": (LOINC, "59260-0", "Hemoglobin [Moles/volume] in Blood"),
-}
-
-PACING_GOAL_CATEGORY = "https://pacecds.org/fhir/CodeSystem/goal-category"  # local pacecds code (docs/knowledge-base.md)
-GOAL_MEASURES = {"steps": ("41950-7", "Number of steps in 24 hour Measured", "steps/day", "/d"),
-                 "minutes": ("55411-3", "Exercise duration", "minutes/day", "min/d")}
-
-DRUGS = {  # RxNorm clinical drugs; every code is a member of a value set in rules/valuesets
-    "oxycodone5": "oxycodone hydrochloride 5 MG Oral Tablet",            # 1049621
-    "oxycodone_apap": "acetaminophen 325 MG / oxycodone hydrochloride 5 MG Oral Tablet",  # 1049221
-    "oxycodone10": "oxycodone hydrochloride 10 MG Oral Tablet",          # 1049683
-    "morphine15": "morphine sulfate 15 MG Oral Tablet",                  # 892582
-    "tramadol50": "tramadol hydrochloride 50 MG Oral Tablet",            # 835603
-    "fentanyl25": "72 HR fentanyl 0.025 MG/HR Transdermal System",       # 245134
-    "fentanyl75": "72 HR fentanyl 0.075 MG/HR Transdermal System",       # 197696
-    "naloxone_nasal": "naloxone hydrochloride 40 MG/ML Nasal Spray",     # 1725059 (CDC naloxone-medications)
-    "hydrocodone_apap": "acetaminophen 325 MG / hydrocodone bitartrate 5 MG Oral Tablet",  # 857002
-    "alprazolam05": "alprazolam 0.5 MG Oral Tablet",                    # 308048
-    "lorazepam1": "lorazepam 1 MG Oral Tablet",                          # 197901
-    "gabapentin300": "gabapentin 300 MG Oral Capsule",                   # 310431
-    "pregabalin75": "pregabalin 75 MG Oral Capsule",                     # 483450
-    "cyclobenzaprine10": "cyclobenzaprine hydrochloride 10 MG Oral Tablet",  # 828348
-    "zolpidem10": "zolpidem tartrate 10 MG Oral Tablet",                 # 854873
-    "amitriptyline25": "amitriptyline hydrochloride 25 MG Oral Tablet",  # 856834
-    "trazodone50": "trazodone hydrochloride 50 MG Oral Tablet",          # 856377
-    "diphenhydramine25": "diphenhydramine hydrochloride 25 MG Oral Tablet",  # 1049630
-}
-RXCUI = {
-    "oxycodone5": "1049621", "oxycodone_apap": "1049221", "oxycodone10": "1049683", "morphine15": "892582", "tramadol50": "835603",
-    "fentanyl25": "245134", "hydrocodone_apap": "857002", "alprazolam05": "308048", "lorazepam1": "197901",
-    "gabapentin300": "310431", "pregabalin75": "483450", "cyclobenzaprine10": "828348", "zolpidem10": "854873",
-    "amitriptyline25": "856834", "trazodone50": "856377", "diphenhydramine25": "1049630",
-    "fentanyl75": "197696", "naloxone_nasal": "1725059",
-}
-
-
-def iso(t: dt.datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 def day(days_ago: int, hour: int = 20, minute: int = 0) -> dt.datetime:
     """A time on the calendar day `days_ago` days before NOW."""
-    d = (NOW - dt.timedelta(days=days_ago)).date()
-    return dt.datetime(d.year, d.month, d.day, hour, minute, tzinfo=dt.timezone.utc)
+    return day_before(NOW, days_ago, hour, minute)
 
 
-class Chart:
+class Chart(_Chart):
+    """A chart dated relative to the cases' NOW."""
+
     def __init__(self, name: str, pid: str, gender: str, birth: str, family: str, given: str):
-        self.name = name
-        self.pid = pid
-        self.entries: list[dict] = []
-        self.n = 0
-        self.add({"resourceType": "Patient", "id": pid, "gender": gender, "birthDate": birth,
-                  "name": [{"family": family, "given": [given]}]})
-
-    def add(self, resource: dict) -> dict:
-        self.entries.append({"fullUrl": f"urn:uuid:{resource['resourceType'].lower()}-{resource['id']}",
-                             "resource": resource})
-        return resource
-
-    def _id(self, prefix: str) -> str:
-        self.n += 1
-        return f"{prefix}-{self.pid}-{self.n}"
-
-    @property
-    def subject(self) -> dict:
-        return {"reference": f"Patient/{self.pid}"}
-
-    # --- observations -----------------------------------------------------------------------------------------
-    def obs(self, kind: str, value, unit: str | None, when: dt.datetime, status: str = "final",
-            category: str = "survey", ucum_code: str | None = None, ref_range: tuple | None = None,
-            integer: bool = False) -> dict:
-        system, code, display = CODES[kind]
-        r = {"resourceType": "Observation", "id": self._id(kind.replace("_", "")), "status": status,
-             "category": [{"coding": [{"system": OBS_CAT, "code": category}]}],
-             "code": {"coding": [{"system": system, "code": code, "display": display}]},
-             "subject": self.subject, "effectiveDateTime": iso(when)}
-        if integer:
-            r["valueInteger"] = int(value)
-        else:
-            q = {"value": value, "unit": unit}
-            if ucum_code is not None:
-                q.update(system=UCUM, code=ucum_code)
-            r["valueQuantity"] = q
-        if ref_range:
-            low, high, u = ref_range
-            r["referenceRange"] = [{"low": {"value": low, "unit": u, "system": UCUM, "code": u},
-                                    "high": {"value": high, "unit": u, "system": UCUM, "code": u}}]
-        return self.add(r)
-
-    def series(self, kind: str, values: dict[int, float], unit: str, ucum_code: str, hour: int = 21,
-               category: str = "activity", statuses: dict[int, str] | None = None) -> None:
-        """values: days_ago -> value (missing days stay missing)."""
-        for ago, v in sorted(values.items(), reverse=True):
-            self.obs(kind, v, unit, day(ago, hour), category=category, ucum_code=ucum_code,
-                     status=(statuses or {}).get(ago, "final"))
-
-    def steps(self, values: dict[int, float], unit="steps/day", code="{steps}/d", **kw):
-        self.series("steps", values, unit, code, **kw)
-
-    def pain(self, values: dict[int, float], **kw):
-        self.series("pain", values, "{score}", "{score}", hour=20, category="survey", **kw)
-
-    def sleep(self, values: dict[int, float], unit="h", code="h", **kw):
-        self.series("sleep", values, unit, code, hour=7, category="activity", **kw)
-
-    def score(self, kind: str, value: int, days_ago: int, status: str = "final"):
-        return self.obs(kind, value, "{score}", day(days_ago, 10), status=status, category="survey",
-                        ucum_code="{score}")
-
-    def lab(self, kind: str, value: float, unit: str, days_ago: int, status="final", ref_range=None):
-        return self.obs(kind, value, unit, day(days_ago, 9), status=status, category="laboratory",
-                        ucum_code=unit, ref_range=ref_range)
-
-    # --- conditions, medications, goals -----------------------------------------------------------------------
-    def condition(self, system: str, code: str, display: str, clinical="active", verification="confirmed",
-                  onset_days_ago: int = 400) -> dict:
-        return self.add({
-            "resourceType": "Condition", "id": self._id("cond"),
-            "clinicalStatus": {"coding": [{"system": COND_CLIN, "code": clinical}]},
-            "verificationStatus": {"coding": [{"system": COND_VER, "code": verification}]},
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
-                                      "code": "problem-list-item"}]}],
-            "code": {"coding": [{"system": system, "code": code, "display": display}], "text": display},
-            "subject": self.subject, "onsetDateTime": iso(day(onset_days_ago, 10)),
-        })
-
-    def _dosage(self, dose: float | None, unit: str | None, freq: int | None, period: float | None,
-                period_unit: str | None, prn: bool, text: str | None) -> dict:
-        dosage: dict = {}
-        if text:
-            dosage["text"] = text
-        if freq is not None:
-            dosage["timing"] = {"repeat": {"frequency": freq, "period": period, "periodUnit": period_unit}}
-        if prn:
-            dosage["asNeededBoolean"] = True
-        if dose is not None:
-            dq = {"value": dose, "unit": unit}
-            if unit in ("mg", "mL", "ug"):
-                dq.update(system=UCUM, code=unit)
-            else:
-                dq.update(system="http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm",
-                          code={"tablet": "TAB", "capsule": "CAP", "patch": "PATCH"}.get(unit, "TAB"))
-            dosage["doseAndRate"] = [{"doseQuantity": dq}]
-        dosage.setdefault("route", {"coding": [{"system": SNOMED, "code": "26643006", "display": "Oral route"}]})
-        return dosage
-
-    def med_request(self, drug: str, status="active", dose=1, unit="tablet", freq=None, period=None,
-                    period_unit=None, prn=False, text=None, authored_days_ago=30, intent="order") -> dict:
-        r = {"resourceType": "MedicationRequest", "id": self._id("medrx"), "status": status, "intent": intent,
-             "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": RXCUI[drug],
-                                                       "display": DRUGS[drug]}], "text": DRUGS[drug]},
-             "subject": self.subject, "authoredOn": iso(day(authored_days_ago, 11)),
-             "dosageInstruction": [self._dosage(dose, unit, freq, period, period_unit, prn, text)]}
-        if drug in ("fentanyl25", "fentanyl75"):
-            r["dosageInstruction"][0]["route"] = {"coding": [{"system": SNOMED, "code": "45890007",
-                                                              "display": "Transdermal route"}]}
-        return self.add(r)
-
-    def med_statement(self, drug: str, status="active", dose=1, unit="tablet", freq=None, period=None,
-                      period_unit=None, prn=False, text=None) -> dict:
-        return self.add({
-            "resourceType": "MedicationStatement", "id": self._id("medst"), "status": status,
-            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": RXCUI[drug],
-                                                      "display": DRUGS[drug]}], "text": DRUGS[drug]},
-            "subject": self.subject, "effectivePeriod": {"start": iso(day(120, 9))},
-            "dateAsserted": iso(day(10, 9)),
-            "dosage": [self._dosage(dose, unit, freq, period, period_unit, prn, text)],
-        })
-
-    def med_dispense(self, drug: str, days_ago: int, days_supply: int | None, status="completed",
-                     quantity: float = 1) -> dict:
-        r = {"resourceType": "MedicationDispense", "id": self._id("meddisp"), "status": status,
-             "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": RXCUI[drug],
-                                                       "display": DRUGS[drug]}], "text": DRUGS[drug]},
-             "subject": self.subject, "whenHandedOver": iso(day(days_ago, 15)),
-             "quantity": {"value": quantity}}
-        if days_supply is not None:
-            r["daysSupply"] = {"value": days_supply, "unit": "day", "system": UCUM, "code": "d"}
-        return self.add(r)
-
-    def service_request(self, code: str, display: str, days_ago: int, status="active") -> dict:
-        return self.add({
-            "resourceType": "ServiceRequest", "id": self._id("sr"), "status": status, "intent": "order",
-            "code": {"coding": [{"system": SNOMED, "code": code, "display": display}], "text": display},
-            "subject": self.subject, "authoredOn": iso(day(days_ago, 10)),
-        })
-
-    def goal(self, text: str, status="active", status_days_ago: int | None = 10, start_days_ago=60,
-             target: tuple | None = None, due_days: int | None = None, pacing_category: bool = False) -> dict:
-        """target: ("steps", 6000) or ("minutes", 30) a day, coded as pacecds writes it (LOINC measure, UCUM)."""
-        r = {"resourceType": "Goal", "id": self._id("goal"), "lifecycleStatus": status,
-             "description": {"text": text}, "subject": self.subject,
-             "startDate": day(start_days_ago).date().isoformat()}
-        if pacing_category:
-            r["category"] = [{"coding": [{"system": PACING_GOAL_CATEGORY, "code": "activity-pacing",
-                                          "display": "Activity pacing"}]}]
-        if status_days_ago is not None:
-            r["statusDate"] = day(status_days_ago).date().isoformat()
-        t: dict = {}
-        if target is not None:
-            kind, amount = target
-            code, display, unit, ucum = GOAL_MEASURES[kind]
-            t.update(measure={"coding": [{"system": LOINC, "code": code, "display": display}]},
-                     detailQuantity={"value": amount, "unit": unit, "system": UCUM, "code": ucum})
-        if due_days is not None:
-            t["dueDate"] = (NOW + dt.timedelta(days=due_days)).date().isoformat()
-        if t:
-            r["target"] = [t]
-        return self.add(r)
-
-    def ceiling_goal(self, kind: str, high: float, ucum: str, text: str) -> dict:
-        """A clinician-set intensity ceiling: a Goal whose target measure is the reading, with an upper limit."""
-        system, code, display = CODES[kind]
-        return self.add({
-            "resourceType": "Goal", "id": self._id("goal"), "lifecycleStatus": "active",
-            "description": {"text": text}, "subject": self.subject, "startDate": day(30).date().isoformat(),
-            "statusDate": day(10).date().isoformat(),
-            "target": [{"measure": {"coding": [{"system": system, "code": code, "display": display}]},
-                        "detailRange": {"high": {"value": high, "unit": ucum, "system": UCUM, "code": ucum}},
-                        "dueDate": (NOW + dt.timedelta(days=60)).date().isoformat()}]})
-
-    def activity_inventory(self, activities: list[tuple[str, str]], days_ago: int, status="completed") -> dict:
-        """The patient's activity inventory: a QuestionnaireResponse to the pacecds questionnaire (docs/knowledge-base.md)."""
-        return self.add({
-            "resourceType": "QuestionnaireResponse", "id": self._id("qr-inventory"),
-            "questionnaire": "https://pacecds.org/fhir/Questionnaire/activity-inventory", "status": status,
-            "subject": self.subject, "authored": iso(day(days_ago, 11)),
-            "item": [{"linkId": "activity", "item": [
-                {"linkId": "name", "answer": [{"valueString": name}]},
-                {"linkId": "demand", "answer": [{"valueCoding": {
-                    "system": "https://pacecds.org/fhir/CodeSystem/activity-demand", "code": demand,
-                    "display": demand}}]}]} for name, demand in activities]})
-
-    def bundle(self) -> dict:
-        return {"resourceType": "Bundle", "id": self.name, "type": "collection", "entry": self.entries}
-
-
-# --- building blocks -------------------------------------------------------------------------------------------
-
-CHRONIC_LBP_SCT = (SNOMED, "279039007", "Low back pain")
-CHRONIC_LBP_ICD = (ICD10, "M54.50", "Low back pain, unspecified")
-FIBROMYALGIA_ICD = (ICD10, "M79.7", "Fibromyalgia")
-KNEE_OA_ICD = (ICD10, "M17.11", "Unilateral primary osteoarthritis, right knee")
-OSA_ICD = (ICD10, "G47.33", "Obstructive sleep apnea (adult) (pediatric)")
-
-
-def steady(base: float, days=range(1, 15), wiggle=(0.97, 1.02, 1.0, 0.99, 1.03, 0.98, 1.01)) -> dict:
-    return {d: round(base * wiggle[i % len(wiggle)]) for i, d in enumerate(days)}
-
-
-def flat(value: float, days=range(1, 15)) -> dict:
-    return {d: value for d in days}
-
-
-def labs_recent(c: Chart, days_ago=40):
-    c.lab("hb", 13.6, "g/dL", days_ago)
-    c.lab("tsh", 1.9, "m[IU]/L", days_ago)
+        super().__init__(name, pid, gender, birth, family, given, now=NOW)
 
 
 def patients() -> list[Chart]:

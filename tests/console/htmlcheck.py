@@ -29,8 +29,9 @@ def parse(html: str) -> _Collector:
 def dangers(html: str) -> list[str]:
     out = []
     for tag, attrs in parse(html).tags:
+        csp = attrs.get("http-equiv", "").lower() == "content-security-policy"  # it can only forbid more
         if tag in ("script", "iframe", "object", "embed", "base", "meta") and not (
-                tag == "meta" and set(attrs) <= {"charset", "name", "content"} and "http-equiv" not in attrs):
+                tag == "meta" and (set(attrs) <= {"charset", "name", "content"} or csp)):
             out.append(f"<{tag}>")
         for name, value in attrs.items():
             if name.startswith("on"):

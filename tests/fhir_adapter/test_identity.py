@@ -1,7 +1,7 @@
 """Patient identity, decided in one place (fhir_adapter.identity) for the service, the CLI and every fact."""
 import pytest
 
-from fhir_adapter.identity import OTHER, SHARED, THIS, UNCLEAR, PatientIdentity
+from fhir_adapter.identity import OTHER, SHARED, THIS, UNCLEAR, PatientIdentity, patient_key
 
 SERVER = "https://ehr.example.org/fhir"
 
@@ -54,3 +54,21 @@ def test_reference_data_is_shared_and_no_patient_means_unclear():
     assert PatientIdentity("anna").verdict({"resourceType": "Medication", "id": "m"})[0] == SHARED
     assert PatientIdentity(None).verdict(obs({"reference": "Patient/anna"})) == (
         UNCLEAR, "the evaluation names no patient")
+
+
+@pytest.mark.parametrize("resource, key", [
+    ({"resourceType": "Patient", "id": "p1"}, "p1"),
+    ({"resourceType": "Observation", "subject": {"reference": "Patient/p1"}}, "p1"),
+    ({"resourceType": "Observation", "subject": {"reference": "https://ehr.example/fhir/Patient/p1/_history/2"}}, "p1"),
+    ({"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/p1"}}, "p1"),
+    ({"resourceType": "Coverage", "beneficiary": {"reference": "Patient/p1"}}, "p1"),
+    ({"resourceType": "Observation", "subject": {"reference": "Group/g1"}}, None),
+    ({"resourceType": "Observation", "subject": {"identifier": {"value": "123"}}}, None),
+    ({"resourceType": "Observation"}, None),
+    ({"resourceType": "Patient"}, None),
+    ({"resourceType": "Medication", "id": "m1"}, None),
+])
+def test_patient_key_routes_a_resource_to_the_patient_it_names(resource, key):
+    # routing only (population exports): what Pool then keeps is still PatientIdentity.verdict's decision
+    assert patient_key(resource) == key
+

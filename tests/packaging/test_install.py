@@ -158,3 +158,22 @@ def test_wheel_ships_the_console(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
     assert {"console/__init__.py", "console/views.py", "console/templates/base.html",
             "console/templates/workbench.html", "console/static/console.css"} <= names
+
+
+def test_installed_generate_export_and_impact_report(installed):
+    """The population package ships its report template: an installed pacecds writes an export and a report."""
+    names = set(zipfile.ZipFile(installed["wheel"]).namelist())
+    assert {"population/__init__.py", "population/generate.py", "population/report.py",
+            "population/templates/impact.html"} <= names
+    made = _pacecds(installed, "generate-export", "export", "--patients", "5")
+    assert made.returncode == 0, made.stderr
+    assert (installed["cwd"] / "export" / "Patient.ndjson").is_file()
+    report = _run([str(installed["python"]), "-c",
+                   "from pathlib import Path\n"
+                   "from population.report import build_report, write_report\n"
+                   "r = build_report([], [{'label': 'release', 'name': 'x', 'version': '1', 'rules': []}], "
+                   "hook='patient-view', now='2026-11-20T12:00:00Z')\n"
+                   "print(write_report(r, Path('report'))[1])"], timeout=60, cwd=installed["cwd"],
+                  env=installed["env"])
+    assert report.returncode == 0, report.stderr
+    assert "<svg" in (installed["cwd"] / "report" / "impact.html").read_text()
