@@ -474,7 +474,8 @@ def compact_record(record: dict, pid: str | None = None, *, scrubbed: bool = Fal
     out["shadow"] = [fired(f) for f in record.get("shadow") or []]
     expl = record.get("explanation")
     if isinstance(expl, dict) and isinstance(expl.get("rules"), list):
-        rules = [dict(r, condition=node(r.get("condition"))) if isinstance(r, dict) else r for r in expl["rules"]]
+        rules = [_map_whens(dict(r, condition=node(r.get("condition"))), node) if isinstance(r, dict) else r
+                 for r in expl["rules"]]
         evaluated = out["rulesEvaluated"]
         if len(rules) == len(evaluated) and all(
                 isinstance(r, dict) and set(r) == {"id", "version", "status", "fired", "condition"}
@@ -495,6 +496,16 @@ def compact_record(record: dict, pid: str | None = None, *, scrubbed: bool = Fal
         if isinstance(fact, dict) and "provenance" in fact:
             fact["provenance"] = encode_refs(fact["provenance"])
     return plain
+
+
+def _map_whens(rule: dict, node: Any) -> dict:
+    """A rule's explanation with each suggestion's and card section's own condition ("when") passed through
+    `node`: into the shared condition table (compact) or back out of it (expand)."""
+    for key in ("suggestions", "sections"):
+        items = rule.get(key)
+        if isinstance(items, list):
+            rule[key] = [dict(i, when=node(i["when"])) if isinstance(i, dict) and "when" in i else i for i in items]
+    return rule
 
 
 _RESULT_CODE = {"true": True, "false": False, "unknown (missing data)": None}
@@ -578,6 +589,6 @@ def expand_record(body: Any) -> Any:
             if isinstance(r, list) and len(r) == 3 and i < len(out["rulesEvaluated"]):  # aligned: [status, fired, c]
                 e = out["rulesEvaluated"][i]
                 r = {"id": e.get("id"), "version": e.get("version"), "status": r[0], "fired": r[1], "condition": r[2]}
-            rules.append(dict(r, condition=node(r.get("condition"))) if isinstance(r, dict) else r)
+            rules.append(_map_whens(dict(r, condition=node(r.get("condition"))), node) if isinstance(r, dict) else r)
         out["explanation"] = dict(expl, rules=rules)
     return out
