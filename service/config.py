@@ -16,6 +16,7 @@ from engine.bundled import RULES_DIR
 # CDS Hooks recommends ES384/RS384; ES256/RS256 only when an EHR needs them (by configuration).
 RECOMMENDED_ALGORITHMS = ("ES384", "RS384")
 PERMITTED_ALGORITHMS = frozenset({"ES384", "RS384", "ES256", "RS256"})
+MIN_METRICS_TOKEN_CHARS = 32
 
 
 class ConfigError(Exception):
@@ -70,6 +71,9 @@ class ServiceConfig:
     # PACECDS_OVERRIDE_SUPPRESS_DAYS: a card the clinician overrode for a patient is not shown again for this many
     # days unless the data behind it changed (0 = off); 7 is a pacecds choice. Needs the audit store (feedback).
     override_suppress_days: int = 7
+    # PACECDS_METRICS_TOKEN: bearer token GET /metrics needs. Required for /metrics on a service with trusted
+    # issuers: behind the reverse proxy every caller looks local. Without issuers, loopback callers need none.
+    metrics_token: str | None = None
 
     @property
     def production(self) -> bool:
@@ -123,6 +127,8 @@ class ServiceConfig:
             if not raw.isdigit():
                 raise ConfigError(f"PACECDS_OVERRIDE_SUPPRESS_DAYS={raw!r} is not a whole number of days (0 = off)")
             values["override_suppress_days"] = int(raw)
+        if env.get("PACECDS_METRICS_TOKEN", "").strip():
+            values["metrics_token"] = env["PACECDS_METRICS_TOKEN"].strip()
         if env.get("PACECDS_AUDIT", "").strip().lower() in ("0", "false", "off", "no"):
             values["audit"] = False
         values.update(overrides)
@@ -166,6 +172,9 @@ class ServiceConfig:
             raise ConfigError(
                 "PACECDS_PUBLIC_URL is required when trusted issuers are configured "
                 "(it is the base of the JWT `aud` every call is checked against)")
+        if self.metrics_token is not None and len(self.metrics_token) < MIN_METRICS_TOKEN_CHARS:
+            raise ConfigError(f"PACECDS_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_CHARS} characters "
+                              f"(a random secret, e.g. `openssl rand -hex 32`)")
         for origin in self.cors_origins:
             if origin == "*":
                 raise ConfigError("PACECDS_CORS_ORIGINS must list origins; '*' is not allowed")
