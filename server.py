@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask_cors import CORS
 
 from console import register_console
@@ -21,6 +21,7 @@ from service import errors, handlers
 from service.auth import Authenticator, AuthError
 from service.config import ConfigError, ServiceConfig, is_loopback
 from service.errors import ApiError, json_response
+from service.metrics import metrics, token_matches
 from service.validation import parse_json_body
 
 log = logging.getLogger("pacecds.service")
@@ -193,6 +194,28 @@ def create_app(config: ServiceConfig | dict | None = None) -> Flask:
             if attrs.get("id") == rule_id:
                 return json_response(attrs)
         raise ApiError(404, f"No rule '{rule_id}' in the serving ruleset; the list is at /rules")
+
+    @app.after_request
+    def count_request(response):
+        # The route template (bounded by the app's routes), never the path a caller sent.
+        metrics().http_request(request.url_rule.rule if request.url_rule is not None else None,
+                               response.status_code)
+        return response
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        # Local mode: loopback callers only (the guard above). With trusted issuers, behind the production
+        # proxy every caller would look local, so the metrics token is required (docs/metrics.md).
+        if cfg.metrics_token:
+            if not token_matches(request.headers.get("Authorization"), cfg.metrics_token):
+                raise ApiError(401, "Authentication required", headers={"WWW-Authenticate": "Bearer"})
+        elif authenticator is not None or cfg.production:
+            raise ApiError(403, "/metrics is disabled: on a service with trusted issuers set PACECDS_METRICS_TOKEN "
+                                "and scrape with that bearer token")
+        m = metrics()
+        m.serving(state.ruleset)
+        body, content_type = m.exposition()
+        return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
     @app.get("/healthz")
     def healthz():

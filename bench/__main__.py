@@ -10,6 +10,7 @@
     python -m bench http-isolation [--patients 64] [--rounds 10] [--workers 2] [--threads 8]
     python -m bench record-size  # bytes per decision record, per patient size
     python -m bench impact  --patients N --engine local|spark [--workers W] [--master local[*]] [--partitions P]
+    python -m bench memory  [--patients 20000] [--every 500] [--concurrency 4] [--holders]
     python -m bench report  # docs/benchmarks.md tables from bench/results/*.json
 
 Results are written as JSON to bench/results/ (git-ignored); `report` renders the markdown tables.
@@ -176,6 +177,9 @@ def cmd_record_size(args) -> int:
         print(f"{size:9} format 3: {rows[size]['format3_bytes']:7d} bytes   expanded (format 2 shape): "
               f"{rows[size]['expanded_bytes']:7d} bytes")
     save("record_size", {"machine": machine(), "sizes": rows})
+    return 0
+
+
 def cmd_impact(args) -> int:
     """Population impact throughput: a generated export (not timed) through one engine (SparkSession start not
     timed); patients/s over the whole run (read, join, evaluate, write, report) and over evaluation alone."""
@@ -218,6 +222,35 @@ def cmd_impact(args) -> int:
           f"{rate:.1f} patients/s, {rate / outcome.cores:.1f} patients/s/core (evaluation alone "
           f"{eval_rate:.1f} patients/s, {eval_rate / outcome.cores:.1f}/core) -> {path}")
     return 0
+
+
+def cmd_memory(args) -> int:
+    from . import memory
+
+    command = " ".join(["python -m bench"] + sys.argv[1:])
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.holders:
+        result = memory.holders(patients=args.patients, templates=args.templates, progress=log)
+        path = save("memory_holders", {"machine": machine(), "command": command, **result})
+        print(f"RSS (MB) by patients: {result['rss_mb']}")
+        for name, h in result["held"].items():
+            print(f"  {name}: {h['entries']} / {h['bound']} entries, {h['mb']} MB")
+        print(f"  one chart: {result['chart_kb']} kB; {result['charts_at_bound_mb']} MB at the bound")
+        for name, c in result["caches"].items():
+            print(f"  cache {name}: {c['entries']} / {c['bound']}")
+        print(f"-> {path}")
+        return 0
+    result = memory.run(patients=args.patients, every=args.every, concurrency=args.concurrency,
+                        workers=args.workers, templates=args.templates, rules=args.rules, audit=args.audit,
+                        progress=log)
+    path = save("memory", {"machine": machine(), "command": command, **result})
+    print(f"{'patients':>8}  " + "  ".join(f"worker {i + 1} RSS MB" for i in range(args.workers)))
+    for n, per in result["at"].items():
+        if per:
+            print(f"{int(n):8d}  " + "  ".join(f"{kb / 1024:16.1f}" for kb in per.values()))
+    print(f"{result['patients']} patients in {result['seconds']} s, errors {result['errors']}, "
+          f"answered (per /metrics) {result['answered_per_metrics']:.0f} -> {path}")
+    return 0 if not result["errors"] else 1
 
 
 def cmd_report(args) -> int:
@@ -299,6 +332,16 @@ def main(argv=None) -> int:
     p.add_argument("--files-per-type", type=int, default=4)
     p.add_argument("--gzip", action="store_true")
     p.set_defaults(func=cmd_impact)
+    p = sub.add_parser("memory", help="RSS per worker of `pacecds serve` over many new patients (or --holders)")
+    p.add_argument("--patients", type=int, default=20_000)
+    p.add_argument("--every", type=int, default=500, help="read each worker's RSS every N requests")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--templates", type=int, default=32, help="generated patients the new ones are made from")
+    p.add_argument("--audit", default="sqlite", help="sqlite (the default store) | off | a database URL")
+    p.add_argument("--holders", action="store_true",
+                   help="in-process Ruleset.evaluate: the bytes each cache holds after --patients new patients")
+    p.set_defaults(func=cmd_memory)
 
     p = sub.add_parser("report", help="markdown tables from bench/results/*.json")
     p.set_defaults(func=cmd_report)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Callable
 
 from . import rulestree
 from .loader import RulesetLoadError
@@ -31,6 +32,8 @@ class RulesetHolder:
         self._lock = threading.Lock()
         self._fingerprint = rulestree.fingerprint(self.rules_dir)
         self.last_errors: list[str] = []
+        # Told of every reload attempt of a changed tree: True (a new ruleset serves) or False (refused).
+        self.on_reload: Callable[[bool], None] | None = None
         self._current = ruleset if ruleset is not None else self._load()
 
     @property
@@ -56,11 +59,20 @@ class RulesetHolder:
                 self.last_errors = exc.errors
                 log.error("rules in %s do not load; still serving %s %s (sha256 %s):\n  %s", self.rules_dir,
                           self._current.name, self._current.version, self._current.sha256, "\n  ".join(exc.errors))
+                self._tell(False)
                 return False
             old, self._current, self.last_errors = self._current, new, []
             log.warning("rules reloaded: %s %s (sha256 %s) replaces %s %s (sha256 %s)", new.name, new.version,
                         new.sha256, old.name, old.version, old.sha256)
-            return True
+        self._tell(True)
+        return True
+
+    def _tell(self, ok: bool) -> None:
+        if self.on_reload is not None:
+            try:
+                self.on_reload(ok)
+            except Exception:  # counting a reload must never undo or fail it
+                log.exception("on_reload callback failed")
 
     def watch(self, interval_s: float = 5.0) -> threading.Thread:
         """Poll the tree in a daemon thread; each change is loaded once."""

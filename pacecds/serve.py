@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from server import clinical_approval, create_app
 from service.config import ConfigError, ServiceConfig, is_loopback
+from service.metrics import MULTIPROC_ENV
 
 log = logging.getLogger("pacecds.service")
 
@@ -60,6 +64,7 @@ def cmd_serve(args) -> int:
         if workers < 1 or threads < 1:
             raise ConfigError("--workers and --threads must be at least 1")
         reload_s = cfg.rules_reload_s
+        metrics_dir, own_dir = prepare_metrics_dir()
         # The master builds the app once (config and rules errors surface here, clearly); workers fork from it.
         app = create_app(cfg.replace(rules_reload_s=0))
     except ConfigError as e:
@@ -74,9 +79,33 @@ def cmd_serve(args) -> int:
     if approval is not None and not approval["clinical"]:
         print(f"pacecds serve: WARNING: {approval['warning']}. Set PACECDS_REQUIRE_CLINICAL_APPROVAL=1 to refuse "
               f"such a release.", file=sys.stderr)
-    run_gunicorn(app, f"{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}",
-                 workers, threads, reload_s)
+    try:
+        run_gunicorn(app, f"{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}",
+                     workers, threads, reload_s)
+    finally:
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def prepare_metrics_dir() -> tuple[str, bool]:
+    """Where the workers' Prometheus values live (prometheus_client multiprocess mode, service/metrics.py): the
+    operator's PROMETHEUS_MULTIPROC_DIR emptied of an earlier run's files (a dead run's counters would be added to
+    this one's), else a fresh private directory, removed at exit. Set before any metric is built, i.e. before
+    the app. Returns (directory, whether it is ours to remove)."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for stale in path.glob("*.db"):
+                stale.unlink()
+        except OSError as e:
+            raise ConfigError(f"{MULTIPROC_ENV}={given}: cannot prepare it for the metrics: {e.strerror}") from None
+        return given, False
+    path_s = tempfile.mkdtemp(prefix="pacecds-metrics-")  # 0700
+    os.environ[MULTIPROC_ENV] = path_s
+    return path_s, True
 
 
 def run_gunicorn(app, bind: str, workers: int, threads: int, reload_s: float) -> None:
@@ -89,6 +118,11 @@ def run_gunicorn(app, bind: str, workers: int, threads: int, reload_s: float) ->
         store = state.audit_store
         if store is not None and hasattr(store, "engine"):
             store.engine.dispose(close=False)  # never share the master's DB connections with a worker
+
+    def child_exit(server, worker):
+        # A dead worker's gauges stop counting (its counters and histograms stay in the sums, as they should).
+        from prometheus_client import multiprocess
+        multiprocess.mark_process_dead(worker.pid)
 
     options = {
         "bind": bind,
@@ -109,6 +143,7 @@ def run_gunicorn(app, bind: str, workers: int, threads: int, reload_s: float) ->
         "loglevel": "info",
         "proc_name": "pacecds",
         "post_fork": post_fork,
+        "child_exit": child_exit,
         "limit_request_field_size": 16384,  # JWTs with large headers still fit; nothing bigger
         # gunicorn's control socket defaults to one path per user (~/.gunicorn): two services on a host would
         # fight over it, and pacecds needs no runtime control beyond signals.

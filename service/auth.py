@@ -22,6 +22,7 @@ import requests
 import yaml
 
 from .config import ConfigError, ServiceConfig
+from .metrics import metrics
 from .urls import url_within
 
 log = logging.getLogger("pacecds.auth")
@@ -33,7 +34,12 @@ MAX_TOKEN_BYTES = 16 * 1024
 
 
 class AuthError(Exception):
-    """Authentication failed. str(e) is for the log only, never for the response."""
+    """Authentication failed. str(e) is for the log only, never for the response; `reason` is its class for
+    the metrics (service/metrics.py TOKEN_REASONS)."""
+
+    def __init__(self, message: str, reason: str = "invalid"):
+        super().__init__(message)
+        self.reason = reason
 
 
 # --------------------------------------------------------------------------- trusted issuers
@@ -290,38 +296,45 @@ class Authenticator:
 
     def authenticate(self, authorization: str | None, audiences: Iterable[str]) -> dict:
         """Return the verified claims, or raise AuthError (the reason is for the log only)."""
+        try:
+            return self._authenticate(authorization, audiences)
+        except AuthError as e:
+            metrics().token_rejected(e.reason)
+            raise
+
+    def _authenticate(self, authorization: str | None, audiences: Iterable[str]) -> dict:
         if not authorization:
-            raise AuthError("no Authorization header")
+            raise AuthError("no Authorization header", "missing")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise AuthError("Authorization is not a Bearer token")
+            raise AuthError("Authorization is not a Bearer token", "malformed")
         if len(token) > MAX_TOKEN_BYTES:
-            raise AuthError("token too large")
+            raise AuthError("token too large", "malformed")
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except Exception:
-            raise AuthError("token is not a JWT") from None
+            raise AuthError("token is not a JWT", "malformed") from None
         alg = header.get("alg")
         if alg not in self.algorithms:  # never `none`, never HS*: only the configured asymmetric algorithms
-            raise AuthError(f"alg {alg!r} not accepted")
+            raise AuthError(f"alg {alg!r} not accepted", "algorithm")
         if header.get("typ") != "JWT":
-            raise AuthError("typ is not JWT")
+            raise AuthError("typ is not JWT", "malformed")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
-            raise AuthError("no kid")
+            raise AuthError("no kid", "malformed")
         iss = unverified.get("iss") if isinstance(unverified, dict) else None
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
-            raise AuthError("iss not trusted")
+            raise AuthError("iss not trusted", "issuer")
         jwk = self._key_for(issuer, header, kid)
         if jwk.get("alg") not in (None, alg):
-            raise AuthError("token alg does not match the key's alg")
+            raise AuthError("token alg does not match the key's alg", "key")
         try:
             key = jwt.PyJWK(jwk, algorithm=alg).key
         except Exception:
-            raise AuthError("key unusable for alg") from None
+            raise AuthError("key unusable for alg", "key") from None
         audiences = list(audiences)
         try:
             claims = jwt.decode(
@@ -330,30 +343,30 @@ class Authenticator:
                          "verify_exp": True, "verify_iat": True, "verify_nbf": True, "verify_aud": True,
                          "verify_iss": True})
         except jwt.InvalidAudienceError:
-            raise AuthError("aud does not match this endpoint") from None
+            raise AuthError("aud does not match this endpoint", "audience") from None
         except jwt.ExpiredSignatureError:
-            raise AuthError("token expired") from None
+            raise AuthError("token expired", "expired") from None
         except jwt.PyJWTError as e:
-            raise AuthError(f"token invalid: {type(e).__name__}") from None
+            raise AuthError(f"token invalid: {type(e).__name__}", "invalid") from None
         except Exception as e:  # key/alg mismatch inside the crypto layer
-            raise AuthError(f"token could not be verified: {type(e).__name__}") from None
+            raise AuthError(f"token could not be verified: {type(e).__name__}", "invalid") from None
         now = self.clock()
         iat, exp, jti = claims.get("iat"), claims.get("exp"), claims.get("jti")
         # PyJWT takes int(exp) (a string of digits passes it): RFC 7519 NumericDate is a JSON number.
         if not _numeric_date(iat) or not _numeric_date(exp):
-            raise AuthError("exp or iat is not a number")
+            raise AuthError("exp or iat is not a number", "claims")
         if iat > now + self.leeway_s:
-            raise AuthError("iat in the future")
+            raise AuthError("iat in the future", "lifetime")
         # The lifetime is measured from iat: a token minted long ago stays refused whatever its exp says.
         longest = self.max_lifetime_s + self.leeway_s
         if exp - iat > longest or now - iat > longest or exp - now > longest:
-            raise AuthError("token lifetime too long")
+            raise AuthError("token lifetime too long", "lifetime")
         if not isinstance(jti, str) or not jti:
-            raise AuthError("jti missing")
+            raise AuthError("jti missing", "claims")
         if issuer.tenants and claims.get("tenant") not in issuer.tenants:
-            raise AuthError("tenant not allowed")
+            raise AuthError("tenant not allowed", "issuer")
         if not self.replay.add(iss, jti, float(exp) + self.leeway_s):
-            raise AuthError("jti replayed")
+            raise AuthError("jti replayed", "replayed")
         return claims
 
     def fhir_server_allowed(self, iss: str, fhir_server: str) -> bool:
@@ -369,7 +382,7 @@ class Authenticator:
         jku = header.get("jku")
         # Only ever fetch a jku on this issuer's allowlist (forged-key and SSRF risk otherwise).
         if jku is not None and jku not in issuer.jkus:
-            raise AuthError("jku not allowlisted for this iss")
+            raise AuthError("jku not allowlisted for this iss", "key")
         inline = _usable_keys(issuer.jwks) if issuer.jwks else {}
         if kid in inline:
             return inline[kid]
@@ -377,4 +390,4 @@ class Authenticator:
             key = self.jwks.key(u, kid)
             if key is not None:
                 return key
-        raise AuthError("kid unknown for this iss")
+        raise AuthError("kid unknown for this iss", "key")

@@ -17,6 +17,7 @@ from engine.bundled import RULES_DIR
 RECOMMENDED_ALGORITHMS = ("ES384", "RS384")
 PERMITTED_ALGORITHMS = frozenset({"ES384", "RS384", "ES256", "RS256"})
 MIN_CONSOLE_SECRET_CHARS = 32  # token_urlsafe(24) and up: well past guessing
+MIN_METRICS_TOKEN_CHARS = 32
 
 
 class ConfigError(Exception):
@@ -79,6 +80,9 @@ class ServiceConfig:
     console_users_file: str | None = None         # PACECDS_CONSOLE_USERS (YAML or JSON)
     console_secret_key: str | None = dataclasses.field(default=None, repr=False)  # PACECDS_CONSOLE_SECRET_KEY
     console_trust_forwarded_proto: bool = False   # PACECDS_CONSOLE_TRUST_FORWARDED_PROTO=1: behind a TLS proxy
+    # PACECDS_METRICS_TOKEN: bearer token GET /metrics needs. Required for /metrics on a service with trusted
+    # issuers: behind the reverse proxy every caller looks local. Without issuers, loopback callers need none.
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def production(self) -> bool:
@@ -143,6 +147,8 @@ class ServiceConfig:
         elif raw not in ("", "0", "false", "no", "off"):
             raise ConfigError(f"PACECDS_REQUIRE_CLINICAL_APPROVAL={raw!r}: use 1 (refuse a release with no clinical "
                               f"approval) or 0")
+        if env.get("PACECDS_METRICS_TOKEN", "").strip():
+            values["metrics_token"] = env["PACECDS_METRICS_TOKEN"].strip()
         if env.get("PACECDS_AUDIT", "").strip().lower() in ("0", "false", "off", "no"):
             values["audit"] = False
         if env.get("PACECDS_CONSOLE_USERS", "").strip():
@@ -197,6 +203,9 @@ class ServiceConfig:
                 f"PACECDS_CONSOLE_USERS needs PACECDS_CONSOLE_SECRET_KEY, a random secret of at least "
                 f"{MIN_CONSOLE_SECRET_CHARS} characters that signs the console's session cookie "
                 "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')")
+        if self.metrics_token is not None and len(self.metrics_token) < MIN_METRICS_TOKEN_CHARS:
+            raise ConfigError(f"PACECDS_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_CHARS} characters "
+                              f"(a random secret, e.g. `openssl rand -hex 32`)")
         for origin in self.cors_origins:
             if origin == "*":
                 raise ConfigError("PACECDS_CORS_ORIGINS must list origins; '*' is not allowed")

@@ -12,6 +12,7 @@ from fhir_adapter.pooling import draft_orders_of
 
 from .config import ServiceConfig
 from .errors import ApiError
+from .metrics import metrics
 from .prefetch import FetchPolicy, gather
 from .services import ServiceDef, build_services
 from .validation import check
@@ -36,6 +37,8 @@ class ServiceState:
         self._services_key: tuple | None = None
         self._services: list[ServiceDef] = []
         self._lock = threading.Lock()
+        if hasattr(ruleset, "on_reload"):  # a RulesetHolder: count its hot reloads
+            ruleset.on_reload = lambda ok: metrics().ruleset_reload(ok)
         self.policy = FetchPolicy(timeout_s=cfg.fhir_timeout_s, budget_s=cfg.fhir_budget_s,
                                   max_pages=cfg.fhir_max_pages, production=cfg.production)
 
@@ -114,6 +117,7 @@ def invoke(state: ServiceState, service_id: str, body: dict, server_allowed=None
         response.setdefault("extension", {})[MISSING_DATA_EXTENSION] = missing
     latency_ms = (time.perf_counter() - started) * 1000
     record_evaluation(state, ruleset, service, body, result, latency_ms, suppressed)
+    metrics().hook_answered(ruleset, service.id, hook, time.perf_counter() - started, response.get("cards") or [])
     log.info("evaluated hookInstance=%s service=%s hook=%s cards=%d fetched=%s missing=%d latency_ms=%.1f",
              body["hookInstance"], service.id, hook, len(response.get("cards", [])),
              ",".join(gathered.fetched) or "-", len(missing), latency_ms)
@@ -205,9 +209,10 @@ def record_evaluation(state: ServiceState, ruleset, service: ServiceDef, body: d
     if state.audit_store is None:
         return
     extra = {"suppressed": suppressed} if suppressed else {}
-    state.audit_store.record_result(result, hook=service.hook, hook_instance=body["hookInstance"],
-                                    service_id=service.id, patient_id=body["context"].get("patientId"),
-                                    latency_ms=latency_ms, ruleset=ruleset, **extra)
+    with metrics().audit_append("decision"):
+        state.audit_store.record_result(result, hook=service.hook, hook_instance=body["hookInstance"],
+                                        service_id=service.id, patient_id=body["context"].get("patientId"),
+                                        latency_ms=latency_ms, ruleset=ruleset, **extra)
 
 
 def feedback(state: ServiceState, service_id: str, body: dict) -> dict:
@@ -219,7 +224,10 @@ def feedback(state: ServiceState, service_id: str, body: dict) -> dict:
     recorded = duplicates = 0
     for item in body["feedback"]:
         # Idempotent: the store keys each item on its content, so a repeated POST stores nothing new.
-        if state.audit_store.record_feedback(service_id, item):
+        with metrics().audit_append("feedback"):
+            stored = state.audit_store.record_feedback(service_id, item)
+        metrics().feedback_item(service_id, item.get("outcome"), stored)
+        if stored:
             recorded += 1
         else:
             duplicates += 1

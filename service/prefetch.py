@@ -26,6 +26,7 @@ import urllib3
 from fhir_adapter import InputError, Pool
 
 from .errors import ApiError
+from .metrics import metrics
 from .services import PrefetchSpec, UnexpandableTemplate, expand
 from .urls import url_within
 
@@ -44,9 +45,10 @@ class FetchFailed(Exception):
     """A fallback fetch failed. str(e) is for the operator's log (no token, no PHI). When `network` (the
     default), the caller is told only FETCH_FAILED: the reason would tell what listens at the address."""
 
-    def __init__(self, message: str, network: bool = True):
+    def __init__(self, message: str, network: bool = True, reason: str = "error"):
         super().__init__(message)
         self.network = network
+        self.reason = reason  # its class, for the metrics (service/metrics.py FETCH_REASONS)
 
 
 @dataclass
@@ -102,36 +104,36 @@ class FhirClient:
     def get_json(self, url: str) -> dict:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0.05 or self._aborted:
-            raise FetchFailed("time budget for FHIR calls exhausted")
+            raise FetchFailed("time budget for FHIR calls exhausted", reason="budget")
         try:
             # No redirects: the token must only ever go to the fhirServer the client named.
             with self._session.get(url, timeout=min(self.policy.timeout_s, remaining),
                                    allow_redirects=False, stream=True) as r:
                 with self._lock:
                     if self._aborted:
-                        raise FetchFailed("time budget for FHIR calls exhausted")
+                        raise FetchFailed("time budget for FHIR calls exhausted", reason="budget")
                     self._open.add(r)
                 try:
                     if r.status_code != 200:
-                        raise FetchFailed(f"FHIR server answered HTTP {r.status_code}")
+                        raise FetchFailed(f"FHIR server answered HTTP {r.status_code}", reason="http_status")
                     body = self._read_body(r)
                 finally:
                     with self._lock:
                         self._open.discard(r)
         except requests.Timeout:
-            raise FetchFailed("FHIR server timed out") from None
+            raise FetchFailed("FHIR server timed out", reason="timeout") from None
         except requests.RequestException as e:
-            raise FetchFailed(f"FHIR server unreachable ({type(e).__name__})") from None
+            raise FetchFailed(f"FHIR server unreachable ({type(e).__name__})", reason="unreachable") from None
         except OSError as e:  # a read cut by abort() or by the deadline
-            raise FetchFailed(f"FHIR server connection ended ({type(e).__name__})") from None
+            raise FetchFailed(f"FHIR server connection ended ({type(e).__name__})", reason="connection") from None
         try:
             doc = json.loads(body)
         except ValueError:
-            raise FetchFailed("FHIR server returned invalid JSON") from None
+            raise FetchFailed("FHIR server returned invalid JSON", reason="invalid_response") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):
-            raise FetchFailed("FHIR server returned something that is not a FHIR resource")
+            raise FetchFailed("FHIR server returned something that is not a FHIR resource", reason="invalid_response")
         if doc["resourceType"] == "OperationOutcome":
-            raise FetchFailed("FHIR server returned an OperationOutcome")
+            raise FetchFailed("FHIR server returned an OperationOutcome", reason="operation_outcome")
         return doc
 
     def _read_body(self, r) -> bytes:
@@ -142,19 +144,19 @@ class FhirClient:
         while True:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0 or self._aborted:
-                raise FetchFailed("FHIR server timed out")
+                raise FetchFailed("FHIR server timed out", reason="timeout")
             _set_read_timeout(raw, min(self.policy.timeout_s, remaining))
             try:
                 chunk = raw.read1(65536, decode_content=True)
             except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
-                raise FetchFailed("FHIR server timed out") from None
+                raise FetchFailed("FHIR server timed out", reason="timeout") from None
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
-                raise FetchFailed(f"FHIR server connection ended ({type(e).__name__})") from None
+                raise FetchFailed(f"FHIR server connection ended ({type(e).__name__})", reason="connection") from None
             if not chunk:
                 break
             size += len(chunk)
             if size > MAX_FHIR_RESPONSE_BYTES:
-                raise FetchFailed("FHIR server response too large")
+                raise FetchFailed("FHIR server response too large", reason="too_large")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -173,12 +175,12 @@ class FhirClient:
             if nxt is None:
                 return pages
             if not self._same_server(nxt):
-                raise FetchFailed("a next link points outside the FHIR server; not followed", network=False)
+                raise FetchFailed("a next link points outside the FHIR server; not followed", network=False, reason="paging")
             if len(pages) + 1 >= self.policy.max_pages:
-                raise FetchFailed(f"more than {self.policy.max_pages} pages", network=False)
+                raise FetchFailed(f"more than {self.policy.max_pages} pages", network=False, reason="paging")
             current = self.get_json(nxt)
             if current.get("resourceType") != "Bundle":
-                raise FetchFailed("a next page is not a Bundle", network=False)
+                raise FetchFailed("a next page is not a Bundle", network=False, reason="invalid_response")
             pages.append(current)
 
 
@@ -336,6 +338,7 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
                 log.info("fallback fetch for %s: budget of %.1f s exhausted", futures[f], policy.budget_s)
                 unavailable[futures[f]] = FETCH_FAILED
                 failed = True
+                metrics().fhir_fetch("budget")
             for f in done:
                 key = futures[f]
                 try:
@@ -347,11 +350,13 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
                     log.info("fallback fetch for %s failed: %s", key, e)
                     unavailable[key] = FETCH_FAILED if e.network else str(e)
                     failed = failed or e.network
+                    metrics().fhir_fetch(e.reason)
                     continue
                 except Exception as e:  # never let a fetch bug turn into a 500 with details
                     log.warning("fallback fetch for %s failed: %s", key, type(e).__name__)
                     unavailable[key] = FETCH_FAILED
                     failed = True
+                    metrics().fhir_fetch("error")
                     continue
                 succeeded = True
                 try:
@@ -359,7 +364,9 @@ def gather(request: dict, specs: list[PrefetchSpec], policy: FetchPolicy, server
                         pool.add(page, f"{key} fetched from fhirServer (page {n + 1})")
                 except InputError as e:
                     unavailable[key] = f"the FHIR server sent data that is not valid FHIR ({e})"
+                    metrics().fhir_fetch("invalid_fhir")
                     continue
+                metrics().fhir_fetch()
                 if key not in incomplete:
                     out.fetched.append(key)
         finally:
