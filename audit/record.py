@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import re
-from functools import lru_cache
 from typing import Any
 
 GENESIS_HASH = "0" * 64
@@ -43,22 +42,10 @@ REDACTED = "[redacted]"
 
 
 def _token_like(text: str) -> bool:
-    # a record repeats its short strings (each condition names its facts' provenance); long ones (a clinician's
-    # comment) are searched, never kept
-    return _token_like_memo(text) if len(text) <= 256 else _TOKEN_RE.search(text) is not None
-
-
-@lru_cache(maxsize=16_384)  # worst case ~6 MB (256-character strings; docs/caches.md)
-def _token_like_memo(text: str) -> bool:
     return _TOKEN_RE.search(text) is not None
 
 
 def _forbidden_key(key: str) -> bool:
-    return _forbidden_key_memo(key) if len(key) <= 256 else key.lower() in FORBIDDEN_KEYS
-
-
-@lru_cache(maxsize=4_096)
-def _forbidden_key_memo(key: str) -> bool:
     return key.lower() in FORBIDDEN_KEYS
 
 

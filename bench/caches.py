@@ -96,8 +96,6 @@ def variants(ruleset) -> dict:
         codes = [_lru_off(facts, "_one_key"), _lru_off(valuesets, "_cached_key")]
         out["facts._one_key and valuesets._cached_key"] = (lambda: [f[0]() for f in codes],
                                                              lambda: [f[1]() for f in codes])
-    out["audit._token_like_memo"] = _lru_off(audit_record, "_token_like_memo")
-    out["audit._forbidden_key_memo"] = _lru_off(audit_record, "_forbidden_key_memo")
     return out
 
 

@@ -57,8 +57,6 @@ def registry() -> list[Cache]:
         _lru("fhir_adapter.resources", "_members"),
         Cache("fhir.resources.R4B:get_fhir_model_class", lambda rs: _r4b_names(),  # the library's, unbounded
               lambda rs: _r4b().cache_info().currsize),
-        _lru("audit.record", "_token_like_memo"),
-        _lru("audit.record", "_forbidden_key_memo"),
         _lru("engine.loader", "schema_validator"),
         _lru("service.validation", "validator"),
         Cache("fhir_adapter.resources:ResourceValidator._ok", lambda rs: _validator(rs)._max,

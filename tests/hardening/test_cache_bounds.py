@@ -86,10 +86,7 @@ def _direct(i: int) -> None:
     with pytest.raises(ucum.UnitError):
         ucum.parse("mg/" + s)
     assert ucum.parse("{" + s + "}") == (1.0, (0, 0, 0, 0, 0))
-    audit = [audit_record._token_like_memo.cache_info().currsize, audit_record._forbidden_key_memo.cache_info().currsize]
     assert audit_record.scrub({s: "a", "b": s, "c": ["bearer " + s]})[1] == 1
-    assert i < 0 or audit == [audit_record._token_like_memo.cache_info().currsize,  # (its short keys: seen at -1)
-                              audit_record._forbidden_key_memo.cache_info().currsize]
 
 
 def test_registry_and_docs_list_the_same_caches():

@@ -76,10 +76,10 @@ def build_bundle_folder(root: Path, names: list[str]) -> Path:
 
 def candidate_rules(root: Path) -> Path:
     """A candidate release: the bundled rules with the MME reassess threshold raised from 50 to 120 MME/day
-    (a test change, not a clinical one), so that some patients stop getting meds.high-mme."""
+    (a test change, not a clinical one), so that some patients stop getting meds.medication-safety."""
     target = root / "candidate-rules"
     shutil.copytree(RULES, target)
-    rule = target / "meds" / "high-mme.yaml"
+    rule = target / "meds" / "medication-safety.yaml"
     text = rule.read_text()
     assert "reassess: {value: 50," in text
     rule.write_text(text.replace("reassess: {value: 50,", "reassess: {value: 120,"))

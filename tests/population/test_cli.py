@@ -42,8 +42,8 @@ def test_two_releases_end_to_end(export, tmp_path, capsys):
     assert len(cards) == sum(len(res["cards"]) for r in rows for res in r["results"].values())
     assert set(cards[0]) == {"patient", "release", "rule_id", "rule_version", "indicator", "summary", "draft"}
     assert {c["release"] for c in cards} == {SERVING, CANDIDATE}
-    assert {"patient": "pt-mme", "release": SERVING, "rule_id": "meds.high-mme"}.items() <= next(
-        c for c in cards if c["patient"] == "pt-mme" and c["rule_id"] == "meds.high-mme").items()
+    assert {"patient": "pt-mme", "release": SERVING, "rule_id": "meds.medication-safety"}.items() <= next(
+        c for c in cards if c["patient"] == "pt-mme" and c["rule_id"] == "meds.medication-safety").items()
 
     report = json.loads((out / "impact.json").read_text())
     assert report["patients"] == 23 and report["now"] == NOW_TEXT

@@ -76,8 +76,8 @@ def test_a_shared_medication_is_joined_to_the_patient_who_references_it(local_re
     rows, _ = local_result
     row = next(r for r in rows if r["patient"] == "pt-mme")
     # the opioid order names Medication/oxycodone-10-tab in another file: the dose is computed from it
-    assert "meds.high-mme" in rule_ids(row["results"][SERVING])
-    card = next(c for c in row["results"][SERVING]["cards"] if c["rule_id"] == "meds.high-mme")
+    assert "meds.medication-safety" in rule_ids(row["results"][SERVING])
+    card = next(c for c in row["results"][SERVING]["cards"] if c["rule_id"] == "meds.medication-safety")
     assert "105 MME/day" in card["summary"] and card["indicator"] == "critical"
 
 
@@ -93,7 +93,7 @@ def test_a_patient_row_equals_evaluating_that_patient_alone(local_result, rulese
 def test_the_candidate_release_stops_cards_below_its_threshold(local_result):
     rows, _ = local_result
     def gets(row, label):
-        return "meds.high-mme" in rule_ids(row["results"][label])
+        return "meds.medication-safety" in rule_ids(row["results"][label])
 
     stopped = [r["patient"] for r in rows if gets(r, SERVING) and not gets(r, CANDIDATE)]
     started = [r["patient"] for r in rows if gets(r, CANDIDATE) and not gets(r, SERVING)]
