@@ -354,8 +354,9 @@ def derive(definition, data, now: dt.datetime) -> Fact:
             state = "boom_bust"
             _set_levels(fact, statistics.median(last14), p, step)
     unit_def = roles.get("activity" if kind == "steps" else "minutes")
+    # a release from before Goal step-ups (1.2.0 and older) has no goal_step_up_days: it does not look for them
     raised = goal_step_up(roles["goal"], data, kind, unit_def, now, p["goal_step_up_days"]) \
-        if "goal" in roles and unit_def is not None else None
+        if "goal" in roles and unit_def is not None and "goal_step_up_days" in p else None
     goal_pain_rose = goal_stepping = False
     if raised is not None:  # the clinician raised the pacing target: the step-up date, and pain since then
         ago, old, new, new_goal, old_goal = raised
