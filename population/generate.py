@@ -50,6 +50,9 @@ CODES = {
     "resting_heart_rate": (LOINC, "40443-4", "Heart rate --resting"),
     "rpe": ("https://pacecds.org/fhir/CodeSystem/instrument-score", "borg-rpe", "Borg rating of perceived exertion (6-20)"),
     "hb_molar": (LOINC, "59260-0", "Hemoglobin [Moles/volume] in Blood"),
+    # two more members of VSAC 2.16.840.1.113762.1.4.1248.219 Hemoglobin lab test (rules/valuesets/SOURCES.md)
+    "hb_venous": (LOINC, "30350-3", "Hemoglobin [Mass/volume] in Venous blood"),
+    "hb_plasma": (LOINC, "35183-3", "Hemoglobin [Mass or Moles/volume] in Plasma"),
 }
 
 PACING_GOAL_CATEGORY = "https://pacecds.org/fhir/CodeSystem/goal-category"  # local pacecds code (docs/knowledge-base.md)

@@ -789,6 +789,22 @@ def patients() -> list[Chart]:
     c.lab("tsh", 2.0, "m[IU]/L", 5)
     out.append(c)
 
+    # 41. Man, venous hemoglobin 72 g/L under LOINC 30350-3 (a VSAC Hemoglobin lab test member): 7.2 g/dL, severe
+    #     anaemia, critical.
+    c = Chart("anemia-venous-30350", "pt-venoushb", "male", "1971-02-17", "Okafor", "Daniel")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.lab("hb_venous", 72, "g/L", 5)
+    c.lab("tsh", 2.0, "m[IU]/L", 5)
+    out.append(c)
+
+    # 42. Woman with only a free plasma hemoglobin (35183-3, 5 mg/dL; left out of the hemoglobin value set): it is
+    #     not a blood hemoglobin, so no anaemia card (read as one it would be 0.005 g/dL, "critical").
+    c = Chart("anemia-plasma-hb-not-read", "pt-plasmahb", "female", "1983-09-30", "Lindqvist", "Elin")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.lab("hb_plasma", 5, "mg/dL", 5)
+    c.lab("tsh", 2.0, "m[IU]/L", 5)
+    out.append(c)
+
     return out
 
 

@@ -60,7 +60,7 @@ CORPUS = [
     # --- facts and manifest ------------------------------------------------------------------
     ("fact-bad-kind", LABS, "    kind: observation\n    title: Hemoglobin", "    kind: observasion\n    title: Hemoglobin", "kind"),
     ("fact-bad-unit", LABS, "    unit: g/dL\n", "    unit: g/deciliter\n", "unit"),
-    ("fact-missing-codes", LABS, "    codes:\n      - {system: http://loinc.org, code: 718-7, display: \"Hemoglobin [Mass/volume] in Blood\"}\n", "", "facts.hemoglobin"),
+    ("fact-missing-codes", LABS, "    codes:\n      - {system: http://loinc.org, code: 3016-3, display: \"Thyrotropin [Units/volume] in Serum or Plasma\"}\n", "", "facts.tsh"),
     ("facts-not-mapping", LABS, None, "facts:\n  - hemoglobin\n", "facts"),
     ("valueset-bad-json", "valuesets/cds-pregnancy.json", None, '{"resourceType": "ValueSet", "compose": ', "cds-pregnancy.json"),
     ("valueset-wrong-type", "valuesets/cds-pregnancy.json", None, '{"resourceType": "CodeSystem", "id": "x"}', "ValueSet"),
