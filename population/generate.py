@@ -53,6 +53,8 @@ CODES = {
     # two more members of VSAC 2.16.840.1.113762.1.4.1248.219 Hemoglobin lab test (rules/valuesets/SOURCES.md)
     "hb_venous": (LOINC, "30350-3", "Hemoglobin [Mass/volume] in Venous blood"),
     "hb_plasma": (LOINC, "35183-3", "Hemoglobin [Mass or Moles/volume] in Plasma"),
+    # TSH in blood, the code of the gematik ISiK Labor TSH value set (rules/valuesets/tsh-lab-test.json)
+    "tsh_blood": (LOINC, "3015-5", "Thyrotropin [Units/volume] in Blood"),
 }
 
 PACING_GOAL_CATEGORY = "https://pacecds.org/fhir/CodeSystem/goal-category"  # local pacecds code (docs/knowledge-base.md)

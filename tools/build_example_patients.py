@@ -805,6 +805,14 @@ def patients() -> list[Chart]:
     c.lab("tsh", 2.0, "m[IU]/L", 5)
     out.append(c)
 
+    # 43. TSH 9.2 u[IU]/mL sent under 3015-5 (TSH in blood, the ISiK Labor code): 9.2 mIU/L, above the usual
+    #     adult range -> thyroid card.
+    c = Chart("tsh-blood-3015", "pt-tshblood", "female", "1969-05-12", "Weber", "Anke")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.lab("hb", 13.4, "g/dL", 5)
+    c.lab("tsh_blood", 9.2, "u[IU]/mL", 5)
+    out.append(c)
+
     return out
 
 

@@ -63,3 +63,11 @@ def test_hemoglobin_fact_reads_exactly_the_value_set(facts):
     codes = {code for system, code in facts["hemoglobin"].match_keys if system == LOINC}
     assert codes == published_codes("hemoglobin-lab-test")
     assert {"718-7", "59260-0", "30350-3"} <= codes and not {"24360-0", "35183-3"} & codes
+
+
+def test_tsh_in_blood_under_3015_5_is_read_in_milli_iu_per_l(facts):
+    bundle = json.loads((PATIENTS / "tsh-blood-3015.json").read_text())
+    fact = derive_facts(pool_request(bundle), [facts["tsh"]], NOW)["tsh"]
+    assert fact.present and fact.values["value"] == pytest.approx(9.2)
+    codes = {code for system, code in facts["tsh"].match_keys if system == LOINC}
+    assert codes == published_codes("tsh-lab-test") == {"3016-3", "3015-5"}
