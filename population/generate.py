@@ -55,6 +55,8 @@ CODES = {
     "hb_plasma": (LOINC, "35183-3", "Hemoglobin [Mass or Moles/volume] in Plasma"),
     # TSH in blood, the code of the gematik ISiK Labor TSH value set (rules/valuesets/tsh-lab-test.json)
     "tsh_blood": (LOINC, "3015-5", "Thyrotropin [Units/volume] in Blood"),
+    # CRP, the mass code of the gematik ISiK Labor CRP value set (rules/valuesets/crp-lab-test.json)
+    "crp": (LOINC, "1988-5", "C reactive protein [Mass/volume] in Serum or Plasma"),
 }
 
 PACING_GOAL_CATEGORY = "https://pacecds.org/fhir/CodeSystem/goal-category"  # local pacecds code (docs/knowledge-base.md)

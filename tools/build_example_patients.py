@@ -813,6 +813,20 @@ def patients() -> list[Chart]:
     c.lab("tsh_blood", 9.2, "u[IU]/mL", 5)
     out.append(c)
 
+    # 44-46. Ferritin 48 ng/mL: above the default 30, below WHO 2020's 70 with inflammation (CRP > 5 mg/L).
+    # 44: CRP 18 mg/L on the same day -> iron-deficiency card (inflammation wording).
+    # 45: CRP 3 mg/L -> no card.  46: CRP 18 mg/L but 200 days old, not measured with the ferritin -> no card.
+    for name, pid, crp, crp_days in (("iron-ferritin48-crp-raised", "pt-ferrcrp", 18, 10),
+                                     ("iron-ferritin48-crp-normal", "pt-ferrcrpn", 3, 10),
+                                     ("iron-ferritin48-crp-old", "pt-ferrcrpo", 18, 200)):
+        c = Chart(name, pid, "female", "1977-08-21", "Moreau", "Claire")
+        c.condition(*CHRONIC_LBP_ICD)
+        c.lab("hb", 12.6, "g/dL", 10)
+        c.lab("ferritin", 48, "ng/mL", 10)
+        c.lab("crp", crp, "mg/L", crp_days)
+        c.lab("tsh", 2.0, "m[IU]/L", 10)
+        out.append(c)
+
     return out
 
 

@@ -71,3 +71,18 @@ def test_tsh_in_blood_under_3015_5_is_read_in_milli_iu_per_l(facts):
     assert fact.present and fact.values["value"] == pytest.approx(9.2)
     codes = {code for system, code in facts["tsh"].match_keys if system == LOINC}
     assert codes == published_codes("tsh-lab-test") == {"3016-3", "3015-5"}
+
+
+@pytest.mark.parametrize("value, unit, mg_l", [(18, "mg/L", 18.0), (1.8, "mg/dL", 18.0)])
+def test_crp_is_read_in_mg_per_l(facts, value, unit, mg_l):
+    bundle = json.loads((PATIENTS / "iron-ferritin48-crp-raised.json").read_text())
+    for entry in bundle["entry"]:
+        r = entry["resource"]
+        if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] == "1988-5":
+            r["valueQuantity"] = {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+    fact = derive_facts(pool_request(bundle), [facts["crp"]], NOW)["crp"]
+    assert fact.present and fact.values["value"] == pytest.approx(mg_l)
+
+
+def test_molar_crp_is_not_read_without_a_cited_conversion(facts):
+    assert {code for _, code in facts["crp"].match_keys} == published_codes("crp-lab-test") == {"1988-5"}
