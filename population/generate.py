@@ -50,6 +50,13 @@ CODES = {
     "resting_heart_rate": (LOINC, "40443-4", "Heart rate --resting"),
     "rpe": ("https://pacecds.org/fhir/CodeSystem/instrument-score", "borg-rpe", "Borg rating of perceived exertion (6-20)"),
     "hb_molar": (LOINC, "59260-0", "Hemoglobin [Moles/volume] in Blood"),
+    # two more members of VSAC 2.16.840.1.113762.1.4.1248.219 Hemoglobin lab test (rules/valuesets/SOURCES.md)
+    "hb_venous": (LOINC, "30350-3", "Hemoglobin [Mass/volume] in Venous blood"),
+    "hb_plasma": (LOINC, "35183-3", "Hemoglobin [Mass or Moles/volume] in Plasma"),
+    # TSH in blood, the code of the gematik ISiK Labor TSH value set (rules/valuesets/tsh-lab-test.json)
+    "tsh_blood": (LOINC, "3015-5", "Thyrotropin [Units/volume] in Blood"),
+    # CRP, the mass code of the gematik ISiK Labor CRP value set (rules/valuesets/crp-lab-test.json)
+    "crp": (LOINC, "1988-5", "C reactive protein [Mass/volume] in Serum or Plasma"),
 }
 
 PACING_GOAL_CATEGORY = "https://pacecds.org/fhir/CodeSystem/goal-category"  # local pacecds code (docs/knowledge-base.md)

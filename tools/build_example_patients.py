@@ -789,6 +789,44 @@ def patients() -> list[Chart]:
     c.lab("tsh", 2.0, "m[IU]/L", 5)
     out.append(c)
 
+    # 41. Man, venous hemoglobin 72 g/L under LOINC 30350-3 (a VSAC Hemoglobin lab test member): 7.2 g/dL, severe
+    #     anaemia, critical.
+    c = Chart("anemia-venous-30350", "pt-venoushb", "male", "1971-02-17", "Okafor", "Daniel")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.lab("hb_venous", 72, "g/L", 5)
+    c.lab("tsh", 2.0, "m[IU]/L", 5)
+    out.append(c)
+
+    # 42. Woman with only a free plasma hemoglobin (35183-3, 5 mg/dL; left out of the hemoglobin value set): it is
+    #     not a blood hemoglobin, so no anaemia card (read as one it would be 0.005 g/dL, "critical").
+    c = Chart("anemia-plasma-hb-not-read", "pt-plasmahb", "female", "1983-09-30", "Lindqvist", "Elin")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.lab("hb_plasma", 5, "mg/dL", 5)
+    c.lab("tsh", 2.0, "m[IU]/L", 5)
+    out.append(c)
+
+    # 43. TSH 9.2 u[IU]/mL sent under 3015-5 (TSH in blood, the ISiK Labor code): 9.2 mIU/L, above the usual
+    #     adult range -> thyroid card.
+    c = Chart("tsh-blood-3015", "pt-tshblood", "female", "1969-05-12", "Weber", "Anke")
+    c.condition(*CHRONIC_LBP_ICD)
+    c.lab("hb", 13.4, "g/dL", 5)
+    c.lab("tsh_blood", 9.2, "u[IU]/mL", 5)
+    out.append(c)
+
+    # 44-46. Ferritin 48 ng/mL: above the default 30, below WHO 2020's 70 with inflammation (CRP > 5 mg/L).
+    # 44: CRP 18 mg/L on the same day -> iron-deficiency card (inflammation wording).
+    # 45: CRP 3 mg/L -> no card.  46: CRP 18 mg/L but 200 days old, not measured with the ferritin -> no card.
+    for name, pid, crp, crp_days in (("iron-ferritin48-crp-raised", "pt-ferrcrp", 18, 10),
+                                     ("iron-ferritin48-crp-normal", "pt-ferrcrpn", 3, 10),
+                                     ("iron-ferritin48-crp-old", "pt-ferrcrpo", 18, 200)):
+        c = Chart(name, pid, "female", "1977-08-21", "Moreau", "Claire")
+        c.condition(*CHRONIC_LBP_ICD)
+        c.lab("hb", 12.6, "g/dL", 10)
+        c.lab("ferritin", 48, "ng/mL", 10)
+        c.lab("crp", crp, "mg/L", crp_days)
+        c.lab("tsh", 2.0, "m[IU]/L", 10)
+        out.append(c)
+
     return out
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 HB = "anemia/low-hemoglobin.yaml"
 TSH = "thyroid/tsh-abnormal.yaml"
 LABS = "facts/labs.yaml"
+IRON = "facts/iron.yaml"
 DEMO = "facts/demographics.yaml"
 MANIFEST = "ruleset.yaml"
 # the hemoglobin rule's whole approval line (it carries a long note), read from the bundled rules
@@ -60,7 +61,7 @@ CORPUS = [
     # --- facts and manifest ------------------------------------------------------------------
     ("fact-bad-kind", LABS, "    kind: observation\n    title: Hemoglobin", "    kind: observasion\n    title: Hemoglobin", "kind"),
     ("fact-bad-unit", LABS, "    unit: g/dL\n", "    unit: g/deciliter\n", "unit"),
-    ("fact-missing-codes", LABS, "    codes:\n      - {system: http://loinc.org, code: 718-7, display: \"Hemoglobin [Mass/volume] in Blood\"}\n", "", "facts.hemoglobin"),
+    ("fact-missing-codes", IRON, "    codes:\n      - {system: http://loinc.org, code: 2276-4, display: \"Ferritin [Mass/volume] in Serum or Plasma\"}\n", "", "facts.ferritin"),
     ("facts-not-mapping", LABS, None, "facts:\n  - hemoglobin\n", "facts"),
     ("valueset-bad-json", "valuesets/cds-pregnancy.json", None, '{"resourceType": "ValueSet", "compose": ', "cds-pregnancy.json"),
     ("valueset-wrong-type", "valuesets/cds-pregnancy.json", None, '{"resourceType": "CodeSystem", "id": "x"}', "ValueSet"),

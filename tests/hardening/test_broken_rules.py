@@ -18,7 +18,8 @@ from tests.conftest import RULES
 from tests.hardening.broken_rules import CORPUS
 
 # a small valid tree: two rules, the facts they read, one value set (independent of the KB's growth)
-FILES = ["ruleset.yaml", "facts/labs.yaml", "facts/demographics.yaml", "valuesets/cds-pregnancy.json",
+FILES = ["ruleset.yaml", "facts/labs.yaml", "facts/iron.yaml", "facts/demographics.yaml", "valuesets/cds-pregnancy.json",
+         "valuesets/hemoglobin-lab-test.json", "valuesets/tsh-lab-test.json", "valuesets/crp-lab-test.json",
          "anemia/low-hemoglobin.yaml", "thyroid/tsh-abnormal.yaml"]
 LINE = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?P<col>\d+): (?P<msg>\S.*)$")
 
