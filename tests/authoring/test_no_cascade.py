@@ -57,9 +57,9 @@ def test_a_fact_with_a_schema_error_is_not_available_and_its_neighbours_still_lo
 
 def test_only_a_fact_no_file_defines_is_unknown(rules_copy):
     rule = rules_copy / "anemia" / "iron-deficiency.yaml"
-    rule.write_text(rule.read_text().replace("{fact: ferritin, lt: {param: threshold}}", "{fact: feritin, lt: {param: threshold}}"))
+    rule.write_text(rule.read_text().replace("{fact: ferritin, lt: {param: threshold}}", "{fact: feritin, lt: {param: threshold}}", 1))
     (error,) = errors_of(rules_copy)
-    assert "when.all.1.fact: unknown fact 'feritin' (define it in rules/facts)" in error
+    assert "when.any.0.all.1.fact: unknown fact 'feritin' (define it in rules/facts)" in error
 
 
 def test_every_error_in_every_file_in_one_run(rules_copy, capsys):

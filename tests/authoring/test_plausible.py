@@ -20,12 +20,14 @@ def errors_of(root):
 def test_wrong_unit_on_a_parameter_is_refused_with_its_position(rules_copy):
     rule = rules_copy / "anemia" / "iron-deficiency.yaml"
     rule.write_text(rule.read_text().replace("threshold: {value: 30, unit: ng/mL", "threshold: {value: 30, unit: g/dL"))
-    (error,) = errors_of(rules_copy)
-    match = re.match(rf"^{re.escape(str(rule))}:(\d+):(\d+): when\.all\.1\.lt: (.*)$", error)
-    assert match, error
-    assert match.group(3) == ("parameter threshold 30 g/dL for ferritin is 300000000 ng/mL, outside the plausible "
-                              "0\u2013100000 ng/mL for ferritin; check the unit")
-    assert "{param: threshold}" in rule.read_text().splitlines()[int(match.group(1)) - 1]
+    errors = errors_of(rules_copy)
+    assert len(errors) == 2  # the threshold is used twice: the low-ferritin test, and the inflammation card variant
+    for error, path in zip(errors, ("when.any.0.all.1.lt", "card.variants.0.when.all.0.gte")):
+        match = re.match(rf"^{re.escape(str(rule))}:(\d+):(\d+): {re.escape(path)}: (.*)$", error)
+        assert match, error
+        assert match.group(3) == ("parameter threshold 30 g/dL for ferritin is 300000000 ng/mL, outside the "
+                                  "plausible 0\u2013100000 ng/mL for ferritin; check the unit")
+        assert "{param: threshold}" in rule.read_text().splitlines()[int(match.group(1)) - 1]
 
 
 def test_wrong_unit_on_an_inline_quantity_is_refused(rules_copy):
