@@ -3,7 +3,8 @@
 A placeholder is `{operand}` or `{operand op operand ...:format}` where an operand is a
 number, `fact.attribute`, `fact.unit` or `param.NAME` (a parameter with a unit renders as "30 ng/mL";
 in arithmetic it is its number), op is + - * /, and format is one
-of `.Nf`, `d`, `%`-free Python number specs, or `lines` (a list as Markdown bullets, detail only). Every placeholder has a known longest
+of `.Nf`, `d`, `%`-free Python number specs, `ago` (a number of days as "today", "1 day ago", "5 days ago"), or
+`lines` (a list as Markdown bullets, detail only). Every placeholder has a known longest
 rendering, so the longest possible summary is known when the rules load.
 """
 
@@ -15,7 +16,7 @@ import re
 from fhir_adapter.facts import is_number
 
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_FORMAT = re.compile(r"^(\.\d[fg]|d|\.0%|lines|)$")
+_FORMAT = re.compile(r"^(\.\d[fg]|d|\.0%|ago|lines|)$")
 _OPERAND = re.compile(r"^(?:-?\d+(?:\.\d+)?|[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*|[a-z][a-z0-9_]*)$")
 NUMBER_WIDTH = 12  # longest rendering of a number, and of "not recorded"
 TEXT_WIDTH = 40  # strings (a drug name) are cut to this
@@ -86,6 +87,8 @@ class Placeholder:
         """Longest rendering; kinds maps a reference to 'number', 'text', 'list' or 'unit:<u>'."""
         if self.format == "lines":
             return LINES_WIDTH  # unbounded in practice: a bullet list belongs in the detail, never the summary
+        if self.format == "ago":
+            return NUMBER_WIDTH + len(" days ago")
         if len(self.operands) == 1:
             kind = kinds.get(self.operands[0], "number")
             if kind == "text":
@@ -174,6 +177,9 @@ def format_value(value, fmt: str = "", escape=None) -> str:
                          for v in items)
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if is_number(value) and fmt == "ago":  # days as words: never "1 days ago"
+        days = round(value)
+        return "today" if days == 0 else "1 day ago" if days == 1 else f"{format_value(days, 'd')} days ago"
     if is_number(value):
         if fmt == "d":
             text = f"{round(value):d}"

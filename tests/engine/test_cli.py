@@ -10,7 +10,7 @@ def test_evaluate_prints_a_cds_hooks_response(capsys):
     assert main(["evaluate", "--now", "2026-11-01", PATIENT]) == 0
     response = json.loads(capsys.readouterr().out)
     (card,) = response["cards"]
-    assert card["extension"]["pacecds.rule"] == {"id": "anemia.low-hemoglobin", "version": "1.1.0"}
+    assert card["extension"]["pacecds.rule"] == {"id": "anemia.low-hemoglobin", "version": "1.1.1"}
 
 
 def test_evaluate_bad_input_exits_2_with_one_line(tmp_path, capsys):
@@ -34,9 +34,9 @@ def test_evaluate_bad_input_exits_2_with_one_line(tmp_path, capsys):
 def test_explain_shows_values_thresholds_and_provenance(capsys):
     assert main(["explain", "--now", "2026-11-01", PATIENT]) == 0
     out = capsys.readouterr().out
-    assert "anemia.low-hemoglobin 1.1.0: FIRED" in out
+    assert "anemia.low-hemoglobin 1.1.1: FIRED" in out
     assert "hemoglobin.value < 12 g/dL: true (saw 10.8) [Observation/hb-anna-1]" in out
-    assert "thyroid.tsh-abnormal 1.1.0: not fired" in out
+    assert "thyroid.tsh-abnormal 1.1.1: not fired" in out
 
 
 def test_explain_names_data_not_clearly_about_the_patient(tmp_path, capsys):
@@ -50,4 +50,4 @@ def test_explain_names_data_not_clearly_about_the_patient(tmp_path, capsys):
     out = capsys.readouterr().out
     assert ("data note: Observation/hb-anna-1 at bundle.entry[1]: not used, its subject is given only by "
             "identifier") in out
-    assert "anemia.low-hemoglobin 1.1.0: not fired" in out
+    assert "anemia.low-hemoglobin 1.1.1: not fired" in out

@@ -24,10 +24,10 @@ def test_broken_rule_file_never_replaces_the_serving_ruleset(rules_copy):
     assert len(holder.current.evaluate(patient, now=NOW).cards) == 1  # still serving the good rules
 
     touch_later(rule, good.replace("women_threshold: {value: 12.0", "women_threshold: {value: 10.0")
-                .replace("version: 1.0.0", "version: 1.1.0", 1))
+                .replace("version: 1.1.1", "version: 1.2.0", 1))
     assert holder.reload() is True
     assert holder.current is not serving and holder.last_errors == []
-    assert holder.current.rule("anemia.low-hemoglobin").version == "1.1.0"
+    assert holder.current.rule("anemia.low-hemoglobin").version == "1.2.0"
     assert holder.current.evaluate(patient, now=NOW).cards == []
 
 

@@ -33,7 +33,7 @@ CORPUS = [
     ("missing-id", HB, "id: anemia.low-hemoglobin\n", "", "'id' is a required property"),
     ("missing-card", TSH, "card:\n  summary:", "kard:\n  summary:", "card"),
     ("bad-status", HB, "status: active", "status: live", "status"),
-    ("bad-version", HB, "version: 1.1.0", "version: one", "version: 'one'"),
+    ("bad-version", HB, "version: 1.1.1", "version: one", "version: 'one'"),
     ("bad-hook", HB, "hooks: [patient-view]", "hooks: [patient-viewed]", "patient-viewed"),
     ("hooks-not-list", HB, "hooks: [patient-view]", "hooks: patient-view", "hooks"),
     ("unknown-top-level-field", HB, "status: active", "status: active\nsevrity: high", "sevrity"),
