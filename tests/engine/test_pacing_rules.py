@@ -11,6 +11,7 @@ import yaml
 from fhir.resources.R4B import get_fhir_model_class
 
 from engine import load_ruleset
+from engine.loader import _strings  # the loader walks a suggestion resource's strings the same way
 from engine.ruleset import parse_now
 from service.services import build_prefetch
 
@@ -72,17 +73,6 @@ def test_boom_bust_gives_one_target_from_the_quota(ruleset):
     numbers = {a["resource"]["target"][0]["detailQuantity"]["value"]
                for s in cards[0]["suggestions"] for a in s["actions"] if a["resource"]["resourceType"] == "Goal"}
     assert numbers == {6000}
-
-
-def _strings(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
 
 
 def _goals(resource):
